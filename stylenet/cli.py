@@ -1,0 +1,176 @@
+"""The ``stylize`` command line: train a style, apply it, manage loss-network weights.
+
+Examples::
+
+    stylize lossnet fetch --source keras-vgg19
+    stylize train --style scream.jpg --content photos/ --out scream.safetensors --iterations 2000
+    stylize apply --model scream.safetensors photo.jpg out.png --max-side 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import lossnet
+from .data import open_image
+from .errors import StylenetError
+from .inference import stylize
+from .model_file import load_generator, save_generator
+from .params import TrainParams
+from .train import Progress, train
+
+_TRAIN_FIELDS = {
+    "arch": str,
+    "width": float,
+    "norm": str,
+    "scales": int,
+    "preset": str,
+    "lossnet": str,
+    "image_size": int,
+    "style_size": int,
+    "iterations": int,
+    "batch_size": int,
+    "lr": float,
+    "lr_schedule": str,
+    "content_weight": float,
+    "style_weight": float,
+    "tv_weight": float,
+    "seed": int,
+    "holdout": int,
+    "checkpoint_every": int,
+    "progress_every": int,
+    "num_workers": int,
+}
+
+
+def _progress_bar(progress: Progress) -> None:
+    width = 30
+    filled = int(width * progress.iteration / progress.total)
+    losses = " ".join(f"{k}={v:.3g}" for k, v in progress.losses.items())
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.iteration}/{progress.total} "
+        f"{losses} {progress.images_per_s:.1f} img/s eta {progress.eta_s:.0f}s "
+    )
+    if progress.iteration == progress.total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    fields = {k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k) is not None}
+    params = TrainParams.from_dict(fields)
+    result = train(
+        args.style,
+        args.content,
+        params,
+        on_progress=None if args.quiet else _progress_bar,
+        checkpoint_dir=args.checkpoint_dir,
+        device=args.device,
+    )
+    digest = save_generator(
+        args.out,
+        result.generator,
+        train_params=params.to_dict(),
+        lossnet=result.lossnet,
+        metrics=result.metrics,
+        dtype=args.dtype,
+    )
+    print(json.dumps({"out": str(args.out), "sha256": digest, "metrics": result.metrics}, indent=2))
+    return 0
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    generator, _ = load_generator(args.model, device=args.device)
+    started = time.perf_counter()
+    out = stylize(
+        open_image(args.input),
+        generator,
+        max_side=args.max_side,
+        strength=args.strength,
+        preserve_color=args.preserve_color,
+    )
+    out.save(args.output)
+    print(f"{args.output}: {out.width}×{out.height} in {time.perf_counter() - started:.2f}s")
+    return 0
+
+
+def _cmd_lossnet(args: argparse.Namespace) -> int:
+    if args.action == "fetch":
+        path = lossnet.fetch(
+            args.source,
+            cache_dir=args.cache_dir,
+            path=args.path,
+            sha256=args.sha256,
+            depth=args.depth,
+            preprocessing=args.preprocessing,
+        )
+        print(f"{args.source}: {path} (verified)")
+    else:
+        print(json.dumps(lossnet.describe(args.cache_dir), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``stylize`` argument parser."""
+    parser = argparse.ArgumentParser(prog="stylize", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a generator for one style image")
+    t.add_argument("--style", type=Path, required=True, help="the style image")
+    t.add_argument("--content", type=Path, required=True, help="folder of content photos")
+    t.add_argument("--out", type=Path, required=True, help="generator file to write")
+    t.add_argument("--checkpoint-dir", type=Path, help="checkpoint here; resume if one exists")
+    t.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    t.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, kind in _TRAIN_FIELDS.items():
+        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+    t.set_defaults(func=_cmd_train)
+
+    a = sub.add_parser("apply", help="stylize an image with a trained generator")
+    a.add_argument("--model", type=Path, required=True, help="generator file (.safetensors)")
+    a.add_argument("input", type=Path)
+    a.add_argument("output", type=Path)
+    a.add_argument("--max-side", type=int, default=1024)
+    a.add_argument("--strength", type=float, default=1.0)
+    a.add_argument("--preserve-color", action="store_true")
+    a.add_argument("--device", default="cpu")
+    a.set_defaults(func=_cmd_apply)
+
+    n = sub.add_parser("lossnet", help="fetch and check loss-network weights")
+    n.add_argument("action", choices=("fetch", "list"))
+    n.add_argument("--source", default="keras-vgg19", help=f"one of {[*lossnet.SOURCES, 'file']}")
+    n.add_argument("--path", type=Path, help="local copy of the source file")
+    n.add_argument("--sha256", help="expected sha256 of --path (source 'file')")
+    n.add_argument("--depth", type=int, default=19, choices=(16, 19))
+    n.add_argument("--preprocessing", default="torchvision", choices=("caffe", "torchvision"))
+    n.add_argument("--cache-dir", type=Path, default=None)
+    n.set_defaults(func=_cmd_lossnet)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``stylize`` command; return its exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except StylenetError as exc:
+        print(f"stylize: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstylize: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Apply a trained generator: resizing, strength blending and colour preservation.
+
+:func:`stylize_tensor` is the batched core used by the service's batcher; :func:`stylize`
+wraps it for one PIL image. On CPU inference runs in float32; on CUDA under bf16
+autocast with channels_last tensors (the generator should be channels_last too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .errors import ImageError, InvalidParams
+from .generators import MIN_SIDE
+from .pixels import image_to_tensor, resize_within, rgb_to_ycbcr, tensor_to_image, ycbcr_to_rgb
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def blend(
+    content: torch.Tensor, stylized: torch.Tensor, strength: float, preserve_color: bool
+) -> torch.Tensor:
+    """Mix a stylized batch with its content batch (pixel convention, same shape).
+
+    ``preserve_color`` keeps the content's chrominance and takes only the stylized
+    luminance (Gatys et al. 2016, "Preserving color in neural artistic style transfer",
+    luminance-only transfer); ``strength`` then blends linearly with the content.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise InvalidParams("strength", f"must be within 0..1, got {strength}")
+    stylized = stylized.float()
+    if preserve_color:
+        styl, cont = rgb_to_ycbcr(stylized), rgb_to_ycbcr(content.float())
+        stylized = ycbcr_to_rgb(torch.cat([styl[:, :1], cont[:, 1:]], dim=1))
+    if strength < 1.0:
+        stylized = torch.lerp(content.float(), stylized, strength)
+    return stylized.clamp(0, 255)
+
+
+@torch.inference_mode()
+def stylize_tensor(
+    batch: torch.Tensor,
+    generator: nn.Module,
+    *,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+) -> torch.Tensor:
+    """Stylize an N×3×H×W batch (pixel convention) on the generator's device.
+
+    Returns a float32 batch of the same shape on that device, clamped to 0–255.
+    """
+    if batch.dim() != 4 or batch.shape[1] != 3:
+        raise InvalidParams("batch", f"expected N×3×H×W, got {tuple(batch.shape)}")
+    if min(batch.shape[-2:]) < MIN_SIDE:
+        raise ImageError(f"image is {tuple(batch.shape[-2:])}; both sides must be ≥ {MIN_SIDE} px")
+    device = _device_of(generator)
+    batch = batch.to(device, non_blocking=True)
+    if device.type == "cuda":
+        autocast: contextlib.AbstractContextManager[object] = torch.autocast(
+            "cuda", dtype=torch.bfloat16
+        )
+        batch_in = batch.contiguous(memory_format=torch.channels_last)
+    else:
+        autocast, batch_in = contextlib.nullcontext(), batch
+    was_training = generator.training
+    generator.eval()
+    try:
+        with autocast:
+            out = generator(batch_in)
+    finally:
+        generator.train(was_training)
+    return blend(batch, out, strength, preserve_color)
+
+
+def stylize(
+    image: Image.Image,
+    generator: nn.Module,
+    *,
+    max_side: int | None = 1024,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+) -> Image.Image:
+    """Stylize one image; the result has the (possibly downscaled) input's size.
+
+    Args:
+        image: any PIL image (EXIF orientation and alpha are handled).
+        generator: a trained generator (see :func:`stylenet.model_file.load_generator`).
+        max_side: downscale so the longer side is at most this (None keeps the size).
+        strength: 0 returns the content, 1 the full stylization.
+        preserve_color: keep the content's colours, transfer luminance only.
+    """
+    tensor = image_to_tensor(resize_within(image, max_side))
+    out = stylize_tensor(tensor, generator, strength=strength, preserve_color=preserve_color)
+    return tensor_to_image(out)

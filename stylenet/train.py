@@ -1,0 +1,248 @@
+"""Train a feed-forward generator for one style (Ulyanov et al. 2016; Johnson et al. 2016).
+
+:func:`train` optimizes a generator with Adam so that its outputs keep the content
+features of random content crops while matching the Gram statistics of one style
+image under a frozen VGG. It reports progress through a callback (which may raise to
+abort), checkpoints periodically, resumes from the last checkpoint, and ends with an
+evaluation on held-out content images that were never trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import ContentImages, CropSequence, center_crop, find_images, iterate_batches, open_image
+from .data import split_holdout as _split
+from .errors import ContentImagesError
+from .generators import build_generator
+from .losses import LossTerms, PerceptualLoss
+from .lossnet import load_vgg
+from .params import TrainParams
+from .pixels import image_to_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """A progress report, passed to ``on_progress`` every ``params.progress_every`` steps."""
+
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    images_per_s: float
+    eta_s: float
+    lr: float
+    elapsed_s: float
+    generator: nn.Module = field(repr=False)
+
+    @torch.no_grad()
+    def preview(self, image: Image.Image, max_side: int = 256) -> Image.Image:
+        """Stylize ``image`` with the generator as it is now (for live previews)."""
+        from .inference import stylize  # local: inference imports nothing from training
+
+        return stylize(image, self.generator, max_side=max_side)
+
+
+@dataclass
+class TrainResult:
+    """The trained generator (eval mode, on CPU) and what was measured."""
+
+    generator: nn.Module
+    metrics: dict[str, Any]
+    params: TrainParams
+    lossnet: str
+
+
+def learning_rate(params: TrainParams, iteration: int) -> float:
+    """Return the learning rate at ``iteration`` (a pure function: resuming needs no state)."""
+    if params.lr_schedule == "constant":
+        return params.lr
+    progress = iteration / max(1, params.iterations)
+    if params.lr_schedule == "step":
+        return params.lr * (0.1 if progress >= 2 / 3 else 1.0)
+    return params.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _style_tensor(style: Image.Image | Path | str, size: int) -> torch.Tensor:
+    image = style if isinstance(style, Image.Image) else open_image(style)
+    scale = size / max(image.size)
+    if scale != 1:
+        target = (max(16, round(image.width * scale)), max(16, round(image.height * scale)))
+        image = image.resize(target, Image.Resampling.LANCZOS)
+    return image_to_tensor(image)
+
+
+def build_loss(params: TrainParams, device: torch.device, cache_dir: Path | None) -> PerceptualLoss:
+    """Build the perceptual loss these params ask for, on ``device``."""
+    settings = params.resolved()
+    taps = [*settings["content_layers"], *settings["style_layers"]]
+    vgg = load_vgg(settings["lossnet"], taps, cache_dir=cache_dir, device=device)
+    if device.type == "cuda":
+        vgg = vgg.to(memory_format=torch.channels_last)
+    return PerceptualLoss(
+        vgg,
+        settings["content_layers"],
+        settings["style_layers"],
+        settings["content_weight"],
+        settings["style_weight"],
+        settings["tv_weight"],
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    generator: nn.Module, loss: PerceptualLoss, images: list[torch.Tensor], device: torch.device
+) -> dict[str, float]:
+    """Mean loss terms of ``generator`` over ``images`` (each 1×3×H×W), in eval mode."""
+    was_training = generator.training
+    generator.eval()
+    totals: dict[str, float] = {}
+    try:
+        for image in images:
+            image = image.to(device)
+            with _autocast(device):
+                terms = loss(generator(image), image)
+            for key, value in terms.as_floats().items():
+                totals[key] = totals.get(key, 0.0) + value / len(images)
+    finally:
+        generator.train(was_training)
+    return totals
+
+
+def _batches(
+    params: TrainParams, content: ContentImages, start: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    sequence = CropSequence(
+        content, params.image_size, params.batch_size, params.seed, params.iterations
+    )
+    return iterate_batches(sequence, start, params.num_workers)
+
+
+def train(
+    style_image: Image.Image | Path | str,
+    content_dir: Path | str,
+    params: TrainParams,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    checkpoint_dir: Path | str | None = None,
+    device: torch.device | str = "cpu",
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Train a generator for ``style_image`` on the photos under ``content_dir``.
+
+    Args:
+        style_image: the style (a PIL image or a path).
+        content_dir: folder searched recursively for jpg/png/webp content photos;
+            ``params.holdout`` of them are kept out of training for evaluation.
+        params: the training parameters.
+        on_progress: called every ``params.progress_every`` iterations and at the end;
+            raising from it aborts training (the last checkpoint stays for a resume).
+        checkpoint_dir: where checkpoints go; a checkpoint found there is resumed.
+        device: ``cpu`` or ``cuda[:N]``; on CUDA training uses bf16 autocast and
+            channels_last.
+        cache_dir: loss-network weight cache (default: ``stylenet.lossnet.default_cache_dir``).
+
+    Returns:
+        The trained generator (on CPU, eval mode) and its metrics.
+
+    Raises:
+        ContentImagesError: no usable content image.
+        ImageError: the style image cannot be decoded.
+        WeightsNotFound: the loss network has not been fetched.
+    """
+    device = torch.device(device)
+    started = time.monotonic()
+    style = _style_tensor(style_image, params.style_size)
+    paths = find_images(Path(content_dir))
+    train_paths, held_paths = _split(paths, params.holdout)
+    content = ContentImages(train_paths, params.image_size)
+    content.check_usable(str(content_dir))
+    held = ContentImages(held_paths, params.image_size)
+    held_images = [
+        center_crop(im, params.image_size) for i in range(len(held)) if (im := held.get(i))
+    ]
+
+    loss = build_loss(params, device, cache_dir)
+    loss.set_style(style.to(device))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.seed)
+        generator = build_generator(params.generator_config).to(device).train()
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    generator = generator.to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=params.lr)
+
+    folder = Path(checkpoint_dir) if checkpoint_dir else None
+    start = load_checkpoint(folder, generator, optimizer, params) if folder else 0
+    if start:
+        log.info("resuming from checkpoint at iteration %d", start)
+    terms: LossTerms | None = None
+    rate, window_start, window_iters = 0.0, time.monotonic(), 0
+    for iteration, batch in _batches(params, content, start):
+        lr = learning_rate(params, iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device):
+            terms = loss(generator(batch), batch)
+        terms.total.backward()
+        optimizer.step()
+        done = iteration + 1
+        window_iters += 1
+        if folder and params.checkpoint_every and done % params.checkpoint_every == 0:
+            save_checkpoint(folder, generator, optimizer, done, params)
+        if on_progress and (done % params.progress_every == 0 or done == params.iterations):
+            elapsed = time.monotonic() - window_start
+            rate = window_iters * params.batch_size / max(elapsed, 1e-9)
+            window_start, window_iters = time.monotonic(), 0
+            on_progress(
+                Progress(
+                    iteration=done,
+                    total=params.iterations,
+                    losses=terms.as_floats(),
+                    images_per_s=rate,
+                    eta_s=(params.iterations - done) * params.batch_size / max(rate, 1e-9),
+                    lr=lr,
+                    elapsed_s=time.monotonic() - started,
+                    generator=generator,
+                )
+            )
+    if folder and start < params.iterations:
+        save_checkpoint(folder, generator, optimizer, params.iterations, params)
+
+    generator = generator.to(memory_format=torch.contiguous_format)
+    holdout = evaluate(generator, loss, held_images, device) if held_images else {}
+    metrics = {
+        "iterations": params.iterations,
+        "resumed_from": start,
+        "train_seconds": round(time.monotonic() - started, 3),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "final_train_loss": terms.as_floats() if terms is not None else {},
+        "images_per_s": round(rate, 3),
+        "holdout_images": [p.name for p in held_paths],
+        "holdout_loss": holdout,
+        "content_images": len(train_paths),
+    }
+    return TrainResult(generator.cpu().eval(), metrics, params, params.resolved()["lossnet"])
+
+
+__all__ = ["ContentImagesError", "Progress", "TrainResult", "evaluate", "learning_rate", "train"]

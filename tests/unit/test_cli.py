@@ -1,0 +1,89 @@
+"""The ``stylize`` command: train then apply, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stylenet.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_train_then_apply(tmp_path: Path, content_dir: Path, style_image) -> None:
+    style = tmp_path / "style.png"
+    style_image.save(style)
+    model = tmp_path / "style.safetensors"
+    trained = _run(
+        "train",
+        "--style",
+        str(style),
+        "--content",
+        str(content_dir),
+        "--out",
+        str(model),
+        "--iterations",
+        "3",
+        "--image-size",
+        "64",
+        "--style-size",
+        "64",
+        "--batch-size",
+        "1",
+        "--width",
+        "0.25",
+        "--dtype",
+        "float16",
+    )
+    assert trained.returncode == 0, trained.stderr
+    report = json.loads(trained.stdout)
+    assert report["metrics"]["iterations"] == 3 and len(report["sha256"]) == 64
+    assert "3/3" in trained.stderr  # the progress bar
+    out = tmp_path / "out.png"
+    applied = _run(
+        "apply",
+        "--model",
+        str(model),
+        str(content_dir / "chelsea.png"),
+        str(out),
+        "--max-side",
+        "64",
+        "--strength",
+        "0.8",
+        "--preserve-color",
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert max(Image.open(out).size) == 64
+
+
+def test_errors_are_one_clear_line(tmp_path: Path, content_dir: Path) -> None:
+    missing = _run(
+        "train",
+        "--style",
+        str(content_dir / "chelsea.png"),
+        "--content",
+        str(content_dir),
+        "--out",
+        str(tmp_path / "x.safetensors"),
+        "--iterations",
+        "1",
+        env={"STYLIZE_CACHE_DIR": str(tmp_path / "empty-cache")},
+    )
+    assert missing.returncode == 2
+    assert "stylize lossnet fetch --source keras-vgg19" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = _run("apply", "--model", str(content_dir / "chelsea.png"), "a.png", "b.png")
+    assert bad.returncode == 2 and "not a generator file" in bad.stderr
+    params = _run("train", "--style", "s.png", "--content", ".", "--out", "x", "--image-size", "4")
+    assert params.returncode == 2 and "image_size" in params.stderr
