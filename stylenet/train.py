@@ -82,6 +82,11 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _style_tensor(style: Image.Image | Path | str, size: int) -> torch.Tensor:
     image = style if isinstance(style, Image.Image) else open_image(style)
     scale = size / max(image.size)
@@ -91,12 +96,18 @@ def _style_tensor(style: Image.Image | Path | str, size: int) -> torch.Tensor:
     return image_to_tensor(image)
 
 
-def build_loss(params: TrainParams, device: torch.device, cache_dir: Path | None) -> PerceptualLoss:
+def build_loss(
+    params: TrainParams,
+    device: torch.device,
+    cache_dir: Path | None,
+    *,
+    channels_last: bool = False,
+) -> PerceptualLoss:
     """Build the perceptual loss these params ask for, on ``device``."""
     settings = params.resolved()
     taps = [*settings["content_layers"], *settings["style_layers"]]
     vgg = load_vgg(settings["lossnet"], taps, cache_dir=cache_dir, device=device)
-    if device.type == "cuda":
+    if channels_last and device.type == "cuda":
         vgg = vgg.to(memory_format=torch.channels_last)
     return PerceptualLoss(
         vgg,
@@ -146,6 +157,7 @@ def train(
     checkpoint_dir: Path | str | None = None,
     device: torch.device | str = "cpu",
     cache_dir: Path | None = None,
+    channels_last: bool = False,
 ) -> TrainResult:
     """Train a generator for ``style_image`` on the photos under ``content_dir``.
 
@@ -157,9 +169,10 @@ def train(
         on_progress: called every ``params.progress_every`` iterations and at the end;
             raising from it aborts training (the last checkpoint stays for a resume).
         checkpoint_dir: where checkpoints go; a checkpoint found there is resumed.
-        device: ``cpu`` or ``cuda[:N]``; on CUDA training uses bf16 autocast and
-            channels_last.
+        device: ``cpu`` or ``cuda[:N]``; on CUDA training uses bf16 autocast.
         cache_dir: loss-network weight cache (default: ``stylenet.lossnet.default_cache_dir``).
+        channels_last: on CUDA, train in channels_last memory format (off by default: with
+            instance norm it measured slower on an H100, see bench/bench_stylenet.py).
 
     Returns:
         The trained generator (on CPU, eval mode) and its metrics.
@@ -181,12 +194,13 @@ def train(
         center_crop(im, params.image_size) for i in range(len(held)) if (im := held.get(i))
     ]
 
-    loss = build_loss(params, device, cache_dir)
+    loss = build_loss(params, device, cache_dir, channels_last=channels_last)
     loss.set_style(style.to(device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
         generator = build_generator(params.generator_config).to(device).train()
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    use_cl = channels_last and device.type == "cuda"
+    memory_format = torch.channels_last if use_cl else torch.contiguous_format
     generator = generator.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(generator.parameters(), lr=params.lr)
 
@@ -195,6 +209,7 @@ def train(
     if start:
         log.info("resuming from checkpoint at iteration %d", start)
     terms: LossTerms | None = None
+    loop_started = time.monotonic()
     rate, window_start, window_iters = 0.0, time.monotonic(), 0
     for iteration, batch in _batches(params, content, start):
         lr = learning_rate(params, iteration)
@@ -228,6 +243,8 @@ def train(
             )
     if folder and start < params.iterations:
         save_checkpoint(folder, generator, optimizer, params.iterations, params)
+    _sync(device)
+    loop_seconds = time.monotonic() - loop_started
 
     generator = generator.to(memory_format=torch.contiguous_format)
     holdout = evaluate(generator, loss, held_images, device) if held_images else {}
@@ -237,7 +254,9 @@ def train(
         "train_seconds": round(time.monotonic() - started, 3),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "final_train_loss": terms.as_floats() if terms is not None else {},
-        "images_per_s": round(rate, 3),
+        "images_per_s": round(
+            (params.iterations - start) * params.batch_size / max(loop_seconds, 1e-9), 3
+        ),
         "holdout_images": [p.name for p in held_paths],
         "holdout_loss": holdout,
         "content_images": len(train_paths),

@@ -8,7 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stylenet import samples
+from stylenet import TrainParams, image_to_tensor, samples
+from stylenet.data import ContentImages, center_crop, find_images, split_holdout
+from stylenet.generators import build_generator
+from stylenet.train import build_loss, evaluate
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,3 +44,20 @@ def style_image() -> Image.Image:
 @pytest.fixture(scope="session")
 def photo() -> Image.Image:
     return samples.sample("astronaut")
+
+
+@pytest.fixture(scope="session")
+def untrained_holdout_loss(content_dir: Path, style_image: Image.Image):
+    """Return a function giving the held-out losses of the untrained generator of ``params``."""
+
+    def measure(params: TrainParams, device: str = "cpu") -> dict[str, float]:
+        loss = build_loss(params, torch.device(device), None)
+        loss.set_style(image_to_tensor(style_image).to(device))
+        _, held = split_holdout(find_images(content_dir), params.holdout)
+        images = ContentImages(held, params.image_size)
+        crops = [center_crop(images.get(i), params.image_size) for i in range(len(images))]
+        torch.manual_seed(params.seed)  # the same initialization train() starts from
+        generator = build_generator(params.generator_config).to(device)
+        return evaluate(generator, loss, crops, torch.device(device))
+
+    return measure
