@@ -1,0 +1,333 @@
+"""Style records, their JSON manifest form, and the status lifecycle.
+
+A style's manifest is the single JSON document that says what the style is; every other
+stored file (style image, preview, weights) is immutable and reached only through it.
+Records are frozen: a change is a new record (``dataclasses.replace``) written back with a
+compare-and-swap, never an in-place edit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from model_store.errors import CorruptRecord, InvalidTransition
+from model_store.ids import is_valid_blob_name, is_valid_incarnation, is_valid_style_id
+
+#: Bumped when the manifest layout changes incompatibly; older readers then refuse the
+#: record as corrupt instead of misreading it.
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    """Lifecycle of a style; see :data:`TRANSITIONS`."""
+
+    QUEUED = "queued"
+    TRAINING = "training"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+#: Allowed ``update(status=...)`` moves. READY is reached only through ``publish``;
+#: CANCELED is terminal (only ``delete`` follows) so a stale worker can never revive it.
+#: A retrain (READY -> QUEUED/TRAINING) keeps ``current_version`` serving meanwhile.
+TRANSITIONS: Mapping[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.QUEUED, Status.TRAINING, Status.FAILED, Status.CANCELED}),
+    Status.TRAINING: frozenset({Status.QUEUED, Status.TRAINING, Status.FAILED, Status.CANCELED}),
+    Status.READY: frozenset({Status.READY, Status.QUEUED, Status.TRAINING}),
+    Status.FAILED: frozenset({Status.FAILED, Status.QUEUED, Status.TRAINING}),
+    Status.CANCELED: frozenset({Status.CANCELED}),
+}
+
+#: Statuses a worker may publish weights from.
+PUBLISHABLE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
+
+#: Statuses in which a worker may be running; ``delete`` cancels these first.
+ACTIVE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Training progress, written by the worker every few seconds."""
+
+    iteration: int
+    total: int
+    eta_s: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Completed share in ``[0, 1]``."""
+        return min(1.0, self.iteration / self.total) if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """An immutable stored file: its name within the style, checksum, size and type."""
+
+    name: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One published set of weights of a style.
+
+    Attributes:
+        version: 1-based, increasing per style; never reused.
+        sha256: hex digest of the safetensors bytes, checked on every load.
+        size: length of the safetensors bytes.
+        created_at: when the version was published.
+        metadata: what the worker needs to rebuild the generator (architecture, params).
+        metrics: held-out losses, training time, device, ...
+        name: stored file name (backend-internal, relative to the style).
+    """
+
+    version: int
+    sha256: str
+    size: int
+    created_at: datetime
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class StyleRecord:
+    """Everything known about one style; the content of its manifest.
+
+    ``current_version`` is what serves. It survives a retrain (status QUEUED/TRAINING or a
+    FAILED retrain), so the service should serve whenever it is set (see ``servable``).
+    """
+
+    id: str
+    name: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    incarnation: str
+    style_image: BlobInfo
+    params: Mapping[str, Any] = field(default_factory=dict)
+    progress: Progress | None = None
+    error: str | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    current_version: int | None = None
+    versions: tuple[VersionInfo, ...] = ()
+    preview: BlobInfo | None = None
+    revision: int = 1
+
+    @property
+    def servable(self) -> bool:
+        """Whether a published version exists to serve."""
+        return self.current_version is not None
+
+    def version_info(self, version: int | None = None) -> VersionInfo | None:
+        """Return the given version (default: the current one), or None if absent."""
+        wanted = self.current_version if version is None else version
+        return next((v for v in self.versions if v.version == wanted), None)
+
+    def blob_names(self) -> set[str]:
+        """Return every stored file name this record references."""
+        names = {self.style_image.name, *(v.name for v in self.versions)}
+        if self.preview is not None:
+            names.add(self.preview.name)
+        return names
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of :meth:`ModelStore.list_styles`; pass ``next_cursor`` for the next."""
+
+    items: tuple[StyleRecord, ...]
+    next_cursor: str | None = None
+
+
+# --- changes -----------------------------------------------------------------------------
+
+
+def apply_update(
+    cur: StyleRecord,
+    *,
+    status: Status | None = None,
+    progress: Progress | None = None,
+    error: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> StyleRecord:
+    """Return ``cur`` with the requested changes, enforcing :data:`TRANSITIONS`.
+
+    Entering QUEUED/TRAINING from another status starts a new run, clearing the previous
+    error and progress. Progress is accepted only while queued or training.
+
+    Raises:
+        InvalidTransition: the move (or a progress report) is not allowed; its
+            ``.canceled`` is true when the style was canceled.
+    """
+    new_status = cur.status if status is None else status
+    if new_status not in TRANSITIONS[cur.status]:
+        raise InvalidTransition(cur.id, cur.status, new_status)
+    if progress is not None and new_status not in ACTIVE:
+        raise InvalidTransition(cur.id, cur.status, "progress")
+    rec = cur
+    if new_status is not cur.status:
+        rec = replace(rec, status=new_status)
+        if new_status in ACTIVE and cur.status not in ACTIVE:
+            rec = replace(rec, error=None, progress=None)
+    if progress is not None:
+        rec = replace(rec, progress=progress)
+    if error is not None:
+        rec = replace(rec, error=error)
+    if metrics is not None:
+        rec = replace(rec, metrics=dict(metrics))
+    if name is not None:
+        rec = replace(rec, name=name)
+    return rec
+
+
+def bump(new: StyleRecord, cur: StyleRecord) -> StyleRecord:
+    """Stamp ``new`` as the successor of ``cur``: next revision, fresh ``updated_at``."""
+    return replace(new, revision=cur.revision + 1, updated_at=max(utcnow(), cur.updated_at))
+
+
+# --- JSON --------------------------------------------------------------------------------
+
+
+def _blob_to_json(b: BlobInfo) -> dict[str, Any]:
+    return {"name": b.name, "sha256": b.sha256, "size": b.size, "content_type": b.content_type}
+
+
+def _version_to_json(v: VersionInfo) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "name": v.name,
+        "sha256": v.sha256,
+        "size": v.size,
+        "created_at": v.created_at.isoformat(),
+        "metadata": dict(v.metadata),
+        "metrics": dict(v.metrics),
+    }
+
+
+def record_to_json(rec: StyleRecord) -> bytes:
+    """Serialize a record to manifest bytes (UTF-8 JSON)."""
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "id": rec.id,
+        "name": rec.name,
+        "status": rec.status.value,
+        "created_at": rec.created_at.isoformat(),
+        "updated_at": rec.updated_at.isoformat(),
+        "incarnation": rec.incarnation,
+        "revision": rec.revision,
+        "params": dict(rec.params),
+        "progress": None
+        if rec.progress is None
+        else {
+            "iteration": rec.progress.iteration,
+            "total": rec.progress.total,
+            "eta_s": rec.progress.eta_s,
+        },
+        "error": rec.error,
+        "metrics": dict(rec.metrics),
+        "current_version": rec.current_version,
+        "versions": [_version_to_json(v) for v in rec.versions],
+        "style_image": _blob_to_json(rec.style_image),
+        "preview": None if rec.preview is None else _blob_to_json(rec.preview),
+    }
+    # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
+    return json.dumps(doc, allow_nan=False, sort_keys=True, indent=1).encode()
+
+
+def _time(value: Any) -> datetime:
+    t = datetime.fromisoformat(value)
+    if t.tzinfo is None:
+        raise ValueError("naive timestamp")
+    return t
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    return value
+
+
+def _blob_from_json(d: Any) -> BlobInfo:
+    d = _dict(d)
+    blob = BlobInfo(str(d["name"]), str(d["sha256"]), int(d["size"]), str(d["content_type"]))
+    if not is_valid_blob_name(blob.name):
+        raise ValueError(f"bad file name {blob.name!r}")
+    return blob
+
+
+def _version_from_json(d: Any) -> VersionInfo:
+    d = _dict(d)
+    v = VersionInfo(
+        version=int(d["version"]),
+        name=str(d["name"]),
+        sha256=str(d["sha256"]),
+        size=int(d["size"]),
+        created_at=_time(d["created_at"]),
+        metadata=_dict(d["metadata"]),
+        metrics=_dict(d["metrics"]),
+    )
+    if not is_valid_blob_name(v.name) or not v.name.startswith("weights/"):
+        raise ValueError(f"bad weights file name {v.name!r}")
+    return v
+
+
+def record_from_json(style_id: str, data: bytes) -> StyleRecord:
+    """Parse manifest bytes of ``style_id``.
+
+    Raises:
+        CorruptRecord: if the bytes are not a well-formed manifest of that style, or were
+            written by a newer, incompatible schema.
+    """
+    try:
+        d = _dict(json.loads(data))
+        if d.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema {d.get('schema')!r}")
+        p = d["progress"]
+        rec = StyleRecord(
+            id=str(d["id"]),
+            name=str(d["name"]),
+            status=Status(d["status"]),
+            created_at=_time(d["created_at"]),
+            updated_at=_time(d["updated_at"]),
+            incarnation=str(d["incarnation"]),
+            revision=int(d["revision"]),
+            params=_dict(d["params"]),
+            progress=None
+            if p is None
+            else Progress(
+                int(p["iteration"]),
+                int(p["total"]),
+                None if p["eta_s"] is None else float(p["eta_s"]),
+            ),
+            error=None if d["error"] is None else str(d["error"]),
+            metrics=_dict(d["metrics"]),
+            current_version=None if d["current_version"] is None else int(d["current_version"]),
+            versions=tuple(_version_from_json(v) for v in d["versions"]),
+            style_image=_blob_from_json(d["style_image"]),
+            preview=None if d["preview"] is None else _blob_from_json(d["preview"]),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too.
+        raise CorruptRecord(style_id, f"bad manifest: {exc}") from exc
+    if rec.id != style_id or not is_valid_style_id(rec.id):
+        raise CorruptRecord(style_id, f"manifest names style {rec.id!r}")
+    if not is_valid_incarnation(rec.incarnation):
+        raise CorruptRecord(style_id, "bad incarnation")
+    if rec.current_version is not None and rec.version_info() is None:
+        raise CorruptRecord(style_id, f"current version {rec.current_version} is not listed")
+    return rec

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from model_store import CorruptRecord, InvalidTransition, Progress, Status, StyleRecord, VersionInfo
+from model_store.ids import new_incarnation
+from model_store.records import (
+    SCHEMA_VERSION,
+    TRANSITIONS,
+    BlobInfo,
+    apply_update,
+    bump,
+    record_from_json,
+    record_to_json,
+)
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+SHA = "ab" * 32
+
+
+def make_record(**changes: object) -> StyleRecord:
+    rec = StyleRecord(
+        id="mosaic",
+        name="Mosaic",
+        status=Status.QUEUED,
+        created_at=T0,
+        updated_at=T0,
+        incarnation=new_incarnation(),
+        style_image=BlobInfo("style-0123456789abcdef.png", SHA, 10, "image/png"),
+        params={"iterations": 40_000, "style_weight": 1e10},
+    )
+    return replace(rec, **changes)  # type: ignore[arg-type]
+
+
+def test_json_round_trip_of_a_full_record() -> None:
+    v1 = VersionInfo(
+        1, SHA, 123, T0, {"arch": "residual"}, {"val_loss": 2.5}, f"weights/{SHA}.safetensors"
+    )
+    rec = make_record(
+        status=Status.READY,
+        progress=Progress(100, 100, 0.0),
+        metrics={"val_loss": 2.5, "device": "cuda"},
+        current_version=1,
+        versions=(v1,),
+        preview=BlobInfo("preview-0123456789abcdef.jpg", SHA, 5, "image/jpeg"),
+        revision=7,
+    )
+    data = record_to_json(rec)
+    assert json.loads(data)["schema"] == SCHEMA_VERSION
+    assert record_from_json("mosaic", data) == rec
+    assert rec.version_info() == v1
+    assert rec.version_info(2) is None
+    assert rec.servable
+    assert rec.blob_names() == {rec.style_image.name, v1.name, "preview-0123456789abcdef.jpg"}
+
+
+def test_nan_is_refused_at_write() -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        record_to_json(make_record(metrics={"loss": float("nan")}))
+
+
+def _mangle(key: str, value: object) -> bytes:
+    doc = json.loads(record_to_json(make_record()))
+    doc[key] = value
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"{",
+        b"\xff\xfe",
+        b"[]",
+        b"null",
+        _mangle("schema", 99),
+        _mangle("status", "exploded"),
+        _mangle("id", "other"),
+        _mangle("id", "../../etc"),
+        _mangle("incarnation", "../x"),
+        _mangle("created_at", "yesterday"),
+        _mangle("created_at", "2025-01-01T00:00:00"),  # naive
+        _mangle("current_version", 3),  # points at no version
+        _mangle(
+            "style_image",
+            {"name": "../../etc/passwd", "sha256": SHA, "size": 1, "content_type": "x"},
+        ),
+        _mangle("versions", [{"version": 1}]),
+        _mangle("params", [1, 2]),
+    ],
+)
+def test_corrupt_manifests_raise_a_typed_error(data: bytes) -> None:
+    with pytest.raises(CorruptRecord) as exc:
+        record_from_json("mosaic", data)
+    assert exc.value.style_id == "mosaic"
+
+
+def test_tampered_weights_path_is_corrupt() -> None:
+    doc = json.loads(record_to_json(make_record()))
+    doc["versions"] = [
+        {
+            "version": 1,
+            "name": "../../../../etc/shadow",
+            "sha256": SHA,
+            "size": 1,
+            "created_at": T0.isoformat(),
+            "metadata": {},
+            "metrics": {},
+        }
+    ]
+    with pytest.raises(CorruptRecord):
+        record_from_json("mosaic", json.dumps(doc).encode())
+
+
+def test_lifecycle_table() -> None:
+    assert TRANSITIONS[Status.CANCELED] == {Status.CANCELED}
+    assert Status.READY not in TRANSITIONS[Status.TRAINING]  # only publish makes ready
+    assert Status.TRAINING in TRANSITIONS[Status.READY]  # retrain
+
+
+def test_apply_update_moves_and_clears() -> None:
+    rec = make_record()
+    training = apply_update(rec, status=Status.TRAINING, progress=Progress(5, 10, 3.0))
+    assert (training.status, training.progress) == (Status.TRAINING, Progress(5, 10, 3.0))
+    failed = apply_update(training, status=Status.FAILED, error="boom")
+    assert (failed.status, failed.error, failed.progress) == (
+        Status.FAILED,
+        "boom",
+        Progress(5, 10, 3.0),
+    )
+    retried = apply_update(failed, status=Status.QUEUED)
+    assert (retried.error, retried.progress) == (None, None)
+    assert apply_update(rec) == rec
+
+
+@pytest.mark.parametrize(
+    ("start", "kwargs"),
+    [
+        (Status.QUEUED, {"status": Status.READY}),
+        (Status.CANCELED, {"status": Status.TRAINING}),
+        (Status.CANCELED, {"progress": Progress(1, 2)}),
+        (Status.READY, {"progress": Progress(1, 2)}),
+        (Status.FAILED, {"status": Status.CANCELED}),
+    ],
+)
+def test_apply_update_refuses(start: Status, kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidTransition) as exc:
+        apply_update(make_record(status=start), **kwargs)  # type: ignore[arg-type]
+    assert exc.value.canceled is (start is Status.CANCELED)
+
+
+def test_bump_increments_revision_and_never_goes_back_in_time() -> None:
+    cur = make_record(updated_at=datetime.now(UTC) + timedelta(hours=1), revision=4)
+    new = bump(cur, cur)
+    assert new.revision == 5
+    assert new.updated_at >= cur.updated_at
+
+
+def test_progress_fraction() -> None:
+    assert Progress(5, 10).fraction == 0.5
+    assert Progress(5, 0).fraction == 0.0
+    assert Progress(20, 10).fraction == 1.0
