@@ -61,3 +61,29 @@ def untrained_holdout_loss(content_dir: Path, style_image: Image.Image):
         return evaluate(generator, loss, crops, torch.device(device))
 
     return measure
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """URL of a real redis-server started for this test session (never the system one)."""
+    from redis_server import running_redis
+
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_bytes(content_dir: Path, style_image: Image.Image) -> bytes:
+    """A real generator file: 3 training iterations at 64 px with the real VGG19 (a few s)."""
+    from stylenet import generator_to_bytes, train
+
+    params = TrainParams(
+        iterations=3, image_size=64, style_size=64, batch_size=1, width=0.25, holdout=1
+    )
+    result = train(style_image, content_dir, params)
+    return generator_to_bytes(
+        result.generator,
+        train_params=params.to_dict(),
+        lossnet=result.lossnet,
+        metrics=result.metrics,
+    )
