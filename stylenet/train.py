@@ -87,7 +87,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _style_tensor(style: Image.Image | Path | str, size: int) -> torch.Tensor:
+def style_tensor(style: Image.Image | Path | str, size: int) -> torch.Tensor:
+    """Return the style image resized so its longer side is ``size``, as a 1×3×H×W tensor."""
     image = style if isinstance(style, Image.Image) else open_image(style)
     scale = size / max(image.size)
     if scale != 1:
@@ -184,7 +185,7 @@ def train(
     """
     device = torch.device(device)
     started = time.monotonic()
-    style = _style_tensor(style_image, params.style_size)
+    style = style_tensor(style_image, params.style_size)
     paths = find_images(Path(content_dir))
     train_paths, held_paths = _split(paths, params.holdout)
     content = ContentImages(train_paths, params.image_size)
