@@ -1,0 +1,65 @@
+"""The per-style training lease, against a real Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from redis import Redis
+
+from worker import lock
+
+
+@pytest.fixture
+def redis(redis_url: str):
+    client = Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_one_holder_at_a_time(redis: Redis) -> None:
+    style = f"s{uuid.uuid4().hex[:8]}"
+    first = lock.StyleLock(redis, style, "w1:job", ttl_s=5)
+    second = lock.StyleLock(redis, style, "w2:job", ttl_s=5)
+    assert first.acquire(wait_s=0)
+    started = time.monotonic()
+    assert not second.acquire(wait_s=0.3, poll_s=0.05)
+    assert time.monotonic() - started >= 0.3
+    assert lock.holder(redis, style) == "w1:job"
+    assert not lock.release(redis, style, "w2:job")  # only the holder releases
+    first.release()
+    assert lock.holder(redis, style) is None
+    assert second.acquire(wait_s=0)
+    second.release()
+
+
+def test_refreshed_while_held_and_expires_when_abandoned(redis: Redis) -> None:
+    style = f"s{uuid.uuid4().hex[:8]}"
+    held = lock.StyleLock(redis, style, "w1:job", ttl_s=0.6)
+    assert held.acquire(wait_s=0)
+    time.sleep(1.0)  # longer than the TTL: only the refresh thread keeps it
+    assert lock.holder(redis, style) == "w1:job" and not held.lost.is_set()
+    held._stop.set()  # the holder dies without releasing
+    held._thread.join()
+    waiter = lock.StyleLock(redis, style, "w2:job", ttl_s=5)
+    assert waiter.acquire(wait_s=2, poll_s=0.05)  # after the lease expired
+    waiter.release()
+
+
+def test_a_taken_over_lease_is_reported_lost(redis: Redis) -> None:
+    style = f"s{uuid.uuid4().hex[:8]}"
+    held = lock.StyleLock(redis, style, "w1:job", ttl_s=0.3)
+    assert held.acquire(wait_s=0)
+    redis.set(lock.KEY_TEMPLATE.format(style), "intruder")
+    assert held.lost.wait(timeout=2)
+    held.release()
+    assert lock.holder(redis, style) == "intruder"  # not released: not ours
+
+
+def test_parent_can_release_a_dead_horses_lease(redis: Redis) -> None:
+    style = f"s{uuid.uuid4().hex[:8]}"
+    token = lock.lock_token("worker-a", "train-x")
+    assert lock.StyleLock(redis, style, token, ttl_s=30).acquire(wait_s=0)
+    assert lock.release(redis, style, lock.lock_token("worker-a", "train-x"))
+    assert lock.holder(redis, style) is None

@@ -1,0 +1,220 @@
+"""Harness of the training-worker tests: real Redis, real ``python -m worker`` processes.
+
+Each test gets its own queue name and model store, so tests sharing the session's
+redis-server never see each other's jobs. Jobs are enqueued exactly as the service does
+(see "The training job" in docs/ARCHITECTURE.md): by dotted path, JSON serializer,
+job id ``train-<style_id>``, explicit timeouts and ``Retry(max=2)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from PIL import Image
+from redis import Redis
+from rq import Queue, Retry
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from model_store import ModelStore, StyleRecord
+
+REPO = Path(__file__).resolve().parents[3]
+T = TypeVar("T")
+
+#: Tiny but real trainings: 64 px crops, a quarter-width generator, the real VGG19.
+TINY = {
+    "image_size": 64,
+    "style_size": 64,
+    "batch_size": 1,
+    "width": 0.25,
+    "holdout": 1,
+    "progress_every": 1,
+    "checkpoint_every": 2,
+}
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class WorkerProcess:
+    """A ``python -m worker`` subprocess (its own session, so its group can be killed)."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    name: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its process group (its scheduler; not work horses)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+@dataclass
+class WorkerEnv:
+    """Everything one test needs: its queue, store, Redis and worker factory."""
+
+    redis: Redis
+    queue: Queue
+    store: ModelStore
+    env: dict[str, str]
+    tmp: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+    horse_pids: set[int] = field(default_factory=set)
+
+    def start_worker(self, *args: str, **env: str) -> WorkerProcess:
+        """Start ``python -m worker`` with this test's settings (plus ``env`` overrides)."""
+        log_path = self.tmp / f"worker-{len(self.workers)}.log"
+        name = f"test-{uuid.uuid4().hex[:8]}"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "--name", name, *args],
+                cwd=REPO,
+                env={**self.env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, log_path, name)
+        self.workers.append(worker)
+        return worker
+
+    def create_style(self, image: Image.Image | bytes, params: dict[str, Any]) -> str:
+        if isinstance(image, Image.Image):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            image = buffer.getvalue()
+        return self.store.create(image, name="test style", params=params).id
+
+    def enqueue(
+        self,
+        style_id: str,
+        params: dict[str, Any],
+        retries: int = 2,
+        intervals: list[int] | None = None,
+    ) -> Job:
+        """Enqueue a training as the service does (``service/training.py`` adds intervals)."""
+        return self.queue.enqueue(
+            "worker.jobs.train_style",
+            style_id,
+            params,
+            job_id=f"train-{style_id}",
+            job_timeout=6 * 3600,
+            result_ttl=86400,
+            failure_ttl=7 * 86400,
+            retry=Retry(max=retries, interval=intervals or 0) if retries else None,
+        )
+
+    def job(self, style_id: str) -> Job:
+        return Job.fetch(f"train-{style_id}", connection=self.redis, serializer=JSONSerializer)
+
+    def scratch_files(self, style_id: str) -> list[str]:
+        """Names in the style's scratch directory (without creating it, unlike the store)."""
+        try:
+            return sorted(p.name for p in (self.tmp / "models" / "scratch" / style_id).iterdir())
+        except FileNotFoundError:
+            return []
+
+    def record(self, style_id: str) -> StyleRecord:
+        return self.store.get(style_id)
+
+    def wait_status(self, style_id: str, *statuses: str, timeout: float = 90) -> StyleRecord:
+        def done() -> StyleRecord | None:
+            rec = self.record(style_id)
+            return rec if rec.status in statuses else None
+
+        try:
+            return wait_for(done, timeout, f"style {style_id} to become {statuses}")
+        except pytest.fail.Exception:
+            print(self.logs())
+            raise
+
+    def wait_horse(self, style_id: str, min_iteration: int = 0, timeout: float = 60) -> int:
+        """Wait until a horse trains ``style_id`` past ``min_iteration``; return its pid."""
+
+        def running() -> int | None:
+            job = self.job(style_id)
+            meta = job.get_meta(refresh=True)
+            pid = meta.get("pid")
+            iteration = (meta.get("progress") or {}).get("iteration", 0)
+            if pid and iteration >= min_iteration and job.get_status() == "started":
+                self.horse_pids.add(pid)
+                return pid
+            return None
+
+        try:
+            return wait_for(running, timeout, f"{style_id} past iteration {min_iteration}")
+        except pytest.fail.Exception:
+            print(self.logs())
+            raise
+
+    def wait_resumed(self, worker: WorkerProcess, timeout: float = 60) -> int:
+        """Wait until ``worker`` resumes a training from a checkpoint; return its iteration."""
+
+        def resumed() -> int | None:
+            found = re.search(r"resuming from checkpoint at iteration (\d+)", worker.log())
+            return int(found.group(1)) if found else None
+
+        try:
+            return wait_for(resumed, timeout, "a resumed training")
+        except pytest.fail.Exception:
+            print(self.logs())
+            raise
+
+    def settings_kwargs(self) -> dict[str, str]:
+        """This test's STYLIZE_* settings as ``WorkerSettings`` keyword arguments."""
+        return {
+            k.removeprefix("STYLIZE_").lower(): v
+            for k, v in self.env.items()
+            if k.startswith("STYLIZE_")
+        }
+
+    def rq_worker_state(self, worker: WorkerProcess) -> str | None:
+        """The state RQ records for ``worker`` (``idle``, ``busy``...), None if unregistered."""
+        state = self.redis.hget(f"rq:worker:{worker.name}", "state")
+        return None if state is None else state.decode()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{w.log()[-6000:]}" for w in self.workers)

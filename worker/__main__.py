@@ -1,0 +1,90 @@
+"""``python -m worker``: run a training worker on the ``training`` queue.
+
+Run one worker per GPU (``STYLIZE_DEVICE=cuda:N``): a worker runs one job at a time, in
+a forked work horse. Heavy modules (torch, stylenet) are imported here, before any fork,
+so each job starts fast; CUDA is never initialized in this parent process, only in the
+horses (a CUDA context does not survive ``fork``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+log = logging.getLogger("worker")
+
+# Imported before jobs fork, so a job does not pay for them; none of them touches CUDA.
+PRELOAD = ("torch", "stylenet", "stylenet.train", "model_store", "worker.jobs")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--burst", action="store_true", help="quit when the queue is empty")
+    parser.add_argument("--name", help="worker name (default: STYLIZE_WORKER_NAME or random)")
+    parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="do not run RQ's scheduler (needed only for retries with intervals)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker until it is stopped; return the process exit status."""
+    args = _parse(argv)
+    from .settings import WorkerSettings
+
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:
+        print(f"invalid worker settings (STYLIZE_*):\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.content_dir.is_dir():
+        log.error("STYLIZE_CONTENT_DIR %s is not a directory", settings.content_dir)
+        return 2
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    import torch
+
+    from model_store import ModelStoreError, open_store
+
+    from .process import build_worker
+
+    try:
+        store = open_store(settings.model_store)
+        worker = build_worker(settings, store, name=args.name)
+    except (ModelStoreError, OSError) as exc:
+        log.error("cannot start the worker: %s", exc)
+        return 2
+    except Exception as exc:  # redis.ConnectionError and friends
+        log.error("cannot reach Redis at %s: %s", settings.redis_url, exc)
+        return 2
+    # Guard the fork-safety promise: a CUDA context made here would break every job.
+    assert not torch.cuda.is_initialized(), "CUDA was initialized before forking jobs"
+    log.info(
+        "worker %s on queue %r: store %s, content %s, device %s",
+        worker.name,
+        settings.training_queue,
+        settings.model_store,
+        settings.content_dir,
+        settings.device,
+    )
+    worker.work(
+        burst=args.burst,
+        logging_level=settings.log_level,
+        with_scheduler=not args.no_scheduler,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Settings of the training worker process, from ``STYLIZE_*`` environment variables.
+
+Names shared with the service mean the same thing (see ``docs/ARCHITECTURE.md``). Values
+are checked when the settings are built, so a misconfigured worker refuses to start
+instead of failing every job. Nothing here touches CUDA: ``device="auto"`` is resolved
+in the work horse (:func:`worker.jobs.resolve_device`), after the fork.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(?::\d+)?")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+
+
+class WorkerSettings(BaseSettings):
+    """Configuration of ``python -m worker`` and of the jobs it runs.
+
+    Attributes:
+        redis_url: Redis holding the RQ queues (``STYLIZE_REDIS_URL``).
+        model_store: model store URL; a relative ``file://`` path is made absolute.
+        content_dir: folder of content photos to train on (absolute after validation).
+        cache_dir: loss-network weight cache (default: ``stylenet.lossnet.default_cache_dir``).
+        device: ``auto`` (CUDA when available, decided in the work horse), ``cpu``,
+            ``cuda`` or ``cuda:N``. Run one worker per GPU: one job at a time each.
+        training_queue: the RQ queue to listen on (``STYLIZE_TRAINING_QUEUE``).
+        progress_interval_s: minimum seconds between progress writes.
+        preview_every: iterations between preview stylizations (0: only the final one).
+        checkpoint_every: when set, overrides the job's ``checkpoint_every`` (a field that
+            does not change the result, only how much a resumed job repeats).
+        lock_ttl_s: lifetime of the per-style training lock; refreshed by the running job.
+        maintenance_interval_s: how often RQ's maintenance runs (it requeues or fails the
+            jobs of workers that died).
+        worker_name: RQ worker name (default: RQ's random one).
+        log_level: logging level of the worker process.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STYLIZE_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    model_store: str = "file://./data/models"
+    content_dir: Path = Path("./data/content")
+    cache_dir: Path | None = None
+    device: str = "auto"
+    training_queue: str = "training"
+    progress_interval_s: float = Field(2.0, gt=0, le=300)
+    preview_every: int = Field(200, ge=0)
+    checkpoint_every: int | None = Field(None, ge=1)
+    lock_ttl_s: float = Field(60.0, ge=5, le=3600)
+    maintenance_interval_s: int = Field(60, ge=1)
+    worker_name: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in _REDIS_SCHEMES:
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @field_validator("model_store")
+    @classmethod
+    def _absolute_store_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "s3":
+            if not parts.netloc:
+                raise ValueError("s3 URL needs a bucket: s3://bucket[/prefix]")
+            return value
+        if parts.scheme not in ("", "file"):
+            raise ValueError(f"unknown scheme {parts.scheme!r}; use file:// or s3://")
+        # ``file://./data/models`` parses with netloc ".": treat it as a relative path.
+        raw = parts.path if parts.netloc in ("", "localhost") else parts.netloc + parts.path
+        if not raw:
+            raise ValueError("file store URL names no directory")
+        return Path(unquote(raw)).expanduser().resolve().as_uri()
+
+    @field_validator("content_dir")
+    @classmethod
+    def _absolute_content_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _absolute_cache_dir(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE_RE.fullmatch(value):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("training_queue")
+    @classmethod
+    def _check_queue(cls, value: str) -> str:
+        if not _QUEUE_RE.fullmatch(value):
+            raise ValueError(f"invalid queue name {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    def loss_cache_dir(self) -> Path:
+        """Return the loss-network cache directory (the setting, or stylenet's default)."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        from stylenet.lossnet import default_cache_dir
+
+        return default_cache_dir()
+
+
+def load_settings() -> WorkerSettings:
+    """Build the settings from the environment (raises ``ValidationError`` when invalid)."""
+    return WorkerSettings()
