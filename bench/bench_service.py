@@ -1,0 +1,337 @@
+"""Benchmark the HTTP service against the bare generator forward pass, in the same run.
+
+Publishes a real full-width residual generator (2 training iterations with the real VGG
+loss, or ``--generator FILE``), measures ``stylize_tensor`` on it, then starts
+``python -m service`` (uvicorn, 127.0.0.1 only) and measures ``POST /stylize`` with
+one 512×512 JPEG: sequential latency, throughput with concurrent clients, and an
+overload run with a small queue. Prints a Markdown table; writes JSON
+(``bench/results/service-<device>.json``). Not a test.
+
+    python bench/bench_service.py                       # CPU, 512²
+    python bench/bench_service.py --compile             # + a torch.compile service run
+    python bench/bench_service.py --device cuda --sizes 256,512 --clients 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from model_store import open_store  # noqa: E402
+from stylenet import (  # noqa: E402
+    TrainParams,
+    generator_to_bytes,
+    image_to_tensor,
+    load_generator,
+    samples,
+    stylize_tensor,
+    train,
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def make_generator(path: Path | None) -> bytes:
+    """A real generator file: full width residual, 2 iterations of real training."""
+    if path is not None:
+        return path.read_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        samples.export_photos(Path(folder), samples.PHOTOS[:2])
+        style = samples.sample(samples.TEXTURE)
+        params = TrainParams(
+            iterations=2, image_size=64, style_size=64, batch_size=1, width=1.0, holdout=0
+        )
+        result = train(style, Path(folder), params, device=torch.device("cpu"))
+        # float16 on disk, as the worker publishes; the service loads it as float32.
+        return generator_to_bytes(
+            result.generator, train_params=params.to_dict(), lossnet=result.lossnet, dtype="float16"
+        )
+
+
+def bare_forward(
+    data: bytes, device: torch.device, size: int, batch: int, repeat: int, compile_: bool = False
+) -> dict[str, Any]:
+    """Time ``stylize_tensor`` on the published generator (what the service wraps)."""
+    model, _ = load_generator(data, device=device)
+    if compile_:
+        model = torch.compile(model, dynamic=False)
+    photo = samples.sample("astronaut").resize((size, size))
+    x = image_to_tensor(photo).repeat(batch, 1, 1, 1).to(device)
+    times = []
+    for i in range(repeat + 2):
+        started = time.perf_counter()
+        stylize_tensor(x, model)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= 2:  # warm-up (and compilation) excluded
+            times.append(time.perf_counter() - started)
+    mean = statistics.fmean(times)
+    return {
+        "size": size,
+        "batch": batch,
+        "compiled": compile_,
+        "p50_ms": round(percentile(times, 50) * 1000, 1),
+        "mean_ms": round(mean * 1000, 1),
+        "images_per_s": round(batch / mean, 2),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_service(store_url: str, device: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """Run ``python -m service`` until the block exits; yield its base URL once ready."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
+    full_env |= {
+        "STYLIZE_MODEL_STORE": store_url,
+        "STYLIZE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # not used here
+        "STYLIZE_HOST": "127.0.0.1",
+        "STYLIZE_PORT": str(port),
+        "STYLIZE_DEVICE": device,
+        "STYLIZE_WARM_STYLES": "bench",
+        **env,
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=full_env, stdout=out, stderr=out
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 900  # compile warm-ups take minutes on a small CPU
+        with httpx.Client(base_url=base, timeout=5) as probe:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"service exited:\n{log.read_text()[-3000:]}")
+                try:
+                    if probe.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("service did not become ready")
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def post(client: httpx.Client, jpeg: bytes) -> tuple[int, float, dict[str, str]]:
+    started = time.perf_counter()
+    r = client.post(
+        "/stylize",
+        params={"style": "bench", "format": "jpeg"},
+        content=jpeg,
+        headers={"content-type": "image/jpeg"},
+    )
+    return r.status_code, time.perf_counter() - started, dict(r.headers)
+
+
+def sequential(base: str, jpeg: bytes, n: int) -> dict[str, Any]:
+    with httpx.Client(base_url=base, timeout=600) as client:
+        for _ in range(2):
+            post(client, jpeg)  # connection and first-shape warm-up
+        results = [post(client, jpeg) for _ in range(n)]
+    latencies = [t for code, t, _ in results if code == 200]
+    return {
+        "requests": n,
+        "errors": sum(code != 200 for code, _, _ in results),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p95_ms": round(percentile(latencies, 95) * 1000, 1),
+        "server_timing_last": results[-1][2].get("server-timing", ""),
+    }
+
+
+def concurrent(base: str, jpeg: bytes, clients: int, per_client: int) -> dict[str, Any]:
+    """``clients`` closed-loop clients, each sending ``per_client`` requests."""
+    barrier = threading.Barrier(clients)
+
+    def client_loop(_: int) -> list[tuple[int, float, dict[str, str]]]:
+        with httpx.Client(base_url=base, timeout=600) as client:
+            barrier.wait()
+            return [post(client, jpeg) for _ in range(per_client)]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(client_loop, range(clients)) for r in rs]
+    elapsed = time.perf_counter() - started
+    ok = [(t, h) for code, t, h in results if code == 200]
+    rejected = [t for code, t, _ in results if code == 429]
+    batch_sizes = [int(h.get("x-batch-size", "1")) for _, h in ok]
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "ok": len(ok),
+        "rejected_429": len(rejected),
+        "other_errors": len(results) - len(ok) - len(rejected),
+        "seconds": round(elapsed, 2),
+        "images_per_s": round(len(ok) / elapsed, 3),
+        "accepted_p50_ms": round(percentile([t for t, _ in ok], 50) * 1000, 1),
+        "accepted_p99_ms": round(percentile([t for t, _ in ok], 99) * 1000, 1),
+        "rejected_p50_ms": round(percentile(rejected, 50) * 1000, 1),
+        "rejected_p99_ms": round(percentile(rejected, 99) * 1000, 1),
+        "mean_batch": round(statistics.fmean(batch_sizes), 2) if batch_sizes else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", default="512")
+    parser.add_argument("--sequential", type=int, default=12)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--per-client", type=int, default=3)
+    parser.add_argument("--max-batch", type=int, help="default: the service's (CPU 1, CUDA 16)")
+    parser.add_argument("--overload-clients", type=int, default=32)
+    parser.add_argument("--overload-queue", type=int, default=4)
+    parser.add_argument("--bare-repeat", type=int, default=6)
+    parser.add_argument("--bare-batches", default="1", help="batch sizes of the bare forward")
+    parser.add_argument("--codec-threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also run a torch.compile service")
+    parser.add_argument("--generator", type=Path, help="use this generator file")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)  # what the service's device executor uses
+    data = make_generator(args.generator)
+    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    store_url = (work / "models").as_uri()
+    store = open_store(store_url)
+    buf = io.BytesIO()
+    samples.sample(samples.TEXTURE).save(buf, "PNG")
+    store.create(buf.getvalue(), name="bench", style_id="bench")
+    store.publish("bench", data)
+    log = work / "service.log"
+    machine = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.machine(),
+        "cpus": threads,
+        "torch": torch.__version__,
+    }
+    print(f"# {machine}; generator {len(data) / 1e6:.1f} MB; service log {log}", flush=True)
+    result: dict[str, Any] = {"machine": machine, "runs": []}
+    for size in sizes:
+        jpeg_buf = io.BytesIO()
+        samples.sample("astronaut").resize((size, size)).save(jpeg_buf, "JPEG", quality=90)
+        jpeg = jpeg_buf.getvalue()
+        variants = [("eager", False)] + ([("compile", True)] if args.compile else [])
+        for name, compiled in variants:
+            run: dict[str, Any] = {"size": size, "variant": name}
+            run["bare_before"] = [
+                bare_forward(data, device, size, int(b), args.bare_repeat, compiled)
+                for b in args.bare_batches.split(",")
+            ]
+            print(f"{size}² {name} bare: {run['bare_before']}", flush=True)
+            env = {
+                "STYLIZE_WARM_SIDES": str(size),
+                "STYLIZE_QUEUE_SIZE": "256",
+                "STYLIZE_REQUEST_TIMEOUT_S": "600",
+                "STYLIZE_TORCH_COMPILE": str(compiled).lower(),
+                "STYLIZE_CODEC_THREADS": str(args.codec_threads),
+            }
+            if args.max_batch:
+                env["STYLIZE_MAX_BATCH_SIZE"] = str(args.max_batch)
+            with running_service(store_url, args.device, env, log) as base:
+                run["sequential"] = sequential(base, jpeg, args.sequential)
+                print(f"  sequential: {run['sequential']}", flush=True)
+                run["concurrent"] = concurrent(base, jpeg, args.clients, args.per_client)
+                print(f"  {args.clients} clients: {run['concurrent']}", flush=True)
+            if name == "eager" and size == sizes[0] and args.overload_clients:
+                env |= {"STYLIZE_QUEUE_SIZE": str(args.overload_queue)}
+                with running_service(store_url, args.device, env, log) as base:
+                    sequential(base, jpeg, 1)
+                    run["overload"] = concurrent(base, jpeg, args.overload_clients, 2)
+                    run["overload_queue"] = args.overload_queue
+                    print(f"  overload: {run['overload']}", flush=True)
+            # Measured again after: on a shared machine, drift shows up as a difference.
+            run["bare_after"] = bare_forward(data, device, size, 1, args.bare_repeat, compiled)
+            result["runs"].append(run)
+    out = args.out or REPO / "bench" / "results" / f"service-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}\n")
+    print(table(result["runs"]))
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| size | variant | bare fwd p50 ms (before/after) | e2e p50 ms | e2e p95 ms | "
+        "p50 ratio | bare img/s | e2e img/s (clients) | ratio | mean batch | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        before = run["bare_before"][0]
+        bare_p50 = (before["p50_ms"] + run["bare_after"]["p50_ms"]) / 2
+        bare_ips = (before["images_per_s"] + run["bare_after"]["images_per_s"]) / 2
+        seq, con = run["sequential"], run["concurrent"]
+        lines.append(
+            f"| {run['size']} | {run['variant']} | {before['p50_ms']} / "
+            f"{run['bare_after']['p50_ms']} | {seq['p50_ms']} | {seq['p95_ms']} | "
+            f"{seq['p50_ms'] / bare_p50:.2f}× | {bare_ips:.2f} | {con['images_per_s']} "
+            f"({con['clients']}) | {con['images_per_s'] / bare_ips:.2f}× | {con['mean_batch']} | "
+            f"{seq['errors'] + con['other_errors'] + con['rejected_429']} |"
+        )
+    for run in runs:
+        if "overload" in run:
+            o = run["overload"]
+            lines += [
+                "",
+                "| overload: clients × 2 req | queue | ok | 429 | other | 429 p50 / p99 ms | "
+                "accepted p50 / p99 ms |",
+                "|---|---|---|---|---|---|---|",
+                f"| {o['clients']} | {run.get('overload_queue', '')} | {o['ok']} | "
+                f"{o['rejected_429']} | {o['other_errors']} | {o['rejected_p50_ms']} / "
+                f"{o['rejected_p99_ms']} | {o['accepted_p50_ms']} / {o['accepted_p99_ms']} |",
+            ]
+    for run in runs:
+        if len(run["bare_before"]) > 1:
+            lines += ["", "| size | bare batch | ms/batch | img/s |", "|---|---|---|---|"]
+            lines += [
+                f"| {b['size']} | {b['batch']} | {b['mean_ms']} | {b['images_per_s']} |"
+                for b in run["bare_before"]
+            ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Dependency aliases: the one way routes reach the resources the lifespan built.
+
+Resources live on ``app.state`` (see :func:`service.app.create_app`); routes declare
+``runtime: RuntimeDep`` and friends instead of reaching into ``request.app``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from model_store import ModelStore
+from service.auth import require_key, require_stylize_key
+from service.metrics import ServiceMetrics
+from service.runtime import InferenceRuntime
+from service.settings import ServiceSettings
+from service.training import TrainingQueue
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    """Return the app's settings."""
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> ModelStore:
+    """Return the app's model store."""
+    return request.app.state.store
+
+
+def get_runtime(request: Request) -> InferenceRuntime:
+    """Return the app's inference runtime."""
+    return request.app.state.runtime
+
+
+def get_training(request: Request) -> TrainingQueue:
+    """Return the app's training queue (RQ producer)."""
+    return request.app.state.training
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    """Return the app's metrics."""
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+StoreDep = Annotated[ModelStore, Depends(get_store)]
+RuntimeDep = Annotated[InferenceRuntime, Depends(get_runtime)]
+TrainingDep = Annotated[TrainingQueue, Depends(get_training)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+#: Route-level guards: ``dependencies=[RequireKey]``.
+RequireKey = Depends(require_key)
+RequireStylizeKey = Depends(require_stylize_key)

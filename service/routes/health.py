@@ -1,0 +1,50 @@
+"""Health and metrics: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from service.deps import MetricsDep, RuntimeDep
+from service.errors import Unavailable
+from service.schemas import ErrorOut, HealthOut, ReadyOut
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    summary="Liveness",
+    responses={503: {"model": ErrorOut}},
+)
+async def healthz(runtime: RuntimeDep) -> HealthOut:
+    """200 while the process serves and its device thread lives (a restart fixes neither)."""
+    if runtime.executor is not None and not runtime.executor.alive():
+        raise Unavailable("the device executor thread is gone", code="executor_dead")
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    summary="Readiness: 503 until the inference runtime is warm",
+    responses={503: {"model": ErrorOut}},
+)
+async def readyz(runtime: RuntimeDep) -> ReadyOut:
+    """200 once warm-up is done, the device thread answers and the batcher dispatches."""
+    if not runtime.ready:
+        message = "the inference runtime is warming up" if not runtime.warmed else "runtime down"
+        raise Unavailable(message, code="not_ready", retry_after=1)
+    return ReadyOut(
+        status="ready",
+        device=str(runtime.device),
+        cached_models=len(runtime.cache),
+        queue_depth=runtime.batcher.depth,
+        warm_errors=runtime.warm_errors,
+    )
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+async def metrics(metrics: MetricsDep) -> Response:
+    """Return the app's metrics in the Prometheus text format."""
+    return Response(metrics.render(), media_type=metrics.content_type)

@@ -1,0 +1,179 @@
+"""The styles API: create (enqueues training), list, read, images, delete (cancels).
+
+Store and Redis calls block, so handlers are plain ``def`` (FastAPI runs them in its
+thread pool) except ``DELETE``, which must also touch the runtime on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import anyio.to_thread
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from model_store import InvalidTransition, ModelStore, ModelStoreError, Status
+from service import imaging
+from service.deps import MetricsDep, RequireKey, RuntimeDep, SettingsDep, StoreDep, TrainingDep
+from service.errors import InvalidOption
+from service.schemas import ErrorOut, StyleOut, StylePage
+from service.training import TrainingQueue
+from stylenet import TrainParams
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/styles", tags=["styles"])
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut} for code in codes}
+
+
+def _parse_params(text: str | None) -> TrainParams:
+    if text is None or not text.strip():
+        return TrainParams()
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidOption(f"params: not JSON ({exc.msg})", field="params") from exc
+    if not isinstance(raw, dict):
+        raise InvalidOption("params: must be a JSON object", field="params")
+    return TrainParams.from_dict(raw)  # InvalidParams -> 422 naming the field
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=StyleOut,
+    dependencies=[RequireKey],
+    summary="Create a style and enqueue its training",
+    responses=_errors(400, 401, 403, 413, 415, 422, 503),
+)
+def create_style(
+    response: Response,
+    store: StoreDep,
+    training: TrainingDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    image: Annotated[UploadFile, File(description="The style image (JPEG, PNG or WebP)")],
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    params: Annotated[
+        str | None, Form(description="Training parameters as a JSON object (TrainParams)")
+    ] = None,
+) -> StyleOut:
+    """Register a style (status ``queued``) and enqueue its training job; 202 + Location."""
+    data = image.file.read()
+    train_params = _parse_params(params)
+    # Refuse what the worker could not train on, now rather than in an hour.
+    imaging.decode(data, max_pixels=settings.max_pixels, max_side=train_params.style_size)
+    as_dict = train_params.to_dict()
+    rec = store.create(data, name=name, params=as_dict)
+    try:
+        training.enqueue(rec.id, as_dict)
+    except Exception:
+        # No orphan: a queued style nobody will ever train would wait forever.
+        try:
+            store.delete(rec.id)
+        except ModelStoreError as exc:
+            log.error("could not remove style %s after a failed enqueue: %s", rec.id, exc)
+        raise
+    metrics.enqueued.inc()
+    response.headers["Location"] = f"/styles/{rec.id}"
+    return StyleOut.from_record(rec)
+
+
+@router.get("", response_model=StylePage, summary="List styles, newest first")
+def list_styles(
+    store: StoreDep,
+    status: Annotated[list[Status] | None, Query(description="Keep these statuses")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> StylePage:
+    """Return one page of styles; follow ``next`` for the following page."""
+    page = store.list_styles(status=status or None, limit=limit, cursor=cursor)
+    next_url = None
+    if page.next_cursor is not None:
+        query: list[tuple[str, str]] = [("status", s.value) for s in status or []]
+        query += [("limit", str(limit)), ("cursor", page.next_cursor)]
+        next_url = f"/styles?{urlencode(query)}"
+    return StylePage(
+        items=[StyleOut.from_record(r) for r in page.items],
+        next_cursor=page.next_cursor,
+        next=next_url,
+    )
+
+
+@router.get(
+    "/{style_id}",
+    response_model=StyleOut,
+    summary="A style: status, progress, ETA, metrics, links",
+    responses=_errors(404, 500),
+)
+def get_style(style_id: str, store: StoreDep) -> StyleOut:
+    """Return the style's current record."""
+    return StyleOut.from_record(store.get(style_id))
+
+
+def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
+    return Response(
+        data,
+        media_type=content_type,
+        headers={"ETag": f'"{sha256}"', "Cache-Control": "no-cache"},
+    )
+
+
+@router.get(
+    "/{style_id}/preview",
+    response_class=Response,
+    summary="The latest training preview",
+    responses={200: {"content": {"image/png": {}}}, **_errors(404)},
+)
+def get_preview(style_id: str, store: StoreDep) -> Response:
+    """Return the preview thumbnail the worker last stored."""
+    rec = store.get(style_id)
+    data = store.preview(style_id)  # PreviewNotFound -> 404
+    if rec.preview is None:  # set between the two reads
+        return Response(data, media_type="application/octet-stream")
+    return _blob_response(data, rec.preview.content_type, rec.preview.sha256)
+
+
+@router.get(
+    "/{style_id}/image",
+    response_class=Response,
+    summary="The original style image",
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, **_errors(404)},
+)
+def get_style_image(style_id: str, store: StoreDep) -> Response:
+    """Return the style image as uploaded."""
+    rec = store.get(style_id)
+    data = store.style_image(style_id)
+    return _blob_response(data, rec.style_image.content_type, rec.style_image.sha256)
+
+
+def _delete(store: ModelStore, training: TrainingQueue, style_id: str) -> None:
+    rec = store.get(style_id)
+    if rec.status in (Status.QUEUED, Status.TRAINING):
+        with contextlib.suppress(InvalidTransition):  # finished meanwhile
+            store.cancel(style_id)  # what the worker obeys, so first
+    outcome = training.cancel(style_id)
+    log.info("style %s deleted; training job: %s", style_id, outcome)
+    store.delete(style_id)
+
+
+@router.delete(
+    "/{style_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[RequireKey],
+    summary="Delete a style (cancels its training)",
+    responses=_errors(401, 403, 404),
+)
+async def delete_style(
+    style_id: str, store: StoreDep, training: TrainingDep, runtime: RuntimeDep
+) -> Response:
+    """Cancel the style's training if running, then delete it with all its versions."""
+    await anyio.to_thread.run_sync(_delete, store, training, style_id)
+    runtime.forget_style(style_id)
+    return Response(status_code=204)

@@ -1,0 +1,222 @@
+"""``POST /stylize``: an image and a style in, the stylized image out.
+
+The route owns the request's life: admission (a full queue is refused before the body
+is read), the body, a timeout counted from arrival, and a watch on the connection, so a
+client that disconnects gives its queue slot back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.datastructures import UploadFile
+
+from service.deps import RequireStylizeKey, RuntimeDep, SettingsDep
+from service.errors import InvalidOption, RequestTimeout, UnsupportedMediaType
+from service.imaging import MEDIA_TYPES
+from service.middleware import ARRIVAL
+from service.runtime import BlendOptions, InferenceRuntime
+from service.schemas import ErrorOut, StylizeOptions
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["stylize"])
+
+IMAGE_FIELD = "image"
+RAW_TYPES = frozenset({*MEDIA_TYPES.values(), "application/octet-stream"})
+CLIENT_CLOSED = 499  # nginx's "client closed request"; nobody reads it, logs do
+
+
+def _openapi() -> dict[str, Any]:
+    # The body is parsed by hand (multipart or raw image), so document it here.
+    schema = StylizeOptions.model_json_schema()
+    props = schema["properties"]
+    image = {"type": "string", "format": "binary"}
+    return {
+        "parameters": [
+            {"name": name, "in": "query", "required": False, "schema": prop}
+            for name, prop in props.items()
+        ],
+        "requestBody": {
+            "required": True,
+            "description": "Multipart with an `image` file and the options as fields, or the "
+            "image itself as the body (options in the query string).",
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [IMAGE_FIELD, "style"],
+                        "properties": {IMAGE_FIELD: image, **props},
+                    }
+                },
+                **{t: {"schema": image} for t in sorted(RAW_TYPES)},
+            },
+        },
+    }
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "Empty body, not an image, or a corrupt / truncated image",
+        401: "API key missing (when stylize_requires_key)",
+        403: "API key not valid",
+        404: "Unknown style or version",
+        409: "The style has no published version yet (the error carries its status)",
+        413: "Body over max_upload_bytes, or image over max_pixels",
+        415: "Unsupported image format or Content-Type",
+        422: "Invalid options",
+        429: "Queue full; see Retry-After",
+        500: "The style's weights are corrupt (the error names the style)",
+        504: "Not answered within request_timeout_s",
+    }.items()
+}
+
+
+@router.post(
+    "/stylize",
+    dependencies=[RequireStylizeKey],
+    response_class=Response,
+    summary="Stylize an image",
+    responses={
+        200: {
+            "description": "The stylized image, the size of the (downscaled) input. Headers: "
+            "X-Style-Id, X-Style-Version, X-Batch-Size, Server-Timing.",
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES.values()
+            },
+        },
+        **_ERRORS,
+    },
+    openapi_extra=_openapi(),
+)
+async def stylize(request: Request, runtime: RuntimeDep, settings: SettingsDep) -> Response:
+    """Apply a style to a JPEG, PNG or WebP image (EXIF orientation and alpha handled)."""
+    arrival: float = request.scope.get(ARRIVAL) or time.monotonic()
+    deadline = arrival + settings.request_timeout_s
+    runtime.batcher.check_capacity()  # refuse before reading a byte when overloaded
+    timings: dict[str, float] = {}
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            started = time.perf_counter()
+            data, fields = await _read_input(request)
+            timings["read"] = time.perf_counter() - started
+            work = _process(runtime, settings, data, fields, deadline, timings, arrival)
+            return await _unless_disconnected(request, runtime, work)
+    except TimeoutError as exc:
+        runtime.metrics.rejected.labels(reason="timeout").inc()
+        raise RequestTimeout(
+            f"no answer within {settings.request_timeout_s:g} s of the request's arrival"
+        ) from exc
+
+
+async def _read_input(request: Request) -> tuple[bytes, dict[str, Any]]:
+    """Return the image bytes and the option fields (query string, then form fields)."""
+    fields: dict[str, Any] = dict(request.query_params)
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=32) as form:
+            upload = form.get(IMAGE_FIELD)
+            if not isinstance(upload, UploadFile):
+                raise InvalidOption(
+                    f"multipart requests need a file field {IMAGE_FIELD!r}",
+                    code="missing_image",
+                    field=IMAGE_FIELD,
+                )
+            data = await upload.read()
+            fields.update({k: v for k, v in form.multi_items() if isinstance(v, str)})
+        return data, fields
+    if media_type not in RAW_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with an "
+            f"{IMAGE_FIELD!r} file, or the image itself as image/jpeg, image/png or image/webp"
+        )
+    return await request.body(), fields
+
+
+async def _process(
+    runtime: InferenceRuntime,
+    settings: ServiceSettings,
+    data: bytes,
+    fields: dict[str, Any],
+    deadline: float,
+    timings: dict[str, float],
+    arrival: float,
+) -> Response:
+    options = StylizeOptions.model_validate(fields)  # ValidationError -> 422
+    max_side = options.max_side or settings.max_side_default
+    if max_side > settings.max_side_limit:
+        raise InvalidOption(
+            f"max_side: at most {settings.max_side_limit}",
+            field="max_side",
+            limit=settings.max_side_limit,
+        )
+    target = await runtime.styles.resolve(options.style, options.version)
+    # Load the generator (on a miss) while the image decodes.
+    load = asyncio.ensure_future(runtime.generator(target))
+    load.add_done_callback(lambda f: f.cancelled() or f.exception())
+    try:
+        started = time.perf_counter()
+        decoded = await runtime.decode(data, max_side)
+        timings["decode"] = time.perf_counter() - started
+        started = time.perf_counter()
+        generator = await load
+        timings["load"] = time.perf_counter() - started
+    finally:
+        load.cancel()  # no-op when done; otherwise stop waiting (the load itself goes on)
+    blend = BlendOptions(options.strength, options.preserve_color)
+    result = await runtime.stylize(generator, decoded.pixels, blend, deadline)
+    timings["queue"] = result.queue_wait_s
+    timings["infer"] = result.run_s
+    fmt = options.format or decoded.format
+    started = time.perf_counter()
+    body = await runtime.encode(result.value, fmt, options.quality)
+    timings["encode"] = time.perf_counter() - started
+    timings["total"] = time.monotonic() - arrival
+    width, height = decoded.size
+    return Response(
+        content=body,
+        media_type=MEDIA_TYPES[fmt],
+        headers={
+            "X-Style-Id": target.style_id,
+            "X-Style-Version": str(target.version),
+            "X-Batch-Size": str(result.batch_size),
+            "X-Image-Size": f"{width}x{height}",
+            "Server-Timing": ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items()),
+        },
+    )
+
+
+async def _unless_disconnected(
+    request: Request, runtime: InferenceRuntime, work: Coroutine[Any, Any, Response]
+) -> Response:
+    """Run ``work`` but cancel it (freeing its queue slot) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        runtime.metrics.rejected.labels(reason="disconnected").inc()
+        log.info("client disconnected; request %s dropped", request.scope.get("stylize.request_id"))
+        return Response(status_code=CLIENT_CLOSED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            # Let the cancellation run now, so the slot is free when we return.
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    # The body has been read: the next message the server sends is the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

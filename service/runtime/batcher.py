@@ -1,0 +1,267 @@
+"""Dynamic batching with a bounded queue, fast rejection and cancel-safe slots.
+
+Requests are grouped by a key (for stylization: model and image height/width, so
+different shapes are never stacked). One dispatcher task hands batches to the runner
+one at a time: while the device works, newcomers queue up and form the next batch, so
+batches grow with load by themselves; ``batch_timeout`` only delays the first request
+of a batch when the device is idle, hoping for company.
+
+Slots: a request holds a queue slot from :meth:`Batcher.submit` until its batch is
+handed to the device (or it is rejected, times out, or is cancelled). When all
+``queue_size`` slots are taken, ``submit`` raises :class:`~service.errors.Overloaded`
+at once, with a ``retry_after`` estimated from recent batch times: requests never pile
+up until they time out. A request whose caller is cancelled (client gone, timeout)
+leaves the queue immediately; one whose deadline passes while queued is failed with
+:class:`~service.errors.RequestTimeout` and never runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from service.errors import Overloaded, RequestTimeout
+from service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+P = TypeVar("P")
+R = TypeVar("R")
+
+Runner = Callable[[Hashable, Sequence[Any]], Awaitable[Sequence[Any]]]
+"""``runner(key, payloads)`` returns one result per payload, in order."""
+
+
+@dataclass(frozen=True)
+class Batched(Generic[R]):
+    """The result of one request, with how it was served.
+
+    Attributes:
+        value: what the runner returned for this request.
+        batch_size: how many requests shared the forward pass.
+        queue_wait_s: from submission to the batch starting.
+        run_s: the batch's run time on the device.
+    """
+
+    value: R
+    batch_size: int
+    queue_wait_s: float
+    run_s: float
+
+
+@dataclass(eq=False)
+class _Pending:
+    key: Hashable
+    payload: Any
+    submitted: float
+    deadline: float
+    future: asyncio.Future[Batched[Any]] = field(repr=False)
+
+
+class Batcher:
+    """Groups submissions by key into batches run by ``runner``, one batch at a time."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        max_batch_size: int,
+        batch_timeout_s: float,
+        queue_size: int,
+        metrics: ServiceMetrics,
+    ) -> None:
+        """Create a stopped batcher; call :meth:`start` inside the event loop."""
+        self._runner = runner
+        self.max_batch_size = max_batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.queue_size = queue_size
+        self._metrics = metrics
+        self._groups: dict[Hashable, deque[_Pending]] = {}
+        self._depth = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._batch_s_ewma: float | None = None
+        #: Requests handed to the runner so far (tests and diagnostics).
+        self.dispatched = 0
+
+    # --- public ---------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Requests holding a queue slot (submitted, not yet handed to the device)."""
+        return self._depth
+
+    @property
+    def full(self) -> bool:
+        """Whether a submission now would be rejected."""
+        return self._depth >= self.queue_size
+
+    @property
+    def running(self) -> bool:
+        """Whether the dispatcher task is alive."""
+        return self._task is not None and not self._task.done()
+
+    def retry_after(self) -> float:
+        """Seconds after which a rejected client may reasonably retry (at least 1)."""
+        per_batch = self._batch_s_ewma or 1.0
+        return max(1.0, math.ceil(per_batch * (self._depth / self.max_batch_size + 1)))
+
+    def check_capacity(self) -> None:
+        """Raise :class:`Overloaded` now if the queue is full (before costly work)."""
+        if self.full:
+            self._metrics.rejected.labels(reason="queue_full").inc()
+            raise Overloaded(
+                f"the stylize queue is full ({self.queue_size} waiting); retry later",
+                retry_after=self.retry_after(),
+            )
+
+    async def submit(self, key: Hashable, payload: Any, deadline: float) -> Batched[Any]:
+        """Queue ``payload`` under ``key`` and wait for its result.
+
+        Args:
+            key: requests with equal keys may share a batch.
+            payload: handed to the runner.
+            deadline: ``time.monotonic()`` value after which the request is dropped.
+
+        Raises:
+            Overloaded: the queue is full (nothing was queued).
+            RequestTimeout: the deadline passed before the request ran.
+            Exception: whatever the runner raised for the batch.
+        """
+        self.check_capacity()
+        loop = asyncio.get_running_loop()
+        pending = _Pending(key, payload, time.monotonic(), deadline, loop.create_future())
+        self._groups.setdefault(key, deque()).append(pending)
+        self._set_depth(self._depth + 1)
+        self._wakeup.set()
+        try:
+            return await pending.future
+        finally:
+            # Cancelled or timed out while queued: give the slot back right away.
+            self._withdraw(pending)
+
+    def start(self) -> None:
+        """Start the dispatcher task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._dispatch_forever(), name="stylize-batcher")
+
+    async def stop(self) -> None:
+        """Stop dispatching and fail whatever is still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for group in self._groups.values():
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(RuntimeError("the service is shutting down"))
+        self._groups.clear()
+        self._set_depth(0)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _set_depth(self, depth: int) -> None:
+        self._depth = depth
+        self._metrics.queue_depth.set(depth)
+
+    def _withdraw(self, pending: _Pending) -> None:
+        group = self._groups.get(pending.key)
+        if group is None:
+            return
+        try:
+            group.remove(pending)
+        except ValueError:
+            return  # already dispatched (or dropped): its slot was released then
+        if not group:
+            del self._groups[pending.key]
+        self._set_depth(self._depth - 1)
+
+    def _take_ready(self, now: float) -> tuple[Hashable, list[_Pending]] | float | None:
+        """Pop the next batch if one is ready; else return when one will be (or None)."""
+        best: Hashable | None = None
+        next_due: float | None = None
+        for key, group in self._groups.items():
+            head = group[0]
+            due = head.submitted + self.batch_timeout_s
+            if len(group) >= self.max_batch_size or due <= now:
+                # Oldest head first: fairness across styles and shapes.
+                if best is None or head.submitted < self._groups[best][0].submitted:
+                    best = key
+            elif next_due is None or due < next_due:
+                next_due = due
+        if best is None:
+            return next_due
+        group = self._groups[best]
+        taken = [group.popleft() for _ in range(min(len(group), self.max_batch_size))]
+        if not group:
+            del self._groups[best]
+        self._set_depth(self._depth - len(taken))
+        return best, taken
+
+    async def _next_batch(self) -> tuple[Hashable, list[_Pending]]:
+        while True:
+            ready = self._take_ready(time.monotonic())
+            if isinstance(ready, tuple):
+                return ready
+            self._wakeup.clear()
+            timeout = None if ready is None else max(0.0, ready - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            key, taken = await self._next_batch()
+            try:
+                await self._run(key, taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one batch kill the dispatcher
+                log.exception("batch dispatch failed")
+
+    async def _run(self, key: Hashable, taken: list[_Pending]) -> None:
+        now = time.monotonic()
+        live = []
+        for pending in taken:
+            if pending.future.done():
+                continue
+            if pending.deadline <= now:
+                self._metrics.rejected.labels(reason="timeout").inc()
+                pending.future.set_exception(
+                    RequestTimeout("the request timed out while waiting for the device")
+                )
+                continue
+            live.append(pending)
+        if not live:
+            return
+        self.dispatched += len(live)
+        self._metrics.batch_size.observe(len(live))
+        for pending in live:
+            self._metrics.queue_wait.observe(now - pending.submitted)
+        started = time.monotonic()
+        try:
+            results = await self._runner(key, [p.payload for p in live])
+        except BaseException as exc:
+            # CancelledError too (shutdown): no caller may wait forever.
+            error = exc if isinstance(exc, Exception) else RuntimeError("batch cancelled")
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            run_s = time.monotonic() - started
+            self._metrics.inference.observe(run_s)
+            ewma = self._batch_s_ewma
+            self._batch_s_ewma = run_s if ewma is None else 0.8 * ewma + 0.2 * run_s
+        for pending, value in zip(live, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(
+                    Batched(value, len(live), started - pending.submitted, run_s)
+                )

@@ -1,0 +1,207 @@
+"""The inference runtime: device executor, codec pool, generator cache, batcher, warm-up.
+
+One per app (one per process and device). Routes call :meth:`InferenceRuntime.decode`,
+:meth:`~InferenceRuntime.stylize` and :meth:`~InferenceRuntime.encode`; everything
+blocking happens off the event loop: model code on the device thread, image codecs in
+the codec pool (in parallel with the device), store reads in anyio's thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import numpy as np
+
+from model_store import ModelStore
+from service import imaging
+from service.metrics import ServiceMetrics
+from service.runtime.batcher import Batched, Batcher
+from service.runtime.cache import GeneratorCache
+from service.runtime.executor import DeviceExecutor, resolve_device
+from service.runtime.generators import (
+    BlendOptions,
+    LoadedGenerator,
+    load_on_device,
+    release_memory,
+    stylize_batch,
+    warm,
+)
+from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Requests that may share a forward pass: same weights, same image shape."""
+
+    model: ModelKey
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class _Item:
+    generator: LoadedGenerator
+    pixels: np.ndarray
+    options: BlendOptions
+
+
+class InferenceRuntime:
+    """Everything that turns decoded pixels into stylized pixels."""
+
+    def __init__(self, settings: ServiceSettings, store: ModelStore, metrics: ServiceMetrics):
+        """Build the runtime (not started: call :meth:`start` in the event loop)."""
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.device = resolve_device(settings.device)
+        self.executor: DeviceExecutor | None = None
+        self._codec_pool: ThreadPoolExecutor | None = None
+        self.styles = StyleResolver(store, ttl_s=settings.style_cache_ttl_s)
+        self.cache = GeneratorCache(
+            self._load,
+            max_models=settings.cache_max_models,
+            max_bytes=settings.cache_max_bytes,
+            metrics=metrics,
+            release=self._release,
+        )
+        self.batcher = Batcher(
+            self._run_batch,
+            max_batch_size=settings.effective_max_batch_size(self.device.type),
+            batch_timeout_s=settings.batch_timeout_ms / 1000,
+            queue_size=settings.queue_size,
+            metrics=metrics,
+        )
+        self.warmed = False
+        self.warm_errors: dict[str, str] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the device thread, the codec pool and the batcher."""
+        self.executor = DeviceExecutor(self.device, threads=self.settings.effective_torch_threads())
+        self._codec_pool = ThreadPoolExecutor(
+            max_workers=self.settings.codec_threads, thread_name_prefix="stylize-codec"
+        )
+        self.batcher.start()
+
+    async def warm_up(self) -> None:
+        """Load ``warm_styles`` and run each at ``warm_sides``; then mark the runtime warm.
+
+        A style that fails to warm is logged and listed in ``warm_errors``; it does not
+        keep the service from becoming ready (its requests get the error instead).
+        """
+        await self._device().run(lambda: None)  # the device thread is up and answering
+        for style_id in self.settings.warm_styles:
+            try:
+                loaded = await self.cache.get((await self.styles.resolve(style_id)).key)
+                for side in self.settings.warm_sides:
+                    seconds = await self._device().run(warm, loaded, side)
+                    log.info("warmed %s at %d² in %.2f s", style_id, side, seconds)
+            except Exception as exc:
+                log.error("warm-up of style %s failed: %s", style_id, exc)
+                self.warm_errors[style_id] = str(exc)
+        self.warmed = True
+
+    async def close(self) -> None:
+        """Stop the batcher and the threads (queued requests fail)."""
+        await self.batcher.stop()
+        if self._codec_pool is not None:
+            self._codec_pool.shutdown(wait=False, cancel_futures=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+
+    @property
+    def ready(self) -> bool:
+        """Warm, the device thread alive and the batcher dispatching."""
+        return (
+            self.warmed
+            and self.executor is not None
+            and self.executor.alive()
+            and self.batcher.running
+        )
+
+    # --- request path ---------------------------------------------------------------------
+
+    async def decode(self, data: bytes, max_side: int) -> imaging.DecodedImage:
+        """Decode request bytes in the codec pool (see :func:`service.imaging.decode`)."""
+        started = time.perf_counter()
+        decoded = await self._codec(
+            imaging.decode, data, max_pixels=self.settings.max_pixels, max_side=max_side
+        )
+        self.metrics.codec.labels(op="decode").observe(time.perf_counter() - started)
+        return decoded
+
+    async def encode(self, pixels: np.ndarray, fmt: str, quality: int | None) -> bytes:
+        """Encode pixels in the codec pool (see :func:`service.imaging.encode`)."""
+        started = time.perf_counter()
+        data = await self._codec(imaging.encode, pixels, fmt, quality)
+        self.metrics.codec.labels(op="encode").observe(time.perf_counter() - started)
+        return data
+
+    async def generator(self, target: ServeTarget) -> LoadedGenerator:
+        """Return the cached generator of ``target`` (loading it on a miss)."""
+        return await self.cache.get(target.key)
+
+    async def stylize(
+        self,
+        generator: LoadedGenerator,
+        pixels: np.ndarray,
+        options: BlendOptions,
+        deadline: float,
+    ) -> Batched[np.ndarray]:
+        """Queue one image for the device; batches with same-shape, same-model requests.
+
+        Raises:
+            Overloaded: the queue is full.
+            RequestTimeout: ``deadline`` (monotonic) passed while queued.
+        """
+        height, width = pixels.shape[:2]
+        key = BatchKey(generator.key, height, width)  # type: ignore[arg-type]
+        return await self.batcher.submit(key, _Item(generator, pixels, options), deadline)
+
+    def forget_style(self, style_id: str) -> None:
+        """Drop a (deleted) style's record and generators."""
+        self.styles.invalidate(style_id)
+        self.cache.discard(lambda key: isinstance(key, ModelKey) and key.style_id == style_id)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _device(self) -> DeviceExecutor:
+        if self.executor is None:
+            raise RuntimeError("the inference runtime is not started")
+        return self.executor
+
+    async def _codec(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._codec_pool is None:
+            raise RuntimeError("the inference runtime is not started")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._codec_pool, functools.partial(fn, *args, **kwargs))
+
+    async def _load(self, key: Hashable) -> LoadedGenerator:
+        assert isinstance(key, ModelKey)
+        # The store verifies the sha256 against the manifest (ChecksumMismatch otherwise).
+        data = await anyio.to_thread.run_sync(self.store.open_weights, key.style_id, key.version)
+        return await self._device().run(
+            load_on_device, key, data, self.device, compile_model=self.settings.torch_compile
+        )
+
+    async def _release(self) -> None:
+        await self._device().run(release_memory, self.device)
+
+    async def _run_batch(self, key: Hashable, items: Sequence[Any]) -> list[np.ndarray]:
+        generator = items[0].generator
+        return await self._device().run(
+            stylize_batch, generator, [i.pixels for i in items], [i.options for i in items]
+        )

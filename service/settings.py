@@ -1,0 +1,190 @@
+"""The service's configuration: one pydantic-settings class, environment prefix ``STYLIZE_``.
+
+Build it with :func:`load_settings` (or ``ServiceSettings(...)`` in tests) and pass it to
+:func:`service.app.create_app`. Invalid values fail at start-up, not on the first request.
+List settings (``STYLIZE_API_KEYS``, ``STYLIZE_WARM_STYLES``, ``STYLIZE_WARM_SIDES``)
+accept JSON (``["a","b"]``) or a comma-separated string (``a,b``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model_store import is_valid_style_id
+from stylenet.generators import MIN_SIDE
+
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+MiB = 1024 * 1024
+
+
+def cpu_count() -> int:
+    """Return the CPUs this process may run on (cgroup/affinity aware where possible)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _split_list(value: Any) -> Any:
+    # Environment strings: JSON list, or comma-separated; blanks are dropped.
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the HTTP service can be told, from ``STYLIZE_*`` environment variables.
+
+    Attributes:
+        redis_url: Redis holding the RQ training queue.
+        model_store: model store URL (``file:///abs``, a path, or ``s3://bucket/prefix``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        host, port: where ``python -m service`` listens.
+        max_upload_bytes: largest request body; bigger ones get 413 before being read.
+        max_pixels: largest decoded image (width × height), checked before decoding, so
+            a decompression bomb is refused from its header.
+        max_side_default, max_side_limit: inputs are downscaled so their longer side is
+            at most ``max_side`` (default / largest a client may ask for).
+        max_batch_size: most images of one (style version, H, W) stacked in one forward.
+            Unset: 16 on CUDA, 1 on CPU, where stacking measured slower per image (a
+            512² batch of 4 took 28 % longer per image than 4 single forwards on 2 cores).
+        batch_timeout_ms: how long the first request of a batch waits for company when
+            the device is idle (under load batches fill while the device is busy).
+        queue_size: requests waiting for the device; beyond it requests get 429 at once.
+        request_timeout_s: a stylize request still unanswered this long after arrival
+            gets 504 (and is dropped from the queue if it has not run yet).
+        cache_max_models, cache_max_bytes: generator cache limits (count, device bytes).
+        warm_styles: styles loaded (and run once per ``warm_sides``) before ``/readyz``
+            turns ready.
+        warm_sides: square sizes the warm-up runs (and, with ``torch_compile``, the
+            shapes compiled ahead of time).
+        style_cache_ttl_s: how long a style record (its current version) is reused before
+            the store is read again.
+        api_keys: bearer keys; empty leaves the API open.
+        stylize_requires_key: whether ``POST /stylize`` needs a key too.
+        training_queue: RQ queue the training jobs go to.
+        train_job_timeout_s: RQ ``job_timeout`` of a training job.
+        torch_compile: compile generators (for the ``warm_sides`` shapes) with
+            ``torch.compile``; other shapes run eager.
+        torch_threads: intra-op threads of the device executor (0: one per CPU).
+        codec_threads: threads decoding and encoding images, beside the device.
+        events_poll_s: how often ``/styles/{id}/events`` reads the style record.
+        events_max_s: longest life of one event stream (clients reconnect).
+        demo_styles_dir: folder of bundled demo styles (``demo_styles/``) registered in
+            the store at start when missing; unset registers none.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STYLIZE_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    model_store: str = "file://./data/models"
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(20 * MiB, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=MIN_SIDE * MIN_SIDE)
+    max_side_default: int = Field(1024, ge=MIN_SIDE)
+    max_side_limit: int = Field(2048, ge=MIN_SIDE)
+    max_batch_size: int | None = Field(None, ge=1, le=256)
+    batch_timeout_ms: float = Field(2.0, ge=0, le=10_000)
+    queue_size: int = Field(32, ge=1, le=100_000)
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)
+    cache_max_models: int = Field(8, ge=1)
+    cache_max_bytes: int = Field(2048 * MiB, ge=1)
+    warm_styles: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    warm_sides: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [256])
+    style_cache_ttl_s: float = Field(2.0, ge=0)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    stylize_requires_key: bool = False
+    training_queue: str = Field("training", min_length=1)
+    train_job_timeout_s: int = Field(6 * 3600, ge=1)
+    torch_compile: bool = False
+    torch_threads: int = Field(0, ge=0, le=1024)
+    codec_threads: int = Field(2, ge=1, le=64)
+    events_poll_s: float = Field(0.5, gt=0, le=60)
+    events_max_s: float = Field(600.0, gt=0)
+    demo_styles_dir: Path | None = None
+
+    @field_validator("warm_styles", "warm_sides", "api_keys", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("warm_styles")
+    @classmethod
+    def _style_ids(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not is_valid_style_id(s)]
+        if bad:
+            raise ValueError(f"not valid style ids: {bad}")
+        return value
+
+    @field_validator("warm_sides")
+    @classmethod
+    def _sides(cls, value: list[int]) -> list[int]:
+        if any(side < MIN_SIDE for side in value):
+            raise ValueError(f"warm sides must be ≥ {MIN_SIDE}")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(k.get_secret_value()) < 8 for k in value):
+            raise ValueError("API keys must be at least 8 characters")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE_RE.fullmatch(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("model_store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        # ``file://./rel`` is how people write a relative path; model_store wants
+        # ``file:///abs`` (or a bare path), so resolve it here, once.
+        if value.startswith("file://./") or value.startswith("file://../"):
+            return Path(value[len("file://") :]).absolute().as_uri()
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        if self.max_side_default > self.max_side_limit:
+            raise ValueError("max_side_default must not exceed max_side_limit")
+        if self.max_side_limit**2 > self.max_pixels:
+            # A square image at the largest side must still decode.
+            raise ValueError("max_side_limit² must not exceed max_pixels")
+        if self.stylize_requires_key and not self.api_keys:
+            raise ValueError("stylize_requires_key needs api_keys")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether API keys are configured."""
+        return bool(self.api_keys)
+
+    def effective_max_batch_size(self, device_type: str) -> int:
+        """Return the batch limit for a device type (``cpu`` or ``cuda``)."""
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return 16 if device_type == "cuda" else 1
+
+    def effective_torch_threads(self) -> int:
+        """Return the intra-op thread count the device executor uses."""
+        return self.torch_threads or cpu_count()
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """Read settings from the environment; keyword arguments override it (tests, CLI)."""
+    return ServiceSettings(**overrides)

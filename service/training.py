@@ -1,0 +1,100 @@
+"""The producer side of the training contract (docs/ARCHITECTURE.md, "The training job").
+
+Jobs are enqueued by dotted path with JSON arguments and the JSON serializer, so this
+module imports neither ``worker`` nor any training code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.command import send_stop_job_command
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from service.errors import Conflict, Unavailable
+
+log = logging.getLogger(__name__)
+
+TRAIN_FUNCTION = "worker.jobs.train_style"
+RESULT_TTL_S = 24 * 3600
+FAILURE_TTL_S = 7 * 24 * 3600
+RETRY = (2, [10, 60])  # Retry(max=2, interval=[10, 60]): transient worker failures
+
+
+def job_id(style_id: str) -> str:
+    """Return the RQ job id of a style's training (one training per style)."""
+    return f"train-{style_id}"
+
+
+class TrainingQueue:
+    """Enqueues and cancels training jobs on the RQ queue."""
+
+    def __init__(self, redis: Redis, *, queue_name: str, job_timeout_s: int) -> None:
+        """Use queue ``queue_name`` on ``redis``; jobs get ``job_timeout_s``."""
+        self.redis = redis
+        self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+        self.job_timeout_s = job_timeout_s
+
+    def enqueue(self, style_id: str, params: dict[str, Any]) -> Job:
+        """Enqueue ``worker.jobs.train_style(style_id, params)``.
+
+        Raises:
+            Unavailable: Redis cannot be reached (retry later).
+            Conflict: a job for this style already exists.
+        """
+        try:
+            return self.queue.enqueue(
+                TRAIN_FUNCTION,
+                style_id,
+                params,
+                job_id=job_id(style_id),
+                unique=True,
+                job_timeout=self.job_timeout_s,
+                result_ttl=RESULT_TTL_S,
+                failure_ttl=FAILURE_TTL_S,
+                retry=Retry(max=RETRY[0], interval=RETRY[1]),
+                description=f"train style {style_id}",
+            )
+        except DuplicateJobError as exc:
+            raise Conflict(
+                f"a training job for style {style_id!r} exists", code="job_exists"
+            ) from exc
+        except RedisError as exc:
+            raise Unavailable(
+                f"the training queue is unavailable: {exc}", code="queue_unavailable", retry_after=5
+            ) from exc
+
+    def cancel(self, style_id: str) -> str:
+        """Stop or dequeue the style's job, best effort; return what was done.
+
+        The store's cancel (done first by the caller) is what the worker obeys in the
+        end, so a Redis failure here is logged, not raised.
+        """
+        try:
+            job = Job.fetch(job_id(style_id), connection=self.redis, serializer=JSONSerializer)
+            status = job.get_status()
+            if status == JobStatus.STARTED:
+                send_stop_job_command(self.redis, job.id, serializer=JSONSerializer)
+                return "stopped"
+            if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+                job.cancel()
+                return "canceled"
+            return f"left ({status.value})"
+        except NoSuchJobError:
+            return "none"
+        except (InvalidJobOperation, RedisError) as exc:
+            log.warning("could not cancel the training job of %s: %s", style_id, exc)
+            return "failed"
+
+    def ping(self) -> bool:
+        """Whether Redis answers."""
+        try:
+            return bool(self.redis.ping())
+        except RedisError:
+            return False

@@ -1,0 +1,230 @@
+"""The styles API against a real store and a real Redis (the RQ job is inspected there)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from redis_server import free_port
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from service_testing import assert_error, image_bytes
+
+from model_store import ModelStore, Progress, open_store
+from stylenet import TrainParams
+
+MakeClient = Callable[..., AbstractContextManager[TestClient]]
+PARAMS = {"iterations": 50, "image_size": 64, "style_size": 64, "width": 0.5}
+
+
+@pytest.fixture(scope="module")
+def store(store_url: str) -> ModelStore:
+    return open_store(store_url)
+
+
+@pytest.fixture(scope="module")
+def redis(redis_url: str) -> Iterator[Redis]:
+    connection = Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+def _create(client: TestClient, style_png: bytes, name: str = "mosaic", **form: str):
+    data = {"name": name, **form}
+    return client.post("/styles", files={"image": ("style.png", style_png, "image/png")}, data=data)
+
+
+def _fetch_job(redis: Redis, style_id: str) -> Job:
+    return Job.fetch(f"train-{style_id}", connection=redis, serializer=JSONSerializer)
+
+
+def test_create_enqueues_the_training_job(client: TestClient, style_png: bytes, redis: Redis):
+    r = _create(client, style_png, params=json.dumps(PARAMS))
+    assert r.status_code == 202, r.text
+    body = r.json()
+    sid = body["id"]
+    assert r.headers["location"] == f"/styles/{sid}"
+    assert body["status"] == "queued" and body["servable"] is False
+    expected = TrainParams.from_dict(PARAMS).to_dict()
+    assert body["params"] == expected
+    assert body["links"]["events"] == f"/styles/{sid}/events"
+
+    job = _fetch_job(redis, sid)
+    assert job.func_name == "worker.jobs.train_style"
+    assert list(job.args) == [sid, expected]
+    assert job.origin == "training"
+    assert job.timeout == client.app.state.settings.train_job_timeout_s  # type: ignore[attr-defined]
+    assert job.retries_left == 2
+    assert job.get_status() == JobStatus.QUEUED
+    assert f"train-{sid}" in Queue("training", connection=redis).get_job_ids()
+    # Stored as (zlib-compressed) JSON, never a pickle: the worker loads it as JSON.
+    raw = redis.hget(job.key, "data")
+    assert raw is not None
+    func, _, args, _ = json.loads(zlib.decompress(raw))
+    assert func == "worker.jobs.train_style" and args == [sid, expected]
+
+
+def test_create_validates_before_storing(client: TestClient, style_png: bytes, store: ModelStore):
+    before = len(store.list_styles(limit=1000).items)
+    error = assert_error(
+        _create(client, style_png, params='{"iterations": 0}'), 422, "invalid_params"
+    )
+    assert error["field"] == "iterations"
+    error = assert_error(_create(client, style_png, params='{"bogus": 1}'), 422, "invalid_params")
+    assert error["field"] == "bogus"
+    assert_error(_create(client, style_png, params="{not json"), 422, "invalid_option")
+    assert_error(_create(client, style_png, params="[1, 2]"), 422, "invalid_option")
+    assert_error(_create(client, b"not an image"), 400, "not_an_image")
+    assert_error(_create(client, style_png, name=""), 422, "invalid_request")
+    r = client.post("/styles", data={"name": "no image"})
+    assert_error(r, 422, "invalid_request")
+    assert len(store.list_styles(limit=1000).items) == before
+
+
+def test_redis_down_gives_503_and_leaves_no_orphan(
+    make_client: MakeClient, style_png: bytes, store: ModelStore
+):
+    before = {s.id for s in store.list_styles(limit=1000).items}
+    with make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0") as client:
+        r = _create(client, style_png)
+        error = assert_error(r, 503, "queue_unavailable")
+        assert int(r.headers["retry-after"]) >= 1
+        assert "unavailable" in error["message"]
+    assert {s.id for s in store.list_styles(limit=1000).items} == before
+
+
+def test_get_style_shows_progress_eta_and_metrics(client: TestClient, style_png: bytes, store):
+    sid = _create(client, style_png).json()["id"]
+    store.update(sid, status="training", progress=Progress(25, 100, eta_s=42.5))
+    body = client.get(f"/styles/{sid}").json()
+    assert body["status"] == "training"
+    assert body["progress"] == {"iteration": 25, "total": 100, "fraction": 0.25, "eta_s": 42.5}
+    ready = client.get("/styles/alpha").json()
+    assert ready["status"] == "ready" and ready["servable"] and ready["current_version"] == 1
+    assert ready["metrics"] == {"loss": 1.0}
+    assert ready["versions"][0]["sha256"] and ready["versions"][0]["size"] > 0
+    assert ready["links"]["style_image"] == "/styles/alpha/image"
+    assert_error(client.get("/styles/nope"), 404, "style_not_found")
+    assert_error(client.get("/styles/NOT..valid"), 404, "style_not_found")
+
+
+def test_list_is_paginated_and_filtered(client: TestClient):
+    page = client.get("/styles", params={"limit": 2}).json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    seen = [s["id"] for s in page["items"]]
+    while page["next"]:
+        page = client.get(page["next"]).json()
+        seen += [s["id"] for s in page["items"]]
+    assert len(seen) == len(set(seen)) and {"alpha", "beta", "pending"} <= set(seen)
+    ready = client.get("/styles", params=[("status", "ready")]).json()["items"]
+    assert {s["id"] for s in ready} == {"alpha", "beta", "broken"}
+    both = client.get("/styles", params=[("status", "ready"), ("status", "queued")]).json()
+    assert {s["status"] for s in both["items"]} == {"ready", "queued"}
+    assert_error(client.get("/styles", params={"status": "sleeping"}), 422, "invalid_request")
+    assert_error(client.get("/styles", params={"limit": 0}), 422, "invalid_request")
+    assert_error(client.get("/styles", params={"cursor": "garbage"}), 422, "invalid_cursor")
+
+
+def test_preview_and_style_image(client: TestClient, style_png: bytes, store, photo):
+    sid = _create(client, style_png).json()["id"]
+    assert_error(client.get(f"/styles/{sid}/preview"), 404, "preview_not_found")
+    preview = image_bytes(photo.resize((32, 32)), "PNG")
+    store.set_preview(sid, preview)
+    r = client.get(f"/styles/{sid}/preview")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == preview
+    assert client.get(f"/styles/{sid}").json()["links"]["preview"] == f"/styles/{sid}/preview"
+    r = client.get(f"/styles/{sid}/image")
+    assert r.status_code == 200 and r.content == style_png
+    assert r.headers["content-type"] == "image/png" and r.headers["etag"]
+
+
+def test_delete_cancels_the_queued_job(client: TestClient, style_png: bytes, redis: Redis):
+    sid = _create(client, style_png).json()["id"]
+    assert client.delete(f"/styles/{sid}").status_code == 204
+    assert _fetch_job(redis, sid).get_status() == JobStatus.CANCELED
+    assert_error(client.get(f"/styles/{sid}"), 404, "style_not_found")
+    assert_error(client.delete(f"/styles/{sid}"), 404, "style_not_found")
+
+
+def test_delete_a_served_style_stops_serving_it(
+    client: TestClient, store, style_png: bytes, tiny_generator_bytes: bytes, photo
+):
+    store.create(style_png, name="short-lived", style_id="short-lived")
+    store.publish("short-lived", tiny_generator_bytes)
+    data = image_bytes(photo.resize((32, 32)), "PNG")
+    query = {"style": "short-lived"}
+    headers = {"content-type": "image/png"}
+    assert client.post("/stylize", params=query, content=data, headers=headers).status_code == 200
+    assert client.delete("/styles/short-lived").status_code == 204
+    r = client.post("/stylize", params=query, content=data, headers=headers)
+    assert_error(r, 404, "style_not_found")
+
+
+def _events(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
+        )
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_events_follow_training_to_ready(
+    client: TestClient, store, style_png: bytes, tiny_generator_bytes: bytes
+):
+    sid = _create(client, style_png).json()["id"]
+
+    def worker() -> None:  # what the worker does, through the store
+        for step in (1, 2):
+            time.sleep(0.2)
+            store.update(sid, status="training", progress=Progress(step, 2, eta_s=1.0))
+        time.sleep(0.2)
+        store.publish(sid, tiny_generator_bytes)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    started = time.monotonic()
+    with client.stream("GET", f"/styles/{sid}/events") as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())
+    thread.join()
+    assert time.monotonic() - started < 10
+    events = _events(text)
+    statuses = [data["status"] for name, data in events if name == "style"]
+    assert statuses[0] == "queued" and statuses[-1] == "ready"
+    assert "training" in statuses
+    assert events[-1] == ("end", {"id": sid, "status": "ready"})
+
+
+def test_events_end_when_the_style_is_deleted(client: TestClient, style_png: bytes):
+    # DELETE commits "canceled" before removing the style: the stream ends on either.
+    sid = _create(client, style_png).json()["id"]
+
+    def delete_soon() -> None:
+        time.sleep(0.3)
+        client.delete(f"/styles/{sid}")
+
+    thread = threading.Thread(target=delete_soon)
+    thread.start()
+    with client.stream("GET", f"/styles/{sid}/events") as r:
+        text = "".join(r.iter_text())
+    thread.join()
+    events = _events(text)
+    assert events[0][0] == "style"
+    assert events[-1] in (("deleted", {"id": sid}), ("end", {"id": sid, "status": "canceled"}))
+
+
+def test_events_of_an_unknown_style(client: TestClient):
+    assert_error(client.get("/styles/nope/events"), 404, "style_not_found")

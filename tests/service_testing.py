@@ -1,0 +1,120 @@
+"""Helpers shared by the service tests (integration and e2e): a store with real styles,
+image bytes, and reading Prometheus metrics.
+
+Generators come from the session's ``tiny_generator_bytes`` fixture (a real, trained
+file), published through the store API like the worker would.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_store import open_store
+
+#: Styles every test store holds: two published, one with corrupted weights on disk,
+#: one created and never trained.
+READY_STYLES = ("alpha", "beta")
+BROKEN_STYLE = "broken"
+PENDING_STYLE = "pending"
+
+
+def image_bytes(image: Image.Image, fmt: str = "JPEG", **save_args: object) -> bytes:
+    """Encode ``image`` in ``fmt``."""
+    out = io.BytesIO()
+    image.save(out, fmt, **save_args)
+    return out.getvalue()
+
+
+def build_store(root: Path, generator: bytes, style_png: bytes) -> str:
+    """Create a file store under ``root`` with the standard styles; return its URL."""
+    url = (root / "models").as_uri()
+    store = open_store(url)
+    for sid in (*READY_STYLES, BROKEN_STYLE):
+        store.create(style_png, name=f"style {sid}", style_id=sid)
+        store.publish(sid, generator, metadata={"test": True}, metrics={"loss": 1.0})
+    store.create(style_png, name="never trained", style_id=PENDING_STYLE)
+    flip_weights_byte(root / "models", BROKEN_STYLE)
+    return url
+
+
+def flip_weights_byte(store_root: Path, style_id: str) -> Path:
+    """Corrupt one byte in the middle of a style's weights file; return the file."""
+    (path,) = (store_root / "styles" / style_id).glob("*/weights/*.safetensors")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def png_bomb(side: int = 20_000) -> bytes:
+    """A valid ``side``×``side`` 1-bit PNG of all zeros: a few KB that decode to GBs."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum the samples called ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def http_scope(
+    method: str, path: str, query: str = "", headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
+    """An ASGI HTTP scope, to drive an app with hand-made ``receive`` messages."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": headers or [],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 12345),
+        "state": {},
+    }
+
+
+def wait_ready(client: Any, timeout: float = 60.0) -> None:
+    """Poll ``/readyz`` (any httpx-like client) until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the service did not become ready"
+        time.sleep(0.02)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Assert a JSON error response with this status and code; return its error object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    return error
