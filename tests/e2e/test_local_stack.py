@@ -1,0 +1,158 @@
+"""`make run`'s `stylize up` end to end: Redis + worker + API as subprocesses, the README's
+curl examples run as written, a style trained through the API, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="the README uses curl")
+
+
+def _readme_curls() -> list[str]:
+    """The curl lines of the README's quick start (the second code block)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    return [line for line in blocks[1].splitlines() if line.startswith("curl ")]
+
+
+def _stack_processes(marker: str) -> list[int]:
+    """PIDs whose environment or command line mentions ``marker`` (our data folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            blob = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in blob:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    root = tmp_path_factory.mktemp("stack")
+    data = root / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
+    env.update(STYLIZE_DEVICE="cpu", STYLIZE_PROGRESS_INTERVAL_S="0.5")
+    if "STYLIZE_CACHE_DIR" in os.environ:
+        env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
+    log_path = root / "stack.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "up",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(port),
+            ],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("stylize up did not become ready:\n" + log_path.read_text()[-4000:])
+        time.sleep(0.5)
+    yield url, root, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_readme_curl_examples_work_as_written(stack) -> None:
+    url, root, _ = stack
+    outputs = []
+    for line in _readme_curls():
+        command = line.replace("http://127.0.0.1:8000", url)
+        result = subprocess.run(["bash", "-c", command], cwd=root, capture_output=True, timeout=120)
+        assert result.returncode == 0, (command, result.stderr.decode())
+        outputs.append(result.stdout)
+    with Image.open(root / "chelsea-starry-night.png") as image:
+        assert image.format == "PNG"
+        assert image.size == Image.open(root / "data/content/chelsea.png").size
+    with Image.open(root / "astronaut-scream.jpg") as image:
+        assert image.format == "JPEG"
+        assert max(image.size) == 256
+    ids = {style["id"] for style in json.loads(outputs[-1])["items"]}
+    assert {"scream", "starry-night"} <= ids
+
+
+def test_a_style_trained_through_the_api_becomes_usable(stack) -> None:
+    url, root, _ = stack
+    params = {
+        "iterations": 4,
+        "image_size": 64,
+        "style_size": 64,
+        "batch_size": 1,
+        "width": 0.25,
+        "holdout": 1,
+        "progress_every": 1,
+    }
+    with (REPO / "demo_styles/starry-night/style.jpg").open("rb") as handle:
+        created = httpx.post(
+            f"{url}/styles",
+            files={"image": ("s.jpg", handle, "image/jpeg")},
+            data={"name": "tiny", "params": json.dumps(params)},
+            timeout=30,
+        )
+    assert created.status_code == 202, created.text
+    style_id = created.json()["id"]
+    deadline = time.monotonic() + 240
+    while True:
+        record = httpx.get(f"{url}/styles/{style_id}", timeout=10).json()
+        if record["status"] in ("ready", "failed", "canceled"):
+            break
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)
+    assert record["status"] == "ready", record
+    with (root / "data/content/coffee.png").open("rb") as handle:
+        out = httpx.post(
+            f"{url}/stylize",
+            files={"image": ("c.png", handle, "image/png")},
+            data={"style": style_id, "max_side": "96"},
+            timeout=60,
+        )
+    assert out.status_code == 200, out.text
+    assert out.headers["x-style-version"] == "1"
+
+
+def test_ctrl_c_stops_everything(stack) -> None:
+    _, root, process = stack
+    marker = str(root / "data")
+    assert len(_stack_processes(marker)) >= 3  # redis, worker, api (+ the launcher)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=90) == 0
+    deadline = time.monotonic() + 10
+    while _stack_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _stack_processes(marker) == []
