@@ -14,9 +14,18 @@ endif
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 LOSSNET := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet"/"keras-vgg19.safetensors")' 2>/dev/null)
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean chromium
 
 setup: $(STAMP) $(LOSSNET)
+
+# The browser tests (tests/e2e/test_web_ui.py) drive Debian's chromium; installed when root.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "hint: the browser tests need Chromium (sudo apt-get install chromium); skipped without it"; \
+	  fi; }
 
 $(STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "need Python 3.11 on PATH"; exit 1; }
@@ -37,7 +46,7 @@ $(LOSSNET): $(STAMP)
 run: setup
 	$(BIN)/stylize up
 
-test: setup
+test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -63,6 +63,8 @@ class Progress:
     iteration: int
     total: int
     eta_s: float | None = None
+    #: Total training loss at ``iteration`` (for live loss curves); None if unknown.
+    loss: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -237,6 +239,7 @@ def record_to_json(rec: StyleRecord) -> bytes:
             "iteration": rec.progress.iteration,
             "total": rec.progress.total,
             "eta_s": rec.progress.eta_s,
+            "loss": rec.progress.loss,
         },
         "error": rec.error,
         "metrics": dict(rec.metrics),
@@ -313,6 +316,7 @@ def record_from_json(style_id: str, data: bytes) -> StyleRecord:
                 int(p["iteration"]),
                 int(p["total"]),
                 None if p["eta_s"] is None else float(p["eta_s"]),
+                None if p.get("loss") is None else float(p["loss"]),
             ),
             error=None if d["error"] is None else str(d["error"]),
             metrics=_dict(d["metrics"]),

@@ -12,8 +12,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
 from model_store import open_store
@@ -27,6 +30,8 @@ from service.settings import ServiceSettings
 from service.training import TrainingQueue
 
 log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -83,4 +88,22 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for module in (stylize, styles, events, health):
         app.include_router(module.router)
+    _mount_web_page(app)
     return app
+
+
+def _mount_web_page(app: FastAPI) -> None:
+    """Serve the web page (plain static files, no build step): ``/`` and ``/static/*``.
+
+    Registered after the API routes, and only on ``/`` and ``/static``, so it shadows
+    none of them; left out of the OpenAPI schema.
+    """
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        # FileResponse of a missing file raises; an install without the page keeps the API.
+        if not (STATIC_DIR / "index.html").is_file():
+            raise HTTPException(404, "the web page is not installed")
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

@@ -58,6 +58,7 @@ class ProgressOut(BaseModel):
     total: int
     fraction: float
     eta_s: float | None = Field(description="Estimated seconds to completion")
+    loss: float | None = Field(None, description="Total training loss at this iteration")
 
 
 class VersionOut(BaseModel):
@@ -105,7 +106,11 @@ class StyleOut(BaseModel):
         if rec.progress is not None:
             p = rec.progress
             progress = ProgressOut(
-                iteration=p.iteration, total=p.total, fraction=round(p.fraction, 4), eta_s=p.eta_s
+                iteration=p.iteration,
+                total=p.total,
+                fraction=round(p.fraction, 4),
+                eta_s=p.eta_s,
+                loss=p.loss,
             )
         return cls(
             id=rec.id,

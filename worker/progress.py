@@ -126,7 +126,13 @@ class ProgressReporter:
         """
         self._last_write = time.monotonic()
         eta = progress.eta_s if math.isfinite(progress.eta_s) else None
-        record = StoreProgress(progress.iteration, progress.total, eta)
+        loss = progress.losses.get("total")
+        record = StoreProgress(
+            progress.iteration,
+            progress.total,
+            eta,
+            loss if loss is not None and math.isfinite(loss) else None,
+        )
         try:
             guard_store_write(
                 self.style_id, lambda: self.store.update(self.style_id, progress=record)

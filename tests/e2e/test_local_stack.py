@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from redis_server import free_port
+from stack_testing import running_stack
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="the README uses curl")
@@ -47,46 +46,8 @@ def _stack_processes(marker: str) -> list[int]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, subprocess.Popen]]:
     root = tmp_path_factory.mktemp("stack")
-    data = root / "data"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
-    env.update(STYLIZE_DEVICE="cpu", STYLIZE_PROGRESS_INTERVAL_S="0.5")
-    if "STYLIZE_CACHE_DIR" in os.environ:
-        env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
-    log_path = root / "stack.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "up",
-                "--data-dir",
-                str(data),
-                "--port",
-                str(port),
-            ],
-            cwd=root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("stylize up did not become ready:\n" + log_path.read_text()[-4000:])
-        time.sleep(0.5)
-    yield url, root, process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    with running_stack(root) as (url, process):
+        yield url, root, process
 
 
 def test_readme_curl_examples_work_as_written(stack) -> None:

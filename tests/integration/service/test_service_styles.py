@@ -103,10 +103,16 @@ def test_redis_down_gives_503_and_leaves_no_orphan(
 
 def test_get_style_shows_progress_eta_and_metrics(client: TestClient, style_png: bytes, store):
     sid = _create(client, style_png).json()["id"]
-    store.update(sid, status="training", progress=Progress(25, 100, eta_s=42.5))
+    store.update(sid, status="training", progress=Progress(25, 100, eta_s=42.5, loss=3.5))
     body = client.get(f"/styles/{sid}").json()
     assert body["status"] == "training"
-    assert body["progress"] == {"iteration": 25, "total": 100, "fraction": 0.25, "eta_s": 42.5}
+    assert body["progress"] == {
+        "iteration": 25,
+        "total": 100,
+        "fraction": 0.25,
+        "eta_s": 42.5,
+        "loss": 3.5,
+    }
     ready = client.get("/styles/alpha").json()
     assert ready["status"] == "ready" and ready["servable"] and ready["current_version"] == 1
     assert ready["metrics"] == {"loss": 1.0}

@@ -22,16 +22,19 @@ def test_trains_publishes_and_reports_progress(
 
     # Progress is visible while the job runs: in the record and in job.meta.
     seen: list[int] = []
+    losses: list[float | None] = []
 
     def progressed() -> bool:
         rec = worker_env.record(style_id)
         if rec.progress is not None and (not seen or rec.progress.iteration != seen[-1]):
             seen.append(rec.progress.iteration)
+            losses.append(rec.progress.loss)
         return rec.status is Status.READY
 
     wait_for(progressed, 90, "the style to become ready", poll=0.02)
     assert len(seen) >= 2, seen
     assert seen == sorted(seen) and seen[-1] == 16
+    assert all(loss is not None and loss > 0 for loss in losses), losses  # live loss curve
 
     rec = worker_env.record(style_id)
     assert rec.current_version == 1 and rec.error is None

@@ -1,0 +1,59 @@
+"""Start the whole local stack (``stylize up``: Redis + worker + API + demo styles) for tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from redis_server import free_port
+
+
+@contextmanager
+def running_stack(
+    root: Path, ready_timeout_s: float = 180
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run ``python -m service.cli up`` with its data under ``root/data`` on a free port.
+
+    Yields the API's URL (once ``/readyz`` is 200) and the launcher process; kills it on
+    exit if it still runs. The launcher's output goes to ``root/stack.log``.
+    """
+    data = root / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
+    env.update(STYLIZE_DEVICE="cpu", STYLIZE_PROGRESS_INTERVAL_S="0.5")
+    if "STYLIZE_CACHE_DIR" in os.environ:
+        env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
+    log_path = root / "stack.log"
+    command = [sys.executable, "-m", "service.cli", "up", "--data-dir", str(data)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("stylize up did not become ready:\n" + log_path.read_text()[-4000:])
+            time.sleep(0.5)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
