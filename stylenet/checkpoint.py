@@ -30,7 +30,8 @@ FILE_NAME = "checkpoint.safetensors"
 _FREE_FIELDS = ("checkpoint_every", "progress_every", "num_workers")
 
 
-def _fingerprint(params: TrainParams) -> str:
+def fingerprint(params: TrainParams) -> str:
+    """Return the JSON of the parameters that shape the optimization (resume must match)."""
     data = params.to_dict()
     for name in _FREE_FIELDS:
         data.pop(name, None)
@@ -53,7 +54,7 @@ def save_checkpoint(
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     metadata = {
         "iteration": str(iteration),
-        "params": _fingerprint(params),
+        "params": fingerprint(params),
         "param_groups": json.dumps(state["param_groups"]),
     }
     dest = folder / FILE_NAME
@@ -89,7 +90,7 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
         log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
         return 0
-    if metadata.get("params") != _fingerprint(params):
+    if metadata.get("params") != fingerprint(params):
         raise ModelFileError(
             f"checkpoint {path} was made with other training parameters; delete it to start over"
         )

@@ -19,7 +19,6 @@ cannot see (``kill -9``, a dead worker) are settled by :mod:`worker.recovery`.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import os
@@ -39,6 +38,7 @@ from rq import get_current_job
 
 from model_store import ModelStore, Status, open_store
 from stylenet import ImageError, TrainParams, TrainResult, generator_to_bytes, train
+from stylenet.checkpoint import fingerprint
 from stylenet.data import find_images, open_image, split_holdout
 
 from .errors import (
@@ -60,8 +60,6 @@ log = logging.getLogger(__name__)
 
 #: Written next to the checkpoint: a checkpoint made with other parameters is discarded.
 PARAMS_MARKER = "params.json"
-#: Parameters that do not change the result (as in ``stylenet.checkpoint``).
-_FREE_FIELDS = ("checkpoint_every", "progress_every", "num_workers")
 
 
 def train_style(style_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -352,8 +350,7 @@ class TrainingRun:
     def _prepare_scratch(self, params: TrainParams) -> Path:
         scratch = self.store.scratch_dir(self.style_id)
         marker = scratch / PARAMS_MARKER
-        fingerprint = {k: v for k, v in params.to_dict().items() if k not in _FREE_FIELDS}
-        wanted = json.dumps(fingerprint, sort_keys=True)
+        wanted = fingerprint(params)  # the same rule stylenet's own resume check applies
         try:
             current = marker.read_text()
         except OSError:
