@@ -53,7 +53,7 @@ from .errors import (
 )
 from .lock import StyleLock, lock_token
 from .progress import PREVIEW_MAX_SIDE, ProgressReporter, guard_store_write
-from .recovery import JOB_FUNCTION
+from .recovery import JOB_FUNCTION, clear_scratch
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ class TrainingRun:
         return scratch
 
     def _clear_scratch(self) -> None:
-        shutil.rmtree(self.store.scratch_dir(self.style_id), ignore_errors=True)
+        clear_scratch(self.store, self.style_id)
 
 
 __all__ = ["JOB_FUNCTION", "TrainingRun", "preview_image", "resolve_device", "train_style"]
