@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .errors import ModelFileError
+from .files import atomic_write_bytes
 from .params import TrainParams
 
 log = logging.getLogger(__name__)
@@ -58,16 +57,7 @@ def save_checkpoint(
         "param_groups": json.dumps(state["param_groups"]),
     }
     dest = folder / FILE_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".checkpoint.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dest, save(tensors, metadata=metadata))
     return dest
 
 

@@ -25,16 +25,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import ChecksumMismatch, LossNetworkError, WeightsNotFound
+from .files import atomic_write_bytes
 from .vgg import LAST_STORED_CONV, VGGFeatures, conv_names, layer_names
 
 FORMAT = "stylize-lossnet"
@@ -114,19 +114,10 @@ def weights_path(source: str, cache_dir: Path | None = None) -> Path:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], dest: Path) -> str:
-    """Write a safetensors file atomically (temp name, fsync, rename); return its sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, tmp, metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        digest = file_digest(Path(tmp))
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a safetensors file atomically with its ``.sha256`` record; return the digest."""
+    data = save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata=metadata)
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(dest, data)
     dest.with_suffix(".sha256").write_text(digest + "\n")
     return digest
 

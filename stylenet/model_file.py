@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -24,6 +22,7 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from .errors import InvalidParams, ModelFileError
+from .files import atomic_write_bytes
 from .generators import GeneratorConfig, build_generator
 from .pixels import PIXEL_CONVENTION
 
@@ -92,18 +91,7 @@ def save_generator(path: Path | str, model: nn.Module, **kwargs: Any) -> str:
     Keyword arguments are those of :func:`generator_to_bytes`.
     """
     data = generator_to_bytes(model, **kwargs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
