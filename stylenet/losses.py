@@ -57,9 +57,10 @@ PRESETS: dict[str, LossPreset] = {
             reference="DmitryUlyanov/texture_nets",
         ),
         # fast-neural-style (Johnson et al.): VGG16, content relu2_2, style relu{1_2,2_2,3_3,4_3}.
+        # Johnson used the Caffe VGG16; keras-vgg16 is those weights, available offline.
         LossPreset(
             "johnson",
-            "torchvision-vgg16",
+            "keras-vgg16",
             {"relu2_2": 1.0},
             {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0},
             content_weight=1e-5,

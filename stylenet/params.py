@@ -86,7 +86,8 @@ class TrainParams:
         for name in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(self, name)
             _check(value is None or value >= 0, name, "must be ≥ 0")
-        depth = 16 if self.loss_preset.source.endswith("16") else 19
+        # Layers are checked against the network actually used (an explicit lossnet wins).
+        depth = 16 if (self.lossnet or self.loss_preset.source).endswith("16") else 19
         valid = set(layer_names(depth))
         for name in ("content_layers", "style_layers"):
             layers = getattr(self, name)

@@ -113,7 +113,8 @@ def test_dockerfile_shape() -> None:
     assert any(key == "HEALTHCHECK" for key, _ in runtime)
     assert ("CMD", '["python", "-m", "service"]') in runtime
     build = " ".join(rest for key, rest in rows if key == "RUN")
-    assert "stylize lossnet fetch --source keras-vgg19" in build  # weights baked in
+    for source in ("keras-vgg19", "keras-vgg16"):  # both presets' weights baked in
+        assert f"stylize lossnet fetch --source {source}" in build
     for key, rest in rows:
         if key == "COPY" and "--from" not in rest:
             for source in rest.split()[:-1]:
