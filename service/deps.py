@@ -1,7 +1,9 @@
 """Dependency aliases: the one way routes reach the resources the lifespan built.
 
 Resources live on ``app.state`` (see :func:`service.app.create_app`); routes declare
-``runtime: RuntimeDep`` and friends instead of reaching into ``request.app``.
+``runtime: RuntimeDep`` and friends instead of reaching into ``request.app``. They are
+``async`` because FastAPI runs plain ``def`` dependencies in its thread pool: three
+thread hops per request for an attribute read.
 """
 
 from __future__ import annotations
@@ -18,27 +20,27 @@ from service.settings import ServiceSettings
 from service.training import TrainingQueue
 
 
-def get_settings(request: Request) -> ServiceSettings:
+async def get_settings(request: Request) -> ServiceSettings:
     """Return the app's settings."""
     return request.app.state.settings
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     """Return the app's model store."""
     return request.app.state.store
 
 
-def get_runtime(request: Request) -> InferenceRuntime:
+async def get_runtime(request: Request) -> InferenceRuntime:
     """Return the app's inference runtime."""
     return request.app.state.runtime
 
 
-def get_training(request: Request) -> TrainingQueue:
+async def get_training(request: Request) -> TrainingQueue:
     """Return the app's training queue (RQ producer)."""
     return request.app.state.training
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     """Return the app's metrics."""
     return request.app.state.metrics
 
