@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from service.errors import Overloaded
 from service.metrics import ServiceMetrics
 from service.runtime.batcher import Batcher
 
@@ -37,6 +38,16 @@ def _batcher(runner, *, max_batch_size: int = 4, queue_size: int = 8) -> Batcher
 
 async def _double(_key, payloads: Sequence[Payload]) -> list[int]:
     return [p.value * 2 for p in payloads]
+
+
+async def _stuck(_key, payloads: Sequence[Payload]) -> list[int]:
+    await asyncio.Event().wait()  # holds the device until cancelled
+    return []
+
+
+async def _until_dispatched(batcher: Batcher, count: int) -> None:
+    while batcher.dispatched < count:
+        await asyncio.sleep(0.001)
 
 
 def test_answered_requests_never_format_their_payload() -> None:
@@ -69,8 +80,7 @@ def test_cancelled_while_queued_gives_the_slot_back() -> None:
         batcher = _batcher(blocked, max_batch_size=1, queue_size=2)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit("k", Payload(1), time.monotonic() + 5))
-        while batcher.dispatched < 1:  # the first holds the device
-            await asyncio.sleep(0.001)
+        await _until_dispatched(batcher, 1)  # the first holds the device
         queued = asyncio.ensure_future(batcher.submit("k", Payload(2), time.monotonic() + 5))
         await asyncio.sleep(0.01)
         assert batcher.depth == 1
@@ -86,20 +96,13 @@ def test_cancelled_while_queued_gives_the_slot_back() -> None:
 
 def test_stop_fails_queued_requests_cleanly() -> None:
     async def scenario() -> None:
-        never = asyncio.Event()
-
-        async def stuck(_key, payloads):
-            await never.wait()
-            return []
-
-        batcher = _batcher(stuck, max_batch_size=1)
+        batcher = _batcher(_stuck, max_batch_size=1)
         batcher.start()
         waiters = [
             asyncio.ensure_future(batcher.submit("k", Payload(i), time.monotonic() + 5))
             for i in range(3)
         ]
-        while batcher.dispatched < 1:
-            await asyncio.sleep(0.001)
+        await _until_dispatched(batcher, 1)
         await batcher.stop()
         outcomes = await asyncio.gather(*waiters, return_exceptions=True)
         assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
@@ -110,19 +113,10 @@ def test_stop_fails_queued_requests_cleanly() -> None:
 
 def test_queue_full_is_refused_before_queueing() -> None:
     async def scenario() -> None:
-        from service.errors import Overloaded
-
-        never = asyncio.Event()
-
-        async def stuck(_key, payloads):
-            await never.wait()
-            return []
-
-        batcher = _batcher(stuck, max_batch_size=1, queue_size=1)
+        batcher = _batcher(_stuck, max_batch_size=1, queue_size=1)
         batcher.start()
         running = asyncio.ensure_future(batcher.submit("k", Payload(0), time.monotonic() + 5))
-        while batcher.dispatched < 1:
-            await asyncio.sleep(0.001)
+        await _until_dispatched(batcher, 1)
         queued = asyncio.ensure_future(batcher.submit("k", Payload(1), time.monotonic() + 5))
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded):
