@@ -35,11 +35,20 @@ from model_store.errors import (
 )
 from model_store.gc import DEFAULT_GC_MIN_AGE_S
 from model_store.ids import generate_style_id, is_valid_style_id, validate_style_id
-from model_store.records import BlobInfo, Page, Progress, Status, StyleRecord, VersionInfo
+from model_store.records import (
+    RESTARTABLE,
+    BlobInfo,
+    Page,
+    Progress,
+    Status,
+    StyleRecord,
+    VersionInfo,
+)
 from model_store.store import ModelStore
 
 __all__ = [
     "DEFAULT_GC_MIN_AGE_S",
+    "RESTARTABLE",
     "BackendError",
     "BlobInfo",
     "ChecksumMismatch",

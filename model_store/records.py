@@ -50,6 +50,9 @@ PUBLISHABLE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
 #: Statuses in which a worker may be running; ``delete`` cancels these first.
 ACTIVE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
 
+#: Statuses from which a new training run may start (:meth:`ModelStore.restart`).
+RESTARTABLE: frozenset[Status] = frozenset({Status.READY, Status.FAILED})
+
 
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""

@@ -40,6 +40,7 @@ from model_store.ids import generate_style_id, new_incarnation, validate_style_i
 from model_store.listing import StatusFilter, paginate
 from model_store.records import (
     ACTIVE,
+    RESTARTABLE,
     BlobInfo,
     Page,
     Progress,
@@ -221,6 +222,30 @@ class ModelStore:
             InvalidTransition: the style is ready or failed (nothing to cancel).
         """
         return self.update(style_id, status=Status.CANCELED)
+
+    def restart(self, style_id: str, params: Mapping[str, Any]) -> StyleRecord:
+        """Start a new training run of a ready or failed style (a retrain).
+
+        The style becomes ``queued`` with ``params`` as its parameters; the previous
+        error and progress are cleared. Its published versions stay, and
+        ``current_version`` keeps serving until the new run publishes the next one.
+        Only one caller wins a race: the check and the change are one compare-and-swap.
+
+        Raises:
+            StyleNotFound: no such style.
+            InvalidTransition: the style is queued or training (a run is on), or canceled.
+            ValueError, TypeError: ``params`` are not JSON.
+        """
+        sid = validate_style_id(style_id)
+        params = dict(params)
+        json.dumps(params, allow_nan=False)  # refuse before writing
+
+        def start_run(cur: StyleRecord) -> StyleRecord:
+            if cur.status not in RESTARTABLE:
+                raise InvalidTransition(cur.id, cur.status, Status.QUEUED)
+            return replace(apply_update(cur, status=Status.QUEUED), params=params)
+
+        return self._mutate(sid, start_run)
 
     def delete(self, style_id: str) -> None:
         """Delete a style with all its versions; a running one is canceled first.

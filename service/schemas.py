@@ -77,6 +77,7 @@ class StyleLinks(BaseModel):
     self: str
     style_image: str
     events: str
+    train: str
     preview: str | None = None
 
 
@@ -139,9 +140,22 @@ class StyleOut(BaseModel):
                 self=base,
                 style_image=f"{base}/image",
                 events=f"{base}/events",
+                train=f"{base}/train",
                 preview=f"{base}/preview" if rec.preview is not None else None,
             ),
         )
+
+
+class TrainIn(BaseModel):
+    """Body of ``POST /styles/{id}/train`` (optional: no body trains with the same params)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] | None = Field(
+        None,
+        description="Training parameters (TrainParams) as a JSON object, replacing the "
+        "style's; default: the parameters of its last run",
+    )
 
 
 class StylePage(BaseModel):

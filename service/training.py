@@ -27,6 +27,12 @@ FAILURE_TTL_S = 7 * 24 * 3600
 RETRY = (2, [10, 60])  # Retry(max=2, interval=[10, 60]): transient worker failures
 
 
+def _unavailable(exc: RedisError) -> Unavailable:
+    return Unavailable(
+        f"the training queue is unavailable: {exc}", code="queue_unavailable", retry_after=5
+    )
+
+
 def job_id(style_id: str) -> str:
     """Return the RQ job id of a style's training (one training per style)."""
     return f"train-{style_id}"
@@ -66,9 +72,40 @@ class TrainingQueue:
                 f"a training job for style {style_id!r} exists", code="job_exists"
             ) from exc
         except RedisError as exc:
-            raise Unavailable(
-                f"the training queue is unavailable: {exc}", code="queue_unavailable", retry_after=5
-            ) from exc
+            raise _unavailable(exc) from exc
+
+    def forget_finished(self, style_id: str) -> None:
+        """Delete the style's previous job so a retrain can be enqueued under its id.
+
+        Job ids are unique per style (:func:`job_id`) and RQ keeps a finished job for
+        ``RESULT_TTL_S`` (a failed one for ``FAILURE_TTL_S``), so the old job must go
+        first; RQ would also carry its fields (``meta``) into a new job of the same id.
+
+        Raises:
+            Conflict: the previous job is still queued or running (retry shortly: a
+                job is recorded finished a moment after its style is ready).
+            Unavailable: Redis cannot be reached.
+        """
+        try:
+            job = Job.fetch(job_id(style_id), connection=self.redis, serializer=JSONSerializer)
+            status = job.get_status()
+            if status not in (
+                JobStatus.FINISHED,
+                JobStatus.FAILED,
+                JobStatus.STOPPED,
+                JobStatus.CANCELED,
+            ):
+                raise Conflict(
+                    f"the previous training job of style {style_id!r} is still "
+                    f"{status.value if status else 'unknown'}",
+                    code="job_exists",
+                    retry_after=2,
+                )
+            job.delete()
+        except NoSuchJobError:
+            return
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
 
     def cancel(self, style_id: str) -> str:
         """Stop or dequeue the style's job, best effort; return what was done.

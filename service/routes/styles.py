@@ -1,4 +1,4 @@
-"""The styles API: create (enqueues training), list, read, images, delete (cancels).
+"""The styles API: create (enqueues training), train again, list, read, images, delete.
 
 Store and Redis calls block, so handlers are plain ``def`` (FastAPI runs them in its
 thread pool) except ``DELETE``, which must also touch the runtime on the event loop.
@@ -15,11 +15,11 @@ from urllib.parse import urlencode
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from model_store import InvalidTransition, ModelStore, ModelStoreError, Status
+from model_store import RESTARTABLE, InvalidTransition, ModelStore, ModelStoreError, Status
 from service import imaging
 from service.deps import MetricsDep, RequireKey, RuntimeDep, SettingsDep, StoreDep, TrainingDep
-from service.errors import InvalidOption
-from service.schemas import ErrorOut, StyleOut, StylePage
+from service.errors import Conflict, InvalidOption, ServiceError
+from service.schemas import ErrorOut, StyleOut, StylePage, TrainIn
 from service.training import TrainingQueue
 from stylenet import TrainParams
 
@@ -78,6 +78,59 @@ def create_style(
             store.delete(rec.id)
         except ModelStoreError as exc:
             log.error("could not remove style %s after a failed enqueue: %s", rec.id, exc)
+        raise
+    metrics.enqueued.inc()
+    response.headers["Location"] = f"/styles/{rec.id}"
+    return StyleOut.from_record(rec)
+
+
+@router.post(
+    "/{style_id}/train",
+    status_code=202,
+    response_model=StyleOut,
+    dependencies=[RequireKey],
+    summary="Train a ready or failed style again; its current version serves meanwhile",
+    responses=_errors(401, 403, 404, 409, 422, 503),
+)
+def train_style_again(
+    style_id: str,
+    response: Response,
+    store: StoreDep,
+    training: TrainingDep,
+    metrics: MetricsDep,
+    body: TrainIn | None = None,
+) -> StyleOut:
+    """Start a new training run (status ``queued``); 202 + Location.
+
+    On success the run publishes the next version, which then serves; until then (and
+    if the run fails) the current version goes on serving.
+    """
+    rec = store.get(style_id)
+    if rec.status not in RESTARTABLE:
+        hint = (
+            "create a new style"
+            if rec.status is Status.CANCELED
+            else "wait for the run to end, or delete the style"
+        )
+        raise Conflict(
+            f"style {rec.id!r} is {rec.status.value}: {hint}",
+            code="not_restartable",
+            style_id=rec.id,
+            status=rec.status.value,
+        )
+    raw = rec.params if body is None or body.params is None else body.params
+    params = TrainParams.from_dict(dict(raw)).to_dict()  # InvalidParams -> 422
+    training.forget_finished(rec.id)
+    rec = store.restart(rec.id, params)  # InvalidTransition (lost a race) -> 409
+    try:
+        training.enqueue(rec.id, params)
+    except Exception as exc:
+        # Nobody would ever train a queued style: say why it is not training.
+        reason = exc.message if isinstance(exc, ServiceError) else str(exc)
+        try:
+            store.update(rec.id, status=Status.FAILED, error=f"could not enqueue: {reason}")
+        except ModelStoreError as store_exc:
+            log.error("style %s: could not record the failed enqueue: %s", rec.id, store_exc)
         raise
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"

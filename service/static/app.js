@@ -133,6 +133,7 @@ function renderCard(style) {
   if (!card) {
     card = $("#style-card").content.firstElementChild.cloneNode(true);
     card.dataset.styleId = style.id;
+    $(".again", card).addEventListener("click", () => trainAgain(style.id));
     $(".cancel", card).addEventListener("click", () => removeStyle(style.id, "cancel"));
     $(".delete", card).addEventListener("click", () => removeStyle(style.id, "delete"));
     cards.set(style.id, card);
@@ -168,6 +169,8 @@ function renderCard(style) {
   const loss = lossSummary(style);
   if (loss) detail.push(loss);
   $(".detail", card).textContent = detail.join(" · ");
+  $(".again", card).hidden = !(style.status === "ready" || style.status === "failed");
+  $(".again", card).setAttribute("aria-label", `Train ${style.name} again`);
   $(".cancel", card).hidden = !training;
   $(".cancel", card).setAttribute("aria-label", `Cancel training of ${style.name}`);
   $(".delete", card).setAttribute("aria-label", `Delete ${style.name}`);
@@ -281,6 +284,24 @@ async function loadStyles() {
   } catch (err) {
     showError(errorEl, err);
     if (!styles.size) $("#gallery").innerHTML = '<p class="muted">Could not load styles.</p>';
+  }
+}
+
+// A new run with the style's last parameters; its current version serves until the
+// run publishes the next one. RQ records the previous job finished a moment after the
+// style is ready: the API answers 409 job_exists with Retry-After until then.
+async function trainAgain(id, attempts = 5) {
+  try {
+    const response = await api(`/styles/${id}/train`, { method: "POST" });
+    history.delete(id);
+    update(await response.json());
+    showError($("#styles-error"), null);
+  } catch (err) {
+    if (err.code === "job_exists" && attempts > 1) {
+      setTimeout(() => trainAgain(id, attempts - 1), 1000);
+      return;
+    }
+    showError($("#styles-error"), err);
   }
 }
 

@@ -106,6 +106,19 @@ def test_a_style_trained_through_the_api_becomes_usable(stack) -> None:
     assert out.status_code == 200, out.text
     assert out.headers["x-style-version"] == "1"
 
+    # Train it again with other params: the worker publishes version 2. RQ records the
+    # first job finished a moment after the style is ready (409 + Retry-After until then).
+    body = {"params": {**params, "iterations": 2, "seed": 1}}
+    while (again := httpx.post(f"{url}/styles/{style_id}/train", json=body)).status_code == 409:
+        assert again.json()["error"]["code"] == "job_exists", again.text
+        assert time.monotonic() < deadline
+        time.sleep(float(again.headers["retry-after"]))
+    assert again.status_code == 202, again.text
+    while (record := httpx.get(f"{url}/styles/{style_id}", timeout=10).json())["status"] != "ready":
+        assert record["status"] in ("queued", "training") and time.monotonic() < deadline, record
+        time.sleep(0.5)
+    assert record["current_version"] == 2 and record["metrics"]["iterations"] == 2, record
+
 
 def test_ctrl_c_stops_everything(stack) -> None:
     _, root, process = stack

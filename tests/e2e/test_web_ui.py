@@ -176,6 +176,18 @@ def test_a_tiny_training_started_from_the_form_runs_to_done(page, stack) -> None
     page.wait_for_selector("#gallery label.tile:has-text('Tiny starry')")
     page.screenshot(path=ARTIFACTS / "5-training-done.png", full_page=True)
 
+    # Train it again: version 1 stays in the gallery while the run goes on, then version 2.
+    card.locator(".again").click()
+    deadline = 240
+    while "version 2" not in card.locator(".detail").text_content():
+        assert deadline > 0, card.text_content()
+        assert card.locator(".badge").text_content() in ("queued", "training", "ready")
+        assert page.is_visible("#gallery label.tile:has-text('Tiny starry')")
+        page.wait_for_timeout(250)
+        deadline -= 0.25
+    assert card.locator(".badge").text_content() == "ready"
+    assert page.is_hidden("#styles-error")
+
 
 def test_the_page_fits_a_phone_screen(browser, stack) -> None:
     url, _ = stack

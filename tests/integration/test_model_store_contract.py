@@ -138,6 +138,29 @@ def test_failure_reason_and_transitions(store: ModelStore) -> None:
         store.update(sid, status="ready")  # only publish makes a style ready
 
 
+def test_restart_starts_a_run_only_from_ready_or_failed(store: ModelStore) -> None:
+    sid = _training(store)
+    with pytest.raises(InvalidTransition):  # a run is on
+        store.restart(sid, {"iterations": 5})
+    store.publish(sid, make_weights(1))
+    store.set_preview(sid, PNG)
+    rec = store.restart(sid, {"iterations": 5})
+    assert (rec.status, rec.params, rec.current_version) == (Status.QUEUED, {"iterations": 5}, 1)
+    assert store.get(sid) == rec
+    assert store.open_weights(sid) == make_weights(1)  # version 1 serves meanwhile
+    with pytest.raises(InvalidTransition):  # only one restart wins
+        store.restart(sid, {"iterations": 6})
+    store.update(sid, status="failed", error="CUDA out of memory")
+    rec = store.restart(sid, {"iterations": 7})
+    assert (rec.status, rec.error, rec.progress) == (Status.QUEUED, None, None)
+    store.cancel(sid)
+    with pytest.raises(InvalidTransition) as info:
+        store.restart(sid, {})
+    assert info.value.canceled
+    with pytest.raises(ValueError):
+        store.restart(store.create(PNG, name="x").id, {"lr": float("nan")})
+
+
 def test_invalid_weights_are_refused(store: ModelStore) -> None:
     sid = _training(store)
     for bad in (b"", b"not safetensors", pickle.dumps({"w": [1.0]}), make_weights(1)[:-3]):

@@ -175,6 +175,59 @@ def test_delete_a_served_style_stops_serving_it(
     assert_error(r, 404, "style_not_found")
 
 
+def test_train_again_while_the_current_version_serves(
+    client: TestClient, store, redis: Redis, style_png: bytes, tiny_generator_bytes: bytes, photo
+):
+    sid = _create(client, style_png, params=json.dumps(PARAMS)).json()["id"]
+    assert_error(client.post(f"/styles/{sid}/train"), 409, "not_restartable")  # queued
+    # What a worker does: train, publish version 1; RQ then records the job finished.
+    store.update(sid, status="training")
+    store.publish(sid, tiny_generator_bytes)
+    r = client.post(f"/styles/{sid}/train")
+    error = assert_error(r, 409, "job_exists")  # the old job is not finished yet
+    assert "queued" in error["message"] and int(r.headers["retry-after"]) >= 1
+    old = _fetch_job(redis, sid)
+    old.meta["stale"] = True
+    old.save_meta()
+    old.set_status(JobStatus.FINISHED)
+
+    bad = client.post(f"/styles/{sid}/train", json={"params": {"image_size": 4}})
+    assert_error(bad, 422, "invalid_params")
+    assert_error(client.post(f"/styles/{sid}/train", json={"colour": 1}), 422, "invalid_request")
+    assert store.get(sid).status == "ready"
+
+    r = client.post(f"/styles/{sid}/train", json={"params": {**PARAMS, "iterations": 7}})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert r.headers["location"] == f"/styles/{sid}" and body["links"]["train"].endswith("/train")
+    expected = TrainParams.from_dict({**PARAMS, "iterations": 7}).to_dict()
+    assert (body["status"], body["params"], body["current_version"]) == ("queued", expected, 1)
+    job = _fetch_job(redis, sid)
+    assert list(job.args) == [sid, expected] and job.get_status() == JobStatus.QUEUED
+    assert "stale" not in job.meta  # a new job, nothing carried over from the old one
+    # Version 1 serves during the run.
+    data = image_bytes(photo.resize((32, 32)), "PNG")
+    served = client.post(
+        "/stylize", params={"style": sid}, content=data, headers={"content-type": "image/png"}
+    )
+    assert served.status_code == 200 and served.headers["x-style-version"] == "1"
+    assert_error(client.post(f"/styles/{sid}/train"), 409, "not_restartable")
+    assert_error(client.post("/styles/nope/train"), 404, "style_not_found")
+
+
+def test_train_again_with_redis_down_changes_nothing(
+    make_client: MakeClient, store, style_png: bytes, tiny_generator_bytes: bytes
+):
+    store.create(style_png, name="offline", style_id="offline", params=PARAMS)
+    store.publish("offline", tiny_generator_bytes)
+    before = store.get("offline")
+    with make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0") as client:
+        r = client.post("/styles/offline/train")
+        assert_error(r, 503, "queue_unavailable")
+        assert int(r.headers["retry-after"]) >= 1
+    assert store.get("offline") == before  # still ready, version 1 serving
+
+
 def _events(text: str) -> list[tuple[str, dict]]:
     events = []
     for block in text.strip().split("\n\n"):
