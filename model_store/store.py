@@ -298,6 +298,7 @@ class ModelStore:
         *,
         metadata: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
+        keep_versions: int | None = None,
     ) -> VersionInfo:
         """Store ``weights`` as the style's next version and make it current (``ready``).
 
@@ -311,6 +312,9 @@ class ModelStore:
             weights: a safetensors file.
             metadata: what loading needs (architecture, training params), JSON.
             metrics: held-out losses, training time, device, JSON.
+            keep_versions: keep only this many newest versions (the new one included)
+                in the manifest; the weights of the dropped ones become unreferenced and
+                :meth:`gc` deletes them. None keeps every version.
 
         Raises:
             InvalidWeights: ``weights`` are not a non-empty safetensors file.
@@ -319,6 +323,8 @@ class ModelStore:
             ValueError, TypeError: ``metadata``/``metrics`` are not JSON (NaN included).
         """
         sid = validate_style_id(style_id)
+        if keep_versions is not None and keep_versions < 1:
+            raise ValueError("keep_versions must be >= 1")
         check_safetensors(weights)
         weights = bytes(weights)  # one immutable copy: what is hashed is what is stored
         # Refuse unserialisable metadata now, not after the weights are uploaded.
@@ -339,9 +345,12 @@ class ModelStore:
             version = VersionInfo(
                 number, sha, len(weights), created, dict(metadata or {}), dict(metrics or {}), name
             )
+            versions = (*cur.versions, version)
+            if keep_versions is not None:
+                versions = versions[-keep_versions:]  # oldest first: drop from the front
             return replace(
                 cur,
-                versions=(*cur.versions, version),
+                versions=versions,
                 current_version=number,
                 status=Status.READY,
                 metrics=dict(metrics or {}),

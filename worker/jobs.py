@@ -265,7 +265,13 @@ class TrainingRun:
         }
         version = guard_store_write(
             self.style_id,
-            lambda: self.store.publish(self.style_id, data, metadata=metadata, metrics=metrics),
+            lambda: self.store.publish(
+                self.style_id,
+                data,
+                metadata=metadata,
+                metrics=metrics,
+                keep_versions=self.settings.keep_versions,
+            ),
         )
         self._clear_scratch()
         log.info("style %s: published version %d", self.style_id, version.version)

@@ -9,7 +9,10 @@ additions, all in the parent process (which never initializes CUDA):
 * jobs of dead workers, found by RQ's maintenance (``AbandonedJobError``), are settled
   the same way;
 * a warm shutdown (SIGTERM/SIGINT) asks the horse to stop at its next progress report;
-  the job is requeued without using a retry and resumes from its checkpoint elsewhere.
+  the job is requeued without using a retry and resumes from its checkpoint elsewhere;
+* RQ's periodic maintenance also collects the model store's garbage every
+  ``store_gc_interval_s`` (replaced previews, dropped versions, crashed publishes).
+  Several workers may do it at once: deleting an unreferenced file twice is harmless.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 from redis import Redis
@@ -48,6 +52,7 @@ class TrainingWorker(Worker):
     ) -> None:
         """Build a worker listening on ``settings.training_queue``."""
         self.settings, self.store = settings, store
+        self._next_store_gc = 0.0  # monotonic time of the next store gc; now, at first
         super().__init__(
             [settings.training_queue],
             name=name or settings.worker_name,
@@ -57,6 +62,22 @@ class TrainingWorker(Worker):
             work_horse_killed_handler=self._on_horse_killed,
             maintenance_interval=settings.maintenance_interval_s,
         )
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance, then the store's garbage collection when it is due."""
+        super().run_maintenance_tasks()
+        interval = self.settings.store_gc_interval_s
+        now = time.monotonic()
+        if interval <= 0 or now < self._next_store_gc:
+            return
+        self._next_store_gc = now + interval
+        try:
+            removed = self.store.gc()
+        except Exception:  # a flaky store must not stop the worker; next time, then
+            log.warning("model store garbage collection failed", exc_info=True)
+            return
+        if removed:
+            log.info("model store gc removed %d unreferenced files", len(removed))
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job`` in a work horse, then release what a killed horse left behind."""

@@ -38,6 +38,11 @@ class WorkerSettings(BaseSettings):
         lock_ttl_s: lifetime of the per-style training lock; refreshed by the running job.
         maintenance_interval_s: how often RQ's maintenance runs (it requeues or fails the
             jobs of workers that died).
+        keep_versions: published versions kept per style (newest); older ones leave the
+            manifest at the next publish and their weights go at the next store GC.
+        store_gc_interval_s: seconds between model-store garbage collections in the
+            worker's maintenance (files no manifest references: replaced previews,
+            dropped versions, crashed publishes); 0 disables.
         worker_name: RQ worker name (default: RQ's random one).
         log_level: logging level of the worker process.
     """
@@ -55,6 +60,8 @@ class WorkerSettings(BaseSettings):
     checkpoint_every: int | None = Field(None, ge=1)
     lock_ttl_s: float = Field(60.0, ge=5, le=3600)
     maintenance_interval_s: int = Field(60, ge=1)
+    keep_versions: int = Field(5, ge=1)
+    store_gc_interval_s: float = Field(3600.0, ge=0)
     worker_name: str | None = None
     log_level: str = "INFO"
 

@@ -32,6 +32,7 @@ from model_store import (
     VersionNotFound,
     open_store,
 )
+from model_store.content import sha256_hex
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 32
@@ -124,6 +125,24 @@ def test_progress_publish_versions_and_preview(store: ModelStore) -> None:
     store.set_preview(sid, JPEG)
     assert store.preview(sid) == JPEG
     assert store.get(sid).preview.content_type == "image/jpeg"  # type: ignore[union-attr]
+
+
+def test_publish_keeps_the_newest_versions_and_gc_removes_the_rest(store: ModelStore) -> None:
+    sid = _training(store)
+    for n in (1, 2, 3):
+        store.update(sid, status=Status.TRAINING)
+        store.publish(sid, make_weights(n), keep_versions=2)
+    rec = store.get(sid)
+    assert ([v.version for v in rec.versions], rec.current_version) == ([2, 3], 3)
+    with pytest.raises(VersionNotFound):
+        store.open_weights(sid, 1)
+    removed = store.gc(min_age_s=0)
+    assert [r for r in removed if r.startswith(f"{sid}/")] == [
+        f"{sid}/{rec.incarnation}/weights/{sha256_hex(make_weights(1))}.safetensors"
+    ]
+    assert store.open_weights(sid, 2) == make_weights(2)
+    with pytest.raises(ValueError):
+        store.publish(sid, make_weights(4), keep_versions=0)
 
 
 def test_failure_reason_and_transitions(store: ModelStore) -> None:

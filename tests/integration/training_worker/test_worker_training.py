@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from worker_harness import TINY, WorkerEnv, wait_for
 
-from model_store import Status
+from model_store import Status, VersionNotFound
 from stylenet import TrainParams, load_generator, stylize
 
 
@@ -18,7 +18,7 @@ def test_trains_publishes_and_reports_progress(
     params = TrainParams.from_dict({**TINY, "iterations": 16}).to_dict()
     style_id = worker_env.create_style(style_image, params)
     job = worker_env.enqueue(style_id, params)
-    worker_env.start_worker()
+    worker_env.start_worker(STYLIZE_KEEP_VERSIONS="1")
 
     # Progress is visible while the job runs: in the record and in job.meta.
     seen: list[int] = []
@@ -70,6 +70,10 @@ def test_trains_publishes_and_reports_progress(
     rec = worker_env.record(style_id)
     assert rec.status == "ready" and rec.metrics["iterations"] == 6
     assert rec.metrics["resumed_from"] == 0 and rec.metrics["attempt"] == 1
+    # STYLIZE_KEEP_VERSIONS=1: version 1 left the manifest (the store's gc removes it).
+    assert [v.version for v in rec.versions] == [2]
+    with pytest.raises(VersionNotFound):
+        worker_env.store.open_weights(style_id, 1)
 
 
 @pytest.mark.parametrize(
