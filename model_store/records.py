@@ -34,7 +34,9 @@ class Status(StrEnum):
 
 
 #: Allowed ``update(status=...)`` moves. READY is reached only through ``publish``;
-#: CANCELED is terminal (only ``delete`` follows) so a stale worker can never revive it.
+#: CANCELED is terminal for these updates, so a stale worker can never revive it; only
+#: :meth:`ModelStore.restart` (a new run, started by the service once the old job is
+#: recorded stopped) or ``delete`` leave it.
 #: A retrain (READY -> QUEUED/TRAINING) keeps ``current_version`` serving meanwhile.
 TRANSITIONS: Mapping[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.QUEUED, Status.TRAINING, Status.FAILED, Status.CANCELED}),
@@ -51,7 +53,7 @@ PUBLISHABLE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
 ACTIVE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
 
 #: Statuses from which a new training run may start (:meth:`ModelStore.restart`).
-RESTARTABLE: frozenset[Status] = frozenset({Status.READY, Status.FAILED})
+RESTARTABLE: frozenset[Status] = frozenset({Status.READY, Status.FAILED, Status.CANCELED})
 
 
 def utcnow() -> datetime:

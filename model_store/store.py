@@ -224,16 +224,20 @@ class ModelStore:
         return self.update(style_id, status=Status.CANCELED)
 
     def restart(self, style_id: str, params: Mapping[str, Any]) -> StyleRecord:
-        """Start a new training run of a ready or failed style (a retrain).
+        """Start a new training run of a ready, failed or canceled style (a retrain).
 
         The style becomes ``queued`` with ``params`` as its parameters; the previous
         error and progress are cleared. Its published versions stay, and
         ``current_version`` keeps serving until the new run publishes the next one.
         Only one caller wins a race: the check and the change are one compare-and-swap.
 
+        Leaving ``canceled`` is safe only once no worker of the canceled run is alive
+        (it could otherwise go on and publish): the service restarts a style only after
+        RQ has recorded its previous job finished, failed, stopped or canceled.
+
         Raises:
             StyleNotFound: no such style.
-            InvalidTransition: the style is queued or training (a run is on), or canceled.
+            InvalidTransition: the style is queued or training (a run is on).
             ValueError, TypeError: ``params`` are not JSON.
         """
         sid = validate_style_id(style_id)
@@ -243,7 +247,8 @@ class ModelStore:
         def start_run(cur: StyleRecord) -> StyleRecord:
             if cur.status not in RESTARTABLE:
                 raise InvalidTransition(cur.id, cur.status, Status.QUEUED)
-            return replace(apply_update(cur, status=Status.QUEUED), params=params)
+            # Not apply_update: TRANSITIONS keep workers from leaving CANCELED; this may.
+            return replace(cur, status=Status.QUEUED, params=params, error=None, progress=None)
 
         return self._mutate(sid, start_run)
 

@@ -1,8 +1,8 @@
 """Bearer API keys: ``Authorization: Bearer <key>`` checked against ``api_keys``.
 
-No keys configured: everything is open. With keys: creating and deleting styles need
-one; stylizing needs one when ``stylize_requires_key`` is set. A missing key is 401
-(with ``WWW-Authenticate: Bearer``), a wrong one 403.
+No keys configured: everything is open. With keys: creating, training, canceling and
+deleting styles need one; stylizing needs one when ``stylize_requires_key`` is set. A
+missing key is 401 (with ``WWW-Authenticate: Bearer``), a wrong one 403.
 """
 
 from __future__ import annotations

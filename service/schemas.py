@@ -78,6 +78,7 @@ class StyleLinks(BaseModel):
     style_image: str
     events: str
     train: str
+    cancel: str
     preview: str | None = None
 
 
@@ -141,6 +142,7 @@ class StyleOut(BaseModel):
                 style_image=f"{base}/image",
                 events=f"{base}/events",
                 train=f"{base}/train",
+                cancel=f"{base}/cancel",
                 preview=f"{base}/preview" if rec.preview is not None else None,
             ),
         )

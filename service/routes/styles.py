@@ -1,4 +1,4 @@
-"""The styles API: create (enqueues training), train again, list, read, images, delete.
+"""The styles API: create (enqueues training), train again, cancel, list, read, delete.
 
 Store and Redis calls block, so handlers are plain ``def`` (FastAPI runs them in its
 thread pool) except ``DELETE``, which must also touch the runtime on the event loop.
@@ -15,7 +15,14 @@ from urllib.parse import urlencode
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from model_store import RESTARTABLE, InvalidTransition, ModelStore, ModelStoreError, Status
+from model_store import (
+    RESTARTABLE,
+    InvalidTransition,
+    ModelStore,
+    ModelStoreError,
+    Status,
+    StyleRecord,
+)
 from service import imaging
 from service.deps import MetricsDep, RequireKey, RuntimeDep, SettingsDep, StoreDep, TrainingDep
 from service.errors import Conflict, InvalidOption, ServiceError
@@ -89,7 +96,7 @@ def create_style(
     status_code=202,
     response_model=StyleOut,
     dependencies=[RequireKey],
-    summary="Train a ready or failed style again; its current version serves meanwhile",
+    summary="Train a style again (ready, failed or canceled); its current version serves",
     responses=_errors(401, 403, 404, 409, 422, 503),
 )
 def train_style_again(
@@ -107,13 +114,8 @@ def train_style_again(
     """
     rec = store.get(style_id)
     if rec.status not in RESTARTABLE:
-        hint = (
-            "create a new style"
-            if rec.status is Status.CANCELED
-            else "wait for the run to end, or delete the style"
-        )
         raise Conflict(
-            f"style {rec.id!r} is {rec.status.value}: {hint}",
+            f"style {rec.id!r} is {rec.status.value}: wait for the run to end, or cancel it",
             code="not_restartable",
             style_id=rec.id,
             status=rec.status.value,
@@ -205,12 +207,42 @@ def get_style_image(style_id: str, store: StoreDep) -> Response:
     return _blob_response(data, rec.style_image.content_type, rec.style_image.sha256)
 
 
-def _delete(store: ModelStore, training: TrainingQueue, style_id: str) -> None:
-    rec = store.get(style_id)
+def _stop_run(store: ModelStore, training: TrainingQueue, rec: StyleRecord) -> str:
+    """Cancel the style's run in the store (what the worker obeys, so first), then its job."""
     if rec.status in (Status.QUEUED, Status.TRAINING):
         with contextlib.suppress(InvalidTransition):  # finished meanwhile
-            store.cancel(style_id)  # what the worker obeys, so first
-    outcome = training.cancel(style_id)
+            store.cancel(rec.id)
+    return training.cancel(rec.id)
+
+
+@router.post(
+    "/{style_id}/cancel",
+    response_model=StyleOut,
+    dependencies=[RequireKey],
+    summary="Stop the style's training run; a published version goes on serving",
+    responses=_errors(401, 403, 404, 409),
+)
+def cancel_training(style_id: str, store: StoreDep, training: TrainingDep) -> StyleOut:
+    """Cancel a queued or running training (status ``canceled``).
+
+    A style canceled during a retrain keeps serving its current version, and any
+    canceled style can be trained again (``POST /styles/{id}/train``) or deleted.
+    """
+    rec = store.get(style_id)
+    if rec.status not in (Status.QUEUED, Status.TRAINING):
+        raise Conflict(
+            f"style {rec.id!r} is {rec.status.value}: no training run to cancel",
+            code="not_running",
+            style_id=rec.id,
+            status=rec.status.value,
+        )
+    outcome = _stop_run(store, training, rec)
+    log.info("style %s: training canceled; job: %s", rec.id, outcome)
+    return StyleOut.from_record(store.get(rec.id))
+
+
+def _delete(store: ModelStore, training: TrainingQueue, style_id: str) -> None:
+    outcome = _stop_run(store, training, store.get(style_id))
     log.info("style %s deleted; training job: %s", style_id, outcome)
     store.delete(style_id)
 

@@ -134,8 +134,8 @@ function renderCard(style) {
     card = $("#style-card").content.firstElementChild.cloneNode(true);
     card.dataset.styleId = style.id;
     $(".again", card).addEventListener("click", () => trainAgain(style.id));
-    $(".cancel", card).addEventListener("click", () => removeStyle(style.id, "cancel"));
-    $(".delete", card).addEventListener("click", () => removeStyle(style.id, "delete"));
+    $(".cancel", card).addEventListener("click", () => cancelTraining(style.id));
+    $(".delete", card).addEventListener("click", () => removeStyle(style.id));
     cards.set(style.id, card);
   }
   const img = $(".thumb", card);
@@ -169,7 +169,7 @@ function renderCard(style) {
   const loss = lossSummary(style);
   if (loss) detail.push(loss);
   $(".detail", card).textContent = detail.join(" · ");
-  $(".again", card).hidden = !(style.status === "ready" || style.status === "failed");
+  $(".again", card).hidden = training;
   $(".again", card).setAttribute("aria-label", `Train ${style.name} again`);
   $(".cancel", card).hidden = !training;
   $(".cancel", card).setAttribute("aria-label", `Cancel training of ${style.name}`);
@@ -305,11 +305,22 @@ async function trainAgain(id, attempts = 5) {
   }
 }
 
-async function removeStyle(id, what) {
+async function cancelTraining(id) {
   const style = styles.get(id);
-  const question =
-    what === "cancel" ? `Cancel the training of “${style.name}”? The style is deleted.` : `Delete “${style.name}”?`;
-  if (!confirm(question)) return;
+  const keeps = style.current_version ? ` Version ${style.current_version} goes on serving.` : "";
+  if (!confirm(`Stop the training of “${style.name}”?${keeps}`)) return;
+  try {
+    const response = await api(`/styles/${id}/cancel`, { method: "POST" });
+    update(await response.json());
+    showError($("#styles-error"), null);
+  } catch (err) {
+    showError($("#styles-error"), err);
+  }
+}
+
+async function removeStyle(id) {
+  const style = styles.get(id);
+  if (!confirm(`Delete “${style.name}”?`)) return;
   try {
     await api(`/styles/${id}`, { method: "DELETE" });
     streams.get(id)?.close();

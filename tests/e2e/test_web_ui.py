@@ -5,6 +5,7 @@ Playwright against ``stylize up`` (Redis + worker + API). Screenshots of each sc
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,6 +188,26 @@ def test_a_tiny_training_started_from_the_form_runs_to_done(page, stack) -> None
         deadline -= 0.25
     assert card.locator(".badge").text_content() == "ready"
     assert page.is_hidden("#styles-error")
+
+
+def test_cancel_from_the_page_keeps_the_style(page, stack) -> None:
+    url, _ = stack
+    page.on("dialog", lambda dialog: dialog.accept())  # the "Stop the training?" question
+    page.goto(url)
+    page.click("#advanced summary")
+    long_run = {"iterations": 100000, "image_size": 64, "style_size": 64, "batch_size": 1}
+    page.fill("#params", json.dumps({**long_run, "width": 0.25, "holdout": 1}))
+    page.set_input_files("#painting", str(REPO / "demo_styles/scream/style.jpg"))
+    page.fill("#style-name", "Endless scream")
+    page.click("#train-btn")
+    card = _card(page, "Endless scream")
+    card.locator(".cancel").click()
+    badge = card.locator(".badge")
+    page.wait_for_function("b => b.textContent === 'canceled'", arg=badge.element_handle())
+    assert card.locator(".cancel").is_hidden() and card.locator(".again").is_visible()
+    assert page.is_hidden("#styles-error")
+    page.reload()  # the server agrees
+    page.wait_for_function("b => b.textContent === 'canceled'", arg=badge.element_handle())
 
 
 def test_the_page_fits_a_phone_screen(browser, stack) -> None:

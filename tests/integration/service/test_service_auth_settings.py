@@ -40,7 +40,9 @@ def _stylize(client: TestClient, photo: Image.Image, headers: dict[str, str] | N
     )
 
 
-def test_keys_guard_creating_and_deleting(make_client: MakeClient, style_png: bytes, photo):
+def test_keys_guard_creating_training_and_deleting(
+    make_client: MakeClient, style_png: bytes, photo
+):
     with make_client(api_keys=[KEY, OTHER_KEY]) as client:
         r = _create(client, style_png)
         assert_error(r, 401, "unauthorized")
@@ -52,6 +54,15 @@ def test_keys_guard_creating_and_deleting(make_client: MakeClient, style_png: by
         created = _create(client, style_png, _bearer(OTHER_KEY))
         assert created.status_code == 202
         sid = created.json()["id"]
+        for action in ("cancel", "train"):
+            assert_error(client.post(f"/styles/{sid}/{action}"), 401, "unauthorized")
+            assert_error(
+                client.post(f"/styles/{sid}/{action}", headers=_bearer("nope-nope")),
+                403,
+                "forbidden",
+            )
+        r = client.post(f"/styles/{sid}/cancel", headers=_bearer(KEY))
+        assert r.status_code == 200 and r.json()["status"] == "canceled"
         assert_error(client.delete(f"/styles/{sid}"), 401, "unauthorized")
         assert_error(
             client.delete(f"/styles/{sid}", headers=_bearer("nope-nope")), 403, "forbidden"

@@ -214,6 +214,30 @@ def test_train_again_while_the_current_version_serves(
     assert_error(client.post(f"/styles/{sid}/train"), 409, "not_restartable")
     assert_error(client.post("/styles/nope/train"), 404, "style_not_found")
 
+    # Cancel the run: the style is canceled but version 1 goes on serving.
+    canceled = client.post(f"/styles/{sid}/cancel")
+    assert canceled.status_code == 200, canceled.text
+    assert (canceled.json()["status"], canceled.json()["servable"]) == ("canceled", True)
+    assert _fetch_job(redis, sid).get_status() == JobStatus.CANCELED
+    again = client.post(
+        "/stylize", params={"style": sid}, content=data, headers={"content-type": "image/png"}
+    )
+    assert again.status_code == 200 and again.headers["x-style-version"] == "1"
+
+
+def test_cancel_then_train_again(client: TestClient, style_png: bytes, redis: Redis):
+    sid = _create(client, style_png, params=json.dumps(PARAMS)).json()["id"]
+    r = client.post(f"/styles/{sid}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert r.json()["links"]["cancel"] == f"/styles/{sid}/cancel"
+    assert _fetch_job(redis, sid).get_status() == JobStatus.CANCELED
+    assert_error(client.post(f"/styles/{sid}/cancel"), 409, "not_running")
+    assert_error(client.post("/styles/nope/cancel"), 404, "style_not_found")
+    # The canceled job is gone from RQ, so the style can be trained again.
+    r = client.post(f"/styles/{sid}/train")
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    assert _fetch_job(redis, sid).get_status() == JobStatus.QUEUED
+
 
 def test_train_again_with_redis_down_changes_nothing(
     make_client: MakeClient, store, style_png: bytes, tiny_generator_bytes: bytes
