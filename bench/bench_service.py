@@ -111,9 +111,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def running_service(store_url: str, device: str, env: dict[str, str], log: Path) -> Iterator[str]:
-    """Run ``python -m service`` until the block exits; yield its base URL once ready."""
+def running_service(
+    store_url: str, device: str, env: dict[str, str], log: Path
+) -> Iterator[tuple[str, int]]:
+    """Run ``python -m service`` until the block exits; yield its base URL and pid once ready."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
     full_env |= {
@@ -144,7 +155,7 @@ def running_service(store_url: str, device: str, env: dict[str, str], log: Path)
                 if time.monotonic() > deadline:
                     raise RuntimeError("service did not become ready")
                 time.sleep(0.2)
-        yield base
+        yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -179,8 +190,14 @@ def sequential(base: str, jpeg: bytes, n: int) -> dict[str, Any]:
     }
 
 
-def concurrent(base: str, jpeg: bytes, clients: int, per_client: int) -> dict[str, Any]:
-    """``clients`` closed-loop clients, each sending ``per_client`` requests."""
+def concurrent(
+    base: str, jpeg: bytes, clients: int, per_client: int, pid: int = 0
+) -> dict[str, Any]:
+    """``clients`` closed-loop clients, each sending ``per_client`` requests.
+
+    With the service's ``pid``, also reports its CPU time per answered request: on a GPU
+    host that is the Python HTTP path's cost, the bound on one process's throughput.
+    """
     barrier = threading.Barrier(clients)
 
     def client_loop(_: int) -> list[tuple[int, float, dict[str, str]]]:
@@ -188,10 +205,11 @@ def concurrent(base: str, jpeg: bytes, clients: int, per_client: int) -> dict[st
             barrier.wait()
             return [post(client, jpeg) for _ in range(per_client)]
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds(pid) if pid else 0.0
     with ThreadPoolExecutor(clients) as pool:
         results = [r for rs in pool.map(client_loop, range(clients)) for r in rs]
     elapsed = time.perf_counter() - started
+    server_cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
     ok = [(t, h) for code, t, h in results if code == 200]
     rejected = [t for code, t, _ in results if code == 429]
     batch_sizes = [int(h.get("x-batch-size", "1")) for _, h in ok]
@@ -208,6 +226,7 @@ def concurrent(base: str, jpeg: bytes, clients: int, per_client: int) -> dict[st
         "rejected_p50_ms": round(percentile(rejected, 50) * 1000, 1),
         "rejected_p99_ms": round(percentile(rejected, 99) * 1000, 1),
         "mean_batch": round(statistics.fmean(batch_sizes), 2) if batch_sizes else 0,
+        "server_cpu_ms_per_ok": round(server_cpu * 1000 / max(1, len(ok)), 2),
     }
 
 
@@ -271,14 +290,14 @@ def main() -> None:
             }
             if args.max_batch:
                 env["STYLIZE_MAX_BATCH_SIZE"] = str(args.max_batch)
-            with running_service(store_url, args.device, env, log) as base:
+            with running_service(store_url, args.device, env, log) as (base, pid):
                 run["sequential"] = sequential(base, jpeg, args.sequential)
                 print(f"  sequential: {run['sequential']}", flush=True)
-                run["concurrent"] = concurrent(base, jpeg, args.clients, args.per_client)
+                run["concurrent"] = concurrent(base, jpeg, args.clients, args.per_client, pid)
                 print(f"  {args.clients} clients: {run['concurrent']}", flush=True)
             if name == "eager" and size == sizes[0] and args.overload_clients:
                 env |= {"STYLIZE_QUEUE_SIZE": str(args.overload_queue)}
-                with running_service(store_url, args.device, env, log) as base:
+                with running_service(store_url, args.device, env, log) as (base, _):
                     sequential(base, jpeg, 1)
                     run["overload"] = concurrent(base, jpeg, args.overload_clients, 2)
                     run["overload_queue"] = args.overload_queue
@@ -296,8 +315,9 @@ def main() -> None:
 def table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| size | variant | bare fwd p50 ms (before/after) | e2e p50 ms | e2e p95 ms | "
-        "p50 ratio | bare img/s | e2e img/s (clients) | ratio | mean batch | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "p50 ratio | bare img/s | e2e img/s (clients) | ratio | mean batch | "
+        "server CPU ms/img | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         before = run["bare_before"][0]
@@ -309,6 +329,7 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"{run['bare_after']['p50_ms']} | {seq['p50_ms']} | {seq['p95_ms']} | "
             f"{seq['p50_ms'] / bare_p50:.2f}× | {bare_ips:.2f} | {con['images_per_s']} "
             f"({con['clients']}) | {con['images_per_s'] / bare_ips:.2f}× | {con['mean_batch']} | "
+            f"{con.get('server_cpu_ms_per_ok', '')} | "
             f"{seq['errors'] + con['other_errors'] + con['rejected_429']} |"
         )
     for run in runs:
