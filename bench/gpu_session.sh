@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Everything this project measures on a GPU, in one run that fits a lent GPU's time
+# (about 8 minutes on an H100): the gpu tests, the quality ablation at 256 px / 3,000
+# iterations (issue #7), the generator benchmark and the HTTP service benchmark.
+#
+#   bash bench/gpu_session.sh                     # results under $OUT (default bench/results/gpu)
+#   DEVICE=cpu QUICK=1 bash bench/gpu_session.sh  # a minutes-long smoke run of the script itself
+#
+# Needs the loss-network weights in $STYLIZE_CACHE_DIR (or ~/.cache/stylize): on a machine
+# without internet, carry keras-vgg19.safetensors and its .sha256 there. A step whose
+# modules are missing is skipped with a note; the others still run. Each step has its own
+# time limit, so one slow step cannot eat the whole session.
+set -u
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-bench/results/gpu}
+PYTHON=${PYTHON:-$(command -v .venv/bin/python || command -v python3)}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$OUT"
+if [ -n "${QUICK:-}" ]; then
+  QUALITY=(--size 64 --iterations 4 --batch-size 2 --baseline-steps 3 --baseline-images 1)
+  SERVICE=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
+  STYLENET=(--sizes 64 --repeat 2 --train-iterations 2)
+else
+  QUALITY=(--size 256 --iterations 3000 --batch-size 4 --baseline-steps 500)
+  SERVICE=(--sizes 256 --clients 32 --per-client 8 --bare-batches 1,16)
+  STYLENET=()
+fi
+
+step() {  # step NAME LIMIT_S MODULES COMMAND...: run COMMAND unless a module is missing
+  local name=$1 limit=$2 modules=$3
+  shift 3
+  if ! "$PYTHON" -c "import ${modules}" 2>/dev/null; then
+    echo "== $name: skipped (needs python modules: $modules)" | tee -a "$OUT/summary.txt"
+    return
+  fi
+  echo "== $name" | tee -a "$OUT/summary.txt"
+  local started=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   exit $rc after $((SECONDS - started)) s" | tee -a "$OUT/summary.txt"
+  tail -n 25 "$OUT/$name.log" >>"$OUT/summary.txt"
+}
+
+: >"$OUT/summary.txt"
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+  "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+} >>"$OUT/summary.txt" 2>&1
+
+step lossnet 60 stylenet "$PYTHON" -m stylenet.cli lossnet list
+if [ "$DEVICE" = cuda ]; then
+  step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py
+fi
+step quality 420 "torch,PIL,skimage" \
+  "$PYTHON" bench/quality.py --device "$DEVICE" "${QUALITY[@]}" --out-dir "$OUT/quality"
+step stylenet 120 "torch,PIL" \
+  "$PYTHON" bench/bench_stylenet.py --device "$DEVICE" "${STYLENET[@]}" --out "$OUT/stylenet.json"
+step service 240 "fastapi,uvicorn,httpx,redis,rq" \
+  "$PYTHON" bench/bench_service.py --device "$DEVICE" "${SERVICE[@]}" --out "$OUT/service.json"
+echo "results in $OUT:"
+ls "$OUT" "$OUT/quality" 2>/dev/null
