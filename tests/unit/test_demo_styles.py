@@ -9,7 +9,7 @@ import pytest
 
 from model_store import StyleNotFound, open_store
 from service.demo_styles import DEFAULT_DIR, register_demo_styles
-from stylenet import load_generator, stylize
+from stylenet import TrainParams, load_generator, stylize
 
 
 def test_demo_styles_register_once_and_stylize(tmp_path: Path, photo) -> None:
@@ -25,6 +25,8 @@ def test_demo_styles_register_once_and_stylize(tmp_path: Path, photo) -> None:
         assert info.dtype == "float16"
         out = stylize(photo, generator, max_side=64)
         assert out.size == (64, 64)
+        # "Train again" reuses the recorded params: they must still be valid ones.
+        assert TrainParams.from_dict(dict(record.params)).to_dict() == info.train_params
 
 
 def test_tampered_demo_style_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
