@@ -49,6 +49,7 @@ from stylenet import (  # noqa: E402
     stylize_tensor,
     train,
 )
+from stylenet.inference import inference_dtype  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -78,7 +79,13 @@ def make_generator(path: Path | None) -> bytes:
 
 
 def bare_forward(
-    data: bytes, device: torch.device, size: int, batch: int, repeat: int, compile_: bool = False
+    data: bytes,
+    device: torch.device,
+    size: int,
+    batch: int,
+    repeat: int,
+    compile_: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Time ``stylize_tensor`` on the published generator (what the service wraps)."""
     model, _ = load_generator(data, device=device)
@@ -89,7 +96,7 @@ def bare_forward(
     times = []
     for i in range(repeat + 2):
         started = time.perf_counter()
-        stylize_tensor(x, model)
+        stylize_tensor(x, model, dtype=dtype)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= 2:  # warm-up (and compilation) excluded
@@ -245,9 +252,16 @@ def main() -> None:
     parser.add_argument("--codec-threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also run a torch.compile service")
     parser.add_argument("--generator", type=Path, help="use this generator file")
+    parser.add_argument(
+        "--cpu-dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="CPU compute dtype of the service and the bare forward (STYLIZE_CPU_DTYPE)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
+    dtype = inference_dtype(device, args.cpu_dtype)
     sizes = [int(s) for s in args.sizes.split(",")]
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)  # what the service's device executor uses
@@ -266,6 +280,7 @@ def main() -> None:
         else platform.machine(),
         "cpus": threads,
         "torch": torch.__version__,
+        "dtype": str(dtype).removeprefix("torch."),
     }
     print(f"# {machine}; generator {len(data) / 1e6:.1f} MB; service log {log}", flush=True)
     result: dict[str, Any] = {"machine": machine, "runs": []}
@@ -277,7 +292,7 @@ def main() -> None:
         for name, compiled in variants:
             run: dict[str, Any] = {"size": size, "variant": name}
             run["bare_before"] = [
-                bare_forward(data, device, size, int(b), args.bare_repeat, compiled)
+                bare_forward(data, device, size, int(b), args.bare_repeat, compiled, dtype)
                 for b in args.bare_batches.split(",")
             ]
             print(f"{size}² {name} bare: {run['bare_before']}", flush=True)
@@ -287,6 +302,7 @@ def main() -> None:
                 "STYLIZE_REQUEST_TIMEOUT_S": "600",
                 "STYLIZE_TORCH_COMPILE": str(compiled).lower(),
                 "STYLIZE_CODEC_THREADS": str(args.codec_threads),
+                "STYLIZE_CPU_DTYPE": args.cpu_dtype,
             }
             if args.max_batch:
                 env["STYLIZE_MAX_BATCH_SIZE"] = str(args.max_batch)
@@ -303,7 +319,9 @@ def main() -> None:
                     run["overload_queue"] = args.overload_queue
                     print(f"  overload: {run['overload']}", flush=True)
             # Measured again after: on a shared machine, drift shows up as a difference.
-            run["bare_after"] = bare_forward(data, device, size, 1, args.bare_repeat, compiled)
+            run["bare_after"] = bare_forward(
+                data, device, size, 1, args.bare_repeat, compiled, dtype
+            )
             result["runs"].append(run)
     out = args.out or REPO / "bench" / "results" / f"service-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -179,6 +179,7 @@ class ReadyOut(BaseModel):
 
     status: Literal["ready"]
     device: str
+    dtype: str = Field(description="Compute dtype of the generators (float32 or bfloat16)")
     cached_models: int
     queue_depth: int
     warm_errors: dict[str, str]

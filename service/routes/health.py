@@ -38,6 +38,7 @@ async def readyz(runtime: RuntimeDep) -> ReadyOut:
     return ReadyOut(
         status="ready",
         device=str(runtime.device),
+        dtype=str(runtime.dtype).removeprefix("torch."),
         cached_models=len(runtime.cache),
         queue_depth=runtime.batcher.depth,
         warm_errors=runtime.warm_errors,

@@ -4,8 +4,9 @@ Pixels cross the thread boundary as ``H×W×3`` uint8 arrays (4× fewer bytes to
 GPU than float32); here they become the stylenet convention exactly as
 :func:`stylenet.pixels.image_to_tensor` makes it (RGB, float 0–255, NCHW) and go back to
 uint8 as :func:`stylenet.pixels.tensor_to_image` does (clamp, round). The forward pass
-is :func:`stylenet.stylize_tensor` (fp32 on CPU, bf16 autocast on CUDA, NCHW layout:
-channels_last measured 10–40 % slower on an H100 for these instance-norm networks).
+is :func:`stylenet.stylize_tensor` (bf16 autocast on CUDA; on CPU the ``cpu_dtype``
+setting; NCHW layout: channels_last measured 10–40 % slower on an H100 for these
+instance-norm networks).
 """
 
 from __future__ import annotations
@@ -83,15 +84,15 @@ def load_on_device(
 
 
 @torch.inference_mode()
-def warm(loaded: LoadedGenerator, side: int) -> float:
+def warm(loaded: LoadedGenerator, side: int, dtype: torch.dtype) -> float:
     """Run one ``side``×``side`` forward (compiling that shape if enabled); return seconds."""
     started = time.perf_counter()
     batch = torch.full((1, 3, side, side), 128.0, device=next(loaded.model.parameters()).device)
     if loaded.compiled is not None:
-        stylize_tensor(batch, loaded.compiled)
+        stylize_tensor(batch, loaded.compiled, dtype=dtype)
         loaded.compiled_shapes.add((side, side))
     else:
-        stylize_tensor(batch, loaded.model)
+        stylize_tensor(batch, loaded.model, dtype=dtype)
     _sync(batch.device)
     return time.perf_counter() - started
 
@@ -103,11 +104,16 @@ def _sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def stylize_batch(
-    loaded: LoadedGenerator, images: Sequence[np.ndarray], options: Sequence[BlendOptions]
+    loaded: LoadedGenerator,
+    images: Sequence[np.ndarray],
+    options: Sequence[BlendOptions],
+    dtype: torch.dtype,
 ) -> list[np.ndarray]:
     """Stylize same-shape ``H×W×3`` uint8 images in one forward; return uint8 images.
 
-    Runs on the device thread. ``options`` apply per image after the shared forward.
+    Runs on the device thread, computing in ``dtype`` (see
+    :func:`stylenet.inference.inference_dtype`). ``options`` apply per image after the
+    shared forward.
     """
     device = next(loaded.model.parameters()).device
     host = torch.from_numpy(np.stack(images))  # N×H×W×3 uint8
@@ -119,10 +125,13 @@ def stylize_batch(
     if loaded.compiled is not None and (height, width) in loaded.compiled_shapes:
         # Compiled graphs exist for batch size 1 only; on CPU a batch buys little anyway.
         out = torch.cat(
-            [stylize_tensor(batch[i : i + 1], loaded.compiled) for i in range(len(images))]
+            [
+                stylize_tensor(batch[i : i + 1], loaded.compiled, dtype=dtype)
+                for i in range(len(images))
+            ]
         )
     else:
-        out = stylize_tensor(batch, loaded.model)
+        out = stylize_tensor(batch, loaded.model, dtype=dtype)
     for i, opt in enumerate(options):
         if not opt.identity:
             out[i : i + 1] = blend(

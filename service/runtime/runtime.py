@@ -36,6 +36,7 @@ from service.runtime.generators import (
 )
 from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
 from service.settings import ServiceSettings
+from stylenet.inference import inference_dtype
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +67,7 @@ class InferenceRuntime:
         self.store = store
         self.metrics = metrics
         self.device = resolve_device(settings.device)
+        self.dtype = inference_dtype(self.device, settings.cpu_dtype)
         self.executor: DeviceExecutor | None = None
         self._codec_pool: ThreadPoolExecutor | None = None
         self.styles = StyleResolver(store, ttl_s=settings.style_cache_ttl_s)
@@ -107,7 +109,7 @@ class InferenceRuntime:
             try:
                 loaded = await self.cache.get((await self.styles.resolve(style_id)).key)
                 for side in self.settings.warm_sides:
-                    seconds = await self._device().run(warm, loaded, side)
+                    seconds = await self._device().run(warm, loaded, side, self.dtype)
                     log.info("warmed %s at %d² in %.2f s", style_id, side, seconds)
             except Exception as exc:
                 log.error("warm-up of style %s failed: %s", style_id, exc)
@@ -203,5 +205,9 @@ class InferenceRuntime:
     async def _run_batch(self, key: Hashable, items: Sequence[Any]) -> list[np.ndarray]:
         generator = items[0].generator
         return await self._device().run(
-            stylize_batch, generator, [i.pixels for i in items], [i.options for i in items]
+            stylize_batch,
+            generator,
+            [i.pixels for i in items],
+            [i.options for i in items],
+            self.dtype,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +14,14 @@ from stylenet import (
     InvalidParams,
     build_generator,
     image_to_tensor,
+    load_generator,
     stylize,
     stylize_tensor,
 )
+from stylenet.inference import cpu_has_native_bf16, inference_dtype
 from stylenet.pixels import fit_within, rgb_to_ycbcr, tensor_to_image, to_rgb, ycbcr_to_rgb
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +90,32 @@ def test_pixel_round_trip_is_lossless(photo) -> None:
     assert tensor.dtype == torch.float32 and tensor.shape == (1, 3, 512, 512)
     assert tensor.min() >= 0 and tensor.max() <= 255
     assert tensor_to_image(tensor).tobytes() == photo.tobytes()
+
+
+def test_bf16_detection_reads_the_cpu_flags() -> None:
+    assert cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_bf16 fma\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("flags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not cpu_has_native_bf16("model name\t: avx512_bf16 in a name, not a flag\n")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert inference_dtype(cuda, "float32") == torch.bfloat16  # CUDA always autocasts
+    assert inference_dtype(cpu) == torch.float32
+    assert inference_dtype(cpu, "bfloat16") == torch.bfloat16
+    native = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert inference_dtype(cpu, "auto") == native
+    with pytest.raises(InvalidParams, match="cpu_dtype"):
+        inference_dtype(cpu, "float16")
+
+
+def test_bf16_on_cpu_stays_close_to_float32(photo) -> None:
+    """A trained generator (the bundled Scream): bf16 moves pixels by well under 1 of 255."""
+    data = (REPO / "demo_styles/scream/generator.safetensors").read_bytes()
+    generator, _ = load_generator(data)
+    batch = image_to_tensor(photo.resize((128, 128)))
+    full = stylize_tensor(batch, generator, dtype=torch.float32).round()
+    half = stylize_tensor(batch, generator, dtype=torch.bfloat16).round()
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    diff = (half - full).abs()
+    print(f"bf16 vs fp32: mean {diff.mean():.3f}, max {diff.max():.0f} of 255")
+    assert 0 < diff.mean() < 1.0  # 0 would mean bf16 was not used at all
+    assert torch.quantile(diff.flatten(), 0.99) <= 4

@@ -112,6 +112,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch):
         {"warm_styles": ["../x"]},
         {"request_timeout_s": 0},
         {"max_pixels": 1_000_000, "max_side_limit": 2048},
+        {"cpu_dtype": "float16"},
     ],
 )
 def test_invalid_settings_fail_fast(overrides: dict):

@@ -243,9 +243,9 @@ def test_readyz_is_503_until_warm(
     gate = threading.Event()
     real_warm = runtime_module.warm
 
-    def gated_warm(loaded, side):  # runs on the device thread
+    def gated_warm(loaded, side, dtype):  # runs on the device thread
         gate.wait(30)
-        return real_warm(loaded, side)
+        return real_warm(loaded, side, dtype)
 
     monkeypatch.setattr(runtime_module, "warm", gated_warm)
     app = create_app(make_settings(warm_styles=["alpha"], warm_sides=[32, 48]))
@@ -258,6 +258,7 @@ def test_readyz_is_503_until_warm(
         wait_ready(client)
         body = client.get("/readyz").json()
         assert body["cached_models"] == 1 and body["device"] == "cpu"
+        assert body["dtype"] in ("float32", "bfloat16")
         text = client.get("/metrics").text
         assert metric(text, "stylize_model_cache_misses_total") == 1
         assert _stylize(client, small_jpeg).status_code == 200
