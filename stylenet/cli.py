@@ -17,10 +17,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from . import lossnet
 from .data import open_image
 from .errors import StylenetError
-from .inference import stylize
+from .inference import CPU_DTYPES, inference_dtype, stylize
 from .model_file import load_generator, save_generator
 from .params import TrainParams
 from .train import Progress, train
@@ -94,6 +96,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         max_side=args.max_side,
         strength=args.strength,
         preserve_color=args.preserve_color,
+        dtype=inference_dtype(torch.device(args.device), args.cpu_dtype),
     )
     out.save(args.output)
     print(f"{args.output}: {out.width}×{out.height} in {time.perf_counter() - started:.2f}s")
@@ -142,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--strength", type=float, default=1.0)
     a.add_argument("--preserve-color", action="store_true")
     a.add_argument("--device", default="cpu")
+    a.add_argument(
+        "--cpu-dtype",
+        choices=CPU_DTYPES,
+        default="auto",
+        help="on CPU: auto = bfloat16 where the CPU has bf16 instructions (CUDA: bf16)",
+    )
     a.set_defaults(func=_cmd_apply)
 
     n = sub.add_parser("lossnet", help="fetch and check loss-network weights")

@@ -120,6 +120,7 @@ def stylize(
     max_side: int | None = 1024,
     strength: float = 1.0,
     preserve_color: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> Image.Image:
     """Stylize one image; the result has the (possibly downscaled) input's size.
 
@@ -129,7 +130,10 @@ def stylize(
         max_side: downscale so the longer side is at most this (None keeps the size).
         strength: 0 returns the content, 1 the full stylization.
         preserve_color: keep the content's colours, transfer luminance only.
+        dtype: compute dtype (see :func:`stylize_tensor`).
     """
     tensor = image_to_tensor(resize_within(image, max_side))
-    out = stylize_tensor(tensor, generator, strength=strength, preserve_color=preserve_color)
+    out = stylize_tensor(
+        tensor, generator, strength=strength, preserve_color=preserve_color, dtype=dtype
+    )
     return tensor_to_image(out)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 
@@ -65,6 +66,24 @@ def test_train_then_apply(tmp_path: Path, content_dir: Path, style_image) -> Non
     )
     assert applied.returncode == 0, applied.stderr
     assert max(Image.open(out).size) == 64
+    # The compute dtype is a choice; float32 and bfloat16 give nearly the same picture.
+    outputs = []
+    for dtype in ("float32", "bfloat16"):
+        target = tmp_path / f"out-{dtype}.png"
+        run = _run(
+            "apply",
+            "--model",
+            str(model),
+            str(content_dir / "chelsea.png"),
+            str(target),
+            "--cpu-dtype",
+            dtype,
+        )
+        assert run.returncode == 0, run.stderr
+        outputs.append(np.asarray(Image.open(target), dtype=np.int16))
+    assert 0 < np.abs(outputs[0] - outputs[1]).mean() < 2
+    bad = _run("apply", "--model", str(model), "a.png", "b.png", "--cpu-dtype", "float16")
+    assert bad.returncode == 2 and "--cpu-dtype" in bad.stderr
 
 
 def test_errors_are_one_clear_line(tmp_path: Path, content_dir: Path) -> None:
