@@ -136,7 +136,12 @@ def test_worker_and_horse_killed_job_is_requeued_by_maintenance(
 ) -> None:
     style_id, job, worker = _start_training(worker_env, style_image)
     horse = worker_env.wait_horse(style_id, min_iteration=4)
-    worker.kill()  # the whole host dies: worker, scheduler and horse
+    # The whole host dies: worker, scheduler and horse. The horse is frozen first: alive
+    # after its worker, it would notice the orphaning at its next report and requeue
+    # itself (test_dead_worker_requeues_and_another_worker_resumes), which made this
+    # test flaky under load.
+    os.kill(horse, signal.SIGSTOP)
+    worker.kill()
     os.kill(horse, signal.SIGKILL)
     wait_for(lambda: not pid_alive(horse), 10, "the horse to die")
     assert job.get_status(refresh=True) == "started"  # nobody told RQ
