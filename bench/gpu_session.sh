@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Everything this project measures on a GPU, in one run that fits a lent GPU's time
-# (about 8 minutes on an H100): the gpu tests, the quality ablation at 256 px / 3,000
-# iterations (issue #7), the generator benchmark and the HTTP service benchmark.
+# (about 11 minutes on an H100), most important first: the demo styles retrained on the
+# content corpus with the adopted recipe and scored old vs new by the yardstick (issue
+# #12; publish them afterwards with `python bench/demo_styles.py publish --run
+# $OUT/demo-styles`), the gpu tests, the quality ablation at 256 px / 3,000 iterations
+# (issue #7), the generator benchmark and the HTTP service benchmark.
 #
 #   bash bench/gpu_session.sh                     # results under $OUT (default bench/results/gpu)
 #   DEVICE=cpu QUICK=1 bash bench/gpu_session.sh  # a minutes-long smoke run of the script itself
 #
 # Needs the loss-network weights in $STYLIZE_CACHE_DIR (or ~/.cache/stylize): on a machine
-# without internet, carry keras-vgg19.safetensors and its .sha256 there. A step whose
+# without internet, carry keras-vgg19.safetensors and its .sha256 there (52 MB), and the
+# content corpus as $CONTENT: a 320-px copy is 8.5 MiB, so both fit the 64 MiB carry:
+#   python bench/demo_styles.py shrink --content ~/.cache/stylize/content --dest data/content-320 A step whose
 # modules are missing is skipped with a note; the others still run. Each step has its own
 # time limit, so one slow step cannot eat the whole session.
 set -u
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-bench/results/gpu}
+CONTENT=${CONTENT:-data/content-320}
 PYTHON=${PYTHON:-$(command -v .venv/bin/python || command -v python3)}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
@@ -21,10 +27,14 @@ if [ -n "${QUICK:-}" ]; then
   QUALITY=(--size 64 --iterations 4 --batch-size 2 --baseline-steps 3 --baseline-images 1)
   SERVICE=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
   STYLENET=(--sizes 64 --repeat 2 --train-iterations 2)
+  DEMO=(--params '{"iterations": 4, "image_size": 64, "batch_size": 2}' --size 64 --steps 3)
 else
   QUALITY=(--size 256 --iterations 3000 --batch-size 4 --baseline-steps 500)
   SERVICE=(--sizes 256 --clients 32 --per-client 8 --bare-batches 1,16)
   STYLENET=()
+  # The recipe adopted from bench/recipe.py (README, Quality), at the demo styles' scale.
+  RECIPE='{"iterations": 3000, "image_size": 256}'
+  DEMO=(--params "${DEMO_PARAMS:-$RECIPE}" --size 256 --steps 300)
 fi
 
 step() {  # step NAME LIMIT_S MODULES COMMAND...: run COMMAND unless a module is missing
@@ -50,6 +60,9 @@ step() {  # step NAME LIMIT_S MODULES COMMAND...: run COMMAND unless a module is
 } >>"$OUT/summary.txt" 2>&1
 
 step lossnet 60 stylenet "$PYTHON" -m stylenet.cli lossnet list
+step demo-styles 330 "torch,PIL" \
+  "$PYTHON" bench/demo_styles.py train --content "$CONTENT" --out "$OUT/demo-styles" \
+  --device "$DEVICE" "${DEMO[@]}"
 if [ "$DEVICE" = cuda ]; then
   step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py
 fi

@@ -4,9 +4,14 @@ Trains four generators — {residual, multiscale} × {batch, instance} — on th
 photos, style, loss network, seed and iteration budget, then measures on held-out photos
 (never trained on): content, style and total loss; **contrast sensitivity** (mean absolute
 output change when the content's contrast is scaled 0.5× and 1.5× around its mean; the
-paper's argument is that instance norm makes this near zero); and a Gatys-style
+paper's argument is that instance norm makes this near zero); a Gatys-style
 optimization baseline on a few held-out images (how close the feed-forward nets come to
-it, and how much faster they are). Writes JSON, a Markdown table and a labelled grid PNG.
+it, and how much faster they are); and each generator's **yardstick r** per held-out
+photo (``stylenet/yardstick.py``: the style loss optimization reaches at the generator's
+content loss over the generator's style loss; 1 = as good as optimization). The
+optimization trajectories do not depend on the generator: they are run once per photo
+and every generator is scored against them. Writes JSON, a Markdown table and a
+labelled grid PNG.
 
     python bench/quality.py                                 # CPU: 128 px, a few hundred steps
     python bench/quality.py --device cuda --size 256 --iterations 2000
@@ -27,8 +32,8 @@ from PIL import Image, ImageDraw
 
 from stylenet import TrainParams, samples, stylize_tensor, tensor_to_image, train
 from stylenet.data import ContentImages, center_crop, find_images, open_image, split_holdout
-from stylenet.losses import PerceptualLoss
 from stylenet.train import build_loss, evaluate, style_tensor
+from stylenet.yardstick import OptimizationRun, optimization_trajectory, yardstick
 
 VARIANTS = [(a, n) for a in ("residual", "multiscale") for n in ("batch", "instance")]
 CONTRASTS = (0.5, 1.5)
@@ -59,24 +64,6 @@ def contrast_sensitivity(
     return total
 
 
-def optimize_baseline(
-    loss: PerceptualLoss, content: torch.Tensor, steps: int, device: torch.device
-) -> tuple[torch.Tensor, dict[str, float], float]:
-    """Gatys et al.: optimize the output image itself (from the content) on the same loss."""
-    content = content.to(device)
-    image = content.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([image], lr=4.0)
-    started = time.perf_counter()
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        loss(image.clamp(0, 255), content).total.backward()
-        optimizer.step()
-    seconds = time.perf_counter() - started
-    with torch.no_grad():
-        terms = loss(image.clamp(0, 255), content).as_floats()
-    return image.detach().clamp(0, 255).cpu(), terms, seconds
-
-
 def _label(image: Image.Image, text: str) -> Image.Image:
     canvas = Image.new("RGB", (image.width, image.height + 16), "white")
     canvas.paste(image, (0, 16))
@@ -104,6 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         holdout=args.holdout,
         seed=args.seed,
         checkpoint_every=0,
+        yardstick_steps=0,  # scored below, against trajectories shared by all four
         progress_every=max(1, args.iterations // 4),
     )
     style = open_image(args.style)
@@ -114,6 +102,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loss.set_style(style_tensor(style, base.style_size).to(device))
 
     results: dict[str, Any] = {"params": base.to_dict(), "held_out": [p.name for p in held_paths]}
+    # One optimization run per held-out photo serves every generator's yardstick (and
+    # the baseline row when the step counts agree).
+    ys_steps = args.baseline_steps if args.yardstick_steps is None else args.yardstick_steps
+    runs: list[OptimizationRun] = []
+    if ys_steps:
+        runs = [optimization_trajectory(loss, x, ys_steps, device=device) for x in held]
     outputs: dict[str, list[torch.Tensor]] = {}
     for arch, norm in VARIANTS:
         name = f"{arch}+{'IN' if norm == 'instance' else 'BN'}"
@@ -134,13 +128,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "forward_seconds_per_image": round(forward_s, 4),
         }
+        if runs:
+            results[name]["yardstick"] = yardstick(
+                generator,
+                loss,
+                held,
+                ys_steps,
+                device=device,
+                names=[p.name for p in held_paths],
+                style_size=base.style_size,
+                runs=runs,
+            )
         print(name, json.dumps(results[name]), flush=True)
 
     baseline = []
     for index, image in enumerate(held[: args.baseline_images]):
-        out, terms, seconds = optimize_baseline(loss, image, args.baseline_steps, device)
-        outputs.setdefault("optimization", []).append(out)
-        baseline.append({"image": held_paths[index].name, "loss": terms, "seconds": seconds})
+        reuse = runs and ys_steps == args.baseline_steps
+        run = (
+            runs[index]
+            if reuse
+            else optimization_trajectory(loss, image, args.baseline_steps, device=device)
+        )
+        outputs.setdefault("optimization", []).append(run.image)
+        baseline.append(
+            {"image": held_paths[index].name, "loss": run.final, "seconds": run.seconds}
+        )
     if baseline:
         results["optimization"] = {
             "steps": args.baseline_steps,
@@ -168,12 +180,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _scores(report: dict[str, Any] | None) -> str:
+    """Per-photo r (a bound marked ≤/≥) and the mean, as two table cells."""
+    if not report:
+        return "– | –"
+    marks = {"upper": "≤", "lower": "≥"}
+    cells = [
+        "–" if e["r"] is None else f"{marks.get(e['bound'], '')}{e['r']:.3f}"
+        for e in report["images"]
+    ]
+    mean = "–" if report["r_mean"] is None else f"{report['r_mean']:.3f}"
+    return f"{', '.join(cells)} | {mean}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Render the results as a Markdown table."""
     lines = [
         "| generator | content | style | total | contrast Δ (clamped) | contrast Δ (unclamped) "
-        "| s/image |",
-        "|---|---|---|---|---|---|---|",
+        "| s/image | r (per held-out photo) | r (mean) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in [f"{a}+{'IN' if n == 'instance' else 'BN'}" for a, n in VARIANTS]:
         r = results[name]
@@ -181,14 +206,15 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {loss['content']:.3f} | {loss['style']:.3f} | {loss['total']:.3f} | "
             f"{r['contrast_sensitivity']:.3f} | {r['contrast_sensitivity_unclamped']:.4f} | "
-            f"{r['forward_seconds_per_image']:.4f} |"
+            f"{r['forward_seconds_per_image']:.4f} | {_scores(r.get('yardstick'))} |"
         )
     if "optimization" in results:
         r = results["optimization"]
         loss = r["holdout_loss"]
         lines.append(
             f"| optimization ({r['steps']} steps, {r['images']} images) | {loss['content']:.3f} | "
-            f"{loss['style']:.3f} | {loss['total']:.3f} | – | – | {r['seconds_per_image']:.2f} |"
+            f"{loss['style']:.3f} | {loss['total']:.3f} | – | – | {r['seconds_per_image']:.2f} "
+            "| – | 1 (by definition) |"
         )
     return "\n".join(lines)
 
@@ -206,6 +232,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline-steps", type=int, default=200)
     parser.add_argument("--baseline-images", type=int, default=2)
+    parser.add_argument(
+        "--yardstick-steps",
+        type=int,
+        default=None,
+        help="optimization steps of the yardstick r per held-out photo (default: "
+        "--baseline-steps; 0 disables)",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("bench/results/quality"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

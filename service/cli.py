@@ -1,9 +1,9 @@
-"""The ``stylize`` command: run the stack, or use the library (train, apply, lossnet).
+"""The ``stylize`` command: run the stack, or use the library (train, apply, lossnet, content).
 
     stylize up        API + worker + Redis on this machine (see service.launcher)
     stylize serve     the HTTP service alone (python -m service)
     stylize worker    one training worker alone (python -m worker)
-    stylize train | apply | lossnet ...   see ``stylize train --help`` (stylenet.cli)
+    stylize train | apply | lossnet | content ...   see ``stylize train --help`` (stylenet.cli)
 
 ``worker`` is started as a separate program, never imported: the service does not
 depend on the training code.

@@ -116,20 +116,63 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float
     raise RuntimeError(f"nothing listening on port {port} after {timeout_s:.0f}s")
 
 
-def prepare_content(folder: Path) -> None:
-    """Fill an empty content folder with the packaged sample photos (if scikit-image is there)."""
+# The README's curl examples stylize these two sample photos by name.
+DEMO_PHOTOS = {"chelsea": "skimage-chelsea.jpg", "astronaut": "skimage-astronaut.jpg"}
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # same filesystem: no second copy of the corpus
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def prepare_content(folder: Path, corpus_dir: Path | None = None) -> int:
+    """Fill an empty content folder from the installed corpus; return its photo count.
+
+    The corpus (``stylize content install``, run by ``make setup``) is hard-linked (or
+    copied) in. scikit-image's ``chelsea.png`` and ``astronaut.png`` are written too (the
+    README's examples use them), replacing the corpus copies of the same photos. Without
+    an installed corpus only those samples are there, with a warning: the worker refuses
+    to train on fewer than ``STYLIZE_MIN_CONTENT_PHOTOS``.
+    """
+    from stylenet import corpus
+
     folder.mkdir(parents=True, exist_ok=True)
-    if any(folder.iterdir()):
-        return
+    have = corpus.count_photos(folder)
+    if have:
+        log.info("content photos for training: %d in %s", have, folder)
+        return have
+    corpus_dir = corpus_dir or corpus.default_corpus_dir()
+    samples_written = False
     try:
         from stylenet import samples
 
-        samples.export_photos(folder)
-        log.info("content photos for training: %s (scikit-image samples)", folder)
+        samples.export_photos(folder, tuple(DEMO_PHOTOS))
+        samples_written = True
     except RuntimeError as exc:
-        log.warning(
-            "no content photos in %s (%s); training will fail until you add some", folder, exc
+        log.warning("no sample photos (%s)", exc)
+    linked = 0
+    if corpus_dir.is_dir():
+        skip = set(DEMO_PHOTOS.values()) if samples_written else set()
+        for photo in sorted(corpus_dir.glob("*.jpg")):
+            if photo.name not in skip and not (folder / photo.name).exists():
+                _link_or_copy(photo, folder / photo.name)
+                linked += 1
+    total = corpus.count_photos(folder)
+    if linked:
+        log.info(
+            "content photos for training: %d in %s (corpus from %s)", total, folder, corpus_dir
         )
+    else:
+        log.warning(
+            "only %d content photos in %s: no corpus in %s; run `stylize content install` "
+            "(make setup does) or add photos, or trainings will be refused",
+            total,
+            folder,
+            corpus_dir,
+        )
+    return total
 
 
 def up(

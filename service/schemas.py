@@ -95,7 +95,11 @@ class StyleOut(BaseModel):
     revision: int
     progress: ProgressOut | None
     error: str | None
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(
+        description="The current version's training metrics: held-out losses, timings and "
+        "`yardstick` (quality relative to image optimization on the same loss: `r_mean` "
+        "and per held-out photo `r`; 1 = as good as optimization, lower is worse)"
+    )
     params: dict[str, Any]
     versions: list[VersionOut]
     links: StyleLinks

@@ -3,6 +3,8 @@
 Examples::
 
     stylize lossnet fetch --source keras-vgg19
+    stylize content install --dest data/content
+    stylize content fetch coco2017-val --dest data/content --limit 2000
     stylize train --style scream.jpg --content photos/ --out scream.safetensors --iterations 2000
     stylize apply --model scream.safetensors photo.jpg out.png --max-side 1024
 """
@@ -48,6 +50,7 @@ _TRAIN_FIELDS = {
     "checkpoint_every": int,
     "progress_every": int,
     "num_workers": int,
+    "yardstick_steps": int,
 }
 
 
@@ -119,6 +122,39 @@ def _cmd_lossnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_content(args: argparse.Namespace) -> int:
+    # Imported here: the corpus code is only needed by this command.
+    from . import corpus
+    from .corpus import fetch as corpus_fetch
+
+    dest = args.dest or corpus.default_corpus_dir()
+    if args.action == "install":
+        started = time.perf_counter()
+        report = corpus.install(dest, manifest=args.manifest, package_cache=args.package_cache)
+        for line in report.failures:
+            print(f"warning: {line}", file=sys.stderr)
+        print(
+            f"{report.installed} of {report.total} corpus photos in {dest} "
+            f"({report.written} written, {time.perf_counter() - started:.1f}s)"
+        )
+        # 0: complete; 3: some photos missing (see the warnings); 1: none installed.
+        return 0 if report.installed == report.total else (3 if report.installed else 1)
+    if not args.dataset:
+        raise corpus.CorpusError(f"content fetch needs a data set: {list(corpus_fetch.DATASETS)}")
+    count = corpus_fetch.fetch_dataset(
+        args.dataset,
+        dest,
+        url=args.url,
+        limit=args.limit,
+        size=args.size,
+        sha256=args.sha256,
+        md5=args.md5,
+        cache=args.package_cache,
+    )
+    print(f"{args.dataset}: {count} photos in {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``stylize`` argument parser."""
     parser = argparse.ArgumentParser(prog="stylize", description=__doc__.split("\n")[0])
@@ -162,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--preprocessing", default="torchvision", choices=("caffe", "torchvision"))
     n.add_argument("--cache-dir", type=Path, default=None)
     n.set_defaults(func=_cmd_lossnet)
+
+    c = sub.add_parser("content", help="install content photos to train on")
+    c.add_argument("action", choices=("install", "fetch"))
+    c.add_argument("dataset", nargs="?", help="fetch: the data set (coco2017-val)")
+    c.add_argument("--dest", type=Path, help="folder for the photos (default: the cache's)")
+    c.add_argument("--manifest", type=Path, help="install: another corpus manifest")
+    c.add_argument("--package-cache", type=Path, help="where downloads are kept")
+    c.add_argument("--url", help="fetch: download from here instead")
+    c.add_argument("--limit", type=int, help="fetch: at most this many photos")
+    c.add_argument("--size", type=int, default=512, help="fetch: shorter side in pixels")
+    c.add_argument("--sha256", help="fetch: expected sha256 of the archive")
+    c.add_argument("--md5", help="fetch: expected md5 of the archive")
+    c.set_defaults(func=_cmd_content)
     return parser
 
 

@@ -40,10 +40,16 @@ class TrainParams:
         content_layers, style_layers: layer → weight overrides (default: the preset's).
         seed: seeds initialization and the sequence of crops; training on CPU is
             deterministic for a given seed.
-        holdout: number of content images kept out of training for evaluation.
+        holdout: number of content images kept out of training for evaluation (at
+            least one image always stays for training, so small folders keep fewer).
         checkpoint_every: iterations between checkpoints (0 disables).
         progress_every: iterations between progress reports.
         num_workers: background processes that load content crops (0 loads inline).
+        yardstick_steps: Adam steps of the image optimization that the held-out photos'
+            quality score r is measured against (:mod:`stylenet.yardstick`), at
+            ``image_size``; capped at a tenth of the training's image passes
+            (``iterations × batch_size / (10 × held-out photos)``, at least 1) so a
+            short run is not dominated by its report; 0 disables the score.
     """
 
     arch: str = "residual"
@@ -64,10 +70,11 @@ class TrainParams:
     content_layers: dict[str, float] | None = None
     style_layers: dict[str, float] | None = None
     seed: int = 0
-    holdout: int = 2
+    holdout: int = 4
     checkpoint_every: int = 200
     progress_every: int = 10
     num_workers: int = 0
+    yardstick_steps: int = 200
 
     def __post_init__(self) -> None:
         _check(self.arch in ARCHITECTURES, "arch", f"must be one of {ARCHITECTURES}")
@@ -83,6 +90,7 @@ class TrainParams:
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be ≥ 0")
         _check(self.progress_every >= 1, "progress_every", "must be ≥ 1")
         _check(0 <= self.num_workers <= 32, "num_workers", "must be within 0..32")
+        _check(0 <= self.yardstick_steps <= 10_000, "yardstick_steps", "must be within 0..10000")
         for name in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(self, name)
             _check(value is None or value >= 0, name, "must be ≥ 0")

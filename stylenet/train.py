@@ -4,7 +4,8 @@
 features of random content crops while matching the Gram statistics of one style
 image under a frozen VGG. It reports progress through a callback (which may raise to
 abort), checkpoints periodically, resumes from the last checkpoint, and ends with an
-evaluation on held-out content images that were never trained on.
+evaluation on held-out content images that were never trained on, including their
+quality score relative to image optimization (:mod:`stylenet.yardstick`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,40 @@ def evaluate(
     return totals
 
 
+def _yardstick(
+    generator: nn.Module,
+    loss: PerceptualLoss,
+    held: list[tuple[str, torch.Tensor]],
+    params: TrainParams,
+    device: torch.device,
+) -> dict[str, Any]:
+    from .yardstick import yardstick  # local: the yardstick builds on this module
+
+    # Capped at a tenth of the training's image passes (an optimization step is one
+    # image pass, cheaper than a training one): a short run (tests, a quick look) must
+    # not spend as long on its report as on its training. The default 2000 × 4 crops
+    # over 4 photos gives exactly the default 200 steps.
+    budget = params.iterations * params.batch_size // (10 * len(held))
+    steps = max(1, min(params.yardstick_steps, budget))
+    report = yardstick(
+        generator,
+        loss,
+        [image for _, image in held],
+        steps,
+        device=device,
+        names=[name for name, _ in held],
+        style_size=params.style_size,
+    )
+    log.info(
+        "yardstick: r = %s over %d held-out photos (%d optimization steps, %.1f s)",
+        report["r_mean"],
+        len(held),
+        steps,
+        report["seconds"],
+    )
+    return report
+
+
 def _batches(
     params: TrainParams, content: ContentImages, start: int
 ) -> Iterator[tuple[int, torch.Tensor]]:
@@ -176,7 +211,9 @@ def train(
             instance norm it measured slower on an H100, see bench/bench_stylenet.py).
 
     Returns:
-        The trained generator (on CPU, eval mode) and its metrics.
+        The trained generator (on CPU, eval mode) and its metrics; with held-out photos
+        and ``params.yardstick_steps`` > 0, ``metrics["yardstick"]`` is the report of
+        :func:`stylenet.yardstick.yardstick` (``r_mean``, per photo ``r``, ``seconds``).
 
     Raises:
         ContentImagesError: no usable content image.
@@ -191,9 +228,12 @@ def train(
     content = ContentImages(train_paths, params.image_size)
     content.check_usable(str(content_dir))
     held = ContentImages(held_paths, params.image_size)
-    held_images = [
-        center_crop(im, params.image_size) for i in range(len(held)) if (im := held.get(i))
+    held_named = [
+        (path.name, center_crop(im, params.image_size))
+        for i, path in enumerate(held_paths)
+        if (im := held.get(i))
     ]
+    held_images = [image for _, image in held_named]
 
     loss = build_loss(params, device, cache_dir, channels_last=channels_last)
     loss.set_style(style.to(device))
@@ -262,6 +302,8 @@ def train(
         "holdout_loss": holdout,
         "content_images": len(train_paths),
     }
+    if params.yardstick_steps and held_named:
+        metrics["yardstick"] = _yardstick(generator, loss, held_named, params, device)
     return TrainResult(generator.cpu().eval(), metrics, params, params.resolved()["lossnet"])
 
 

@@ -27,7 +27,10 @@ def running_stack(
     data = root / "data"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
-    env.update(STYLIZE_DEVICE="cpu", STYLIZE_PROGRESS_INTERVAL_S="0.5")
+    # Tiny trainings here; a machine without the installed corpus has only the samples.
+    env.update(
+        STYLIZE_DEVICE="cpu", STYLIZE_PROGRESS_INTERVAL_S="0.5", STYLIZE_MIN_CONTENT_PHOTOS="1"
+    )
     if "STYLIZE_CACHE_DIR" in os.environ:
         env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
     log_path = root / "stack.log"

@@ -4,6 +4,7 @@
 
     WorkerError
     ├── TrainingFailed   a failure retrying cannot fix; ``.reason`` is shown to the user
+    │   └── TooFewContentPhotos  fewer content photos than STYLIZE_MIN_CONTENT_PHOTOS
     ├── Canceled         the style was canceled or deleted while the job ran
     ├── Interrupted      the worker is shutting down or died; the job is requeued
     ├── StyleBusy        another job holds the style's training lock
@@ -42,6 +43,17 @@ class TrainingFailed(WorkerError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TooFewContentPhotos(TrainingFailed):
+    """The content folder holds fewer photos than the worker's minimum."""
+
+    def __init__(self, found: int, folder: object, minimum: int) -> None:
+        super().__init__(
+            f"only {found} content photos in {folder} (need at least {minimum}; "
+            "run `stylize content install`)"
+        )
+        self.found, self.minimum = found, minimum
 
 
 class Canceled(WorkerError):

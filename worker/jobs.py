@@ -47,6 +47,7 @@ from .errors import (
     Interrupted,
     LockLost,
     StyleBusy,
+    TooFewContentPhotos,
     TrainingFailed,
     describe_failure,
     readable,
@@ -214,6 +215,12 @@ class TrainingRun:
         if self.settings.checkpoint_every is not None:
             # A free field: it changes how often state is saved, not the result.
             params = replace(params, checkpoint_every=self.settings.checkpoint_every)
+        # A style trained on a handful of photos generalizes badly: refuse it up front.
+        found = len(find_images(self.settings.content_dir))
+        if found < self.settings.min_content_photos:
+            raise TooFewContentPhotos(
+                found, self.settings.content_dir, self.settings.min_content_photos
+            )
         image = self._style_image()
         reporter = ProgressReporter(
             self.store,

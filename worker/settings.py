@@ -27,6 +27,8 @@ class WorkerSettings(BaseSettings):
         redis_url: Redis holding the RQ queues (``STYLIZE_REDIS_URL``).
         model_store: model store URL; a relative ``file://`` path is made absolute.
         content_dir: folder of content photos to train on (absolute after validation).
+        min_content_photos: a training is refused (``failed``, with the reason) when
+            ``content_dir`` holds fewer photos (``STYLIZE_MIN_CONTENT_PHOTOS``; 0 disables).
         cache_dir: loss-network weight cache (default: ``stylenet.lossnet.default_cache_dir``).
         device: ``auto`` (CUDA when available, decided in the work horse), ``cpu``,
             ``cuda`` or ``cuda:N``. Run one worker per GPU: one job at a time each.
@@ -52,6 +54,7 @@ class WorkerSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     model_store: str = "file://./data/models"
     content_dir: Path = Path("./data/content")
+    min_content_photos: int = Field(100, ge=0)
     cache_dir: Path | None = None
     device: str = "auto"
     training_queue: str = "training"

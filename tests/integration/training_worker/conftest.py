@@ -29,6 +29,7 @@ def worker_env(tmp_path: Path, redis_url: str, content_dir: Path) -> Iterator[Wo
         "STYLIZE_REDIS_URL": redis_url,
         "STYLIZE_MODEL_STORE": store_url,
         "STYLIZE_CONTENT_DIR": str(content_dir),
+        "STYLIZE_MIN_CONTENT_PHOTOS": "0",  # the fixture folder holds a few samples only
         "STYLIZE_DEVICE": "cpu",
         "STYLIZE_TRAINING_QUEUE": queue_name,
         "STYLIZE_PROGRESS_INTERVAL_S": "0.2",
