@@ -28,8 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, ImageDraw
 
-from stylenet import TrainParams, load_generator, save_generator, train
+from stylenet import (
+    TrainParams,
+    load_generator,
+    save_generator,
+    stylize_tensor,
+    tensor_to_image,
+    train,
+)
 from stylenet.corpus import default_corpus_dir
 from stylenet.data import ContentImages, center_crop, find_images
 from stylenet.train import build_loss, style_tensor
@@ -150,6 +158,29 @@ def score_variant(
     }
 
 
+def _trajectories(
+    args: argparse.Namespace, cache: Path, loss: Any, held: list[torch.Tensor]
+) -> list[list[tuple[float, float]]]:
+    """The optimization trajectories of the held-out photos, kept on disk across runs."""
+    key = {
+        "held_out": args.held_out,
+        "size": args.size,
+        "steps": args.yardstick_steps,
+        "style_ramp": args.style_ramp,
+    }
+    if cache.is_file() and (saved := json.loads(cache.read_text()))["key"] == key:
+        return [[tuple(point) for point in t] for t in saved["trajectories"]]
+    device = next(loss.vgg.parameters()).device
+    found = [
+        optimization_trajectory(
+            loss, image, args.yardstick_steps, device=device, style_ramp=args.style_ramp
+        ).trajectory
+        for image in held
+    ]
+    cache.write_text(json.dumps({"key": key, "trajectories": found}))
+    return found
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     work: Path = args.work
@@ -180,7 +211,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "variants": {},
     }
+    # Variants scored by an earlier run of the same setup stay in the table.
+    if args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        same = ("baseline_params", "held_out", "yardstick_steps", "style_ramp", "style")
+        if all(earlier.get(k) == results[k] for k in same):
+            results["variants"] = earlier["variants"]
     trajectories: dict[int, list[Any]] = {}
+    outputs: dict[str, list[torch.Tensor]] = {}
     for name in args.variants:
         change = VARIANTS[name]
         params = variant_params(base, change)
@@ -208,12 +246,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loss = build_loss(reference, device, None)
         loss.set_style(style_tensor(args.style, params.style_size).to(device))
         if params.style_size not in trajectories:
-            trajectories[params.style_size] = [
-                optimization_trajectory(
-                    loss, image, args.yardstick_steps, device=device, style_ramp=args.style_ramp
-                ).trajectory
-                for image in held
-            ]
+            trajectories[params.style_size] = _trajectories(
+                args, work / f"trajectories-{style_name}-{params.style_size}.json", loss, held
+            )
         score = score_variant(generator, loss, held, trajectories[params.style_size], device)
         results["variants"][name] = {
             "change": change,
@@ -222,7 +257,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **score,
         }
         print(name, json.dumps({k: v for k, v in score.items() if k != "images"}), flush=True)
+        outputs[name] = [stylize_tensor(image, generator).cpu() for image in held]
+    if args.grid:
+        rows = [[tensor_to_image(image) for image in held]]
+        rows += [[tensor_to_image(out) for out in outputs[name]] for name in outputs]
+        labels = ["held-out photo", *outputs]
+        _grid(rows, labels).save(args.grid, quality=88)
     return results
+
+
+def _grid(rows: list[list[Image.Image]], labels: list[str]) -> Image.Image:
+    """One labelled row per variant, one column per held-out photo."""
+    side, label_width = rows[0][0].width, 110
+    sheet = Image.new("RGB", (label_width + side * len(rows[0]), side * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (row, label) in enumerate(zip(rows, labels, strict=True)):
+        draw.text((4, r * side + side // 2 - 6), label, fill="black")
+        for c, tile in enumerate(row):
+            sheet.paste(tile, (label_width + c * side, r * side))
+    return sheet
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -256,6 +309,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--held-out", default=",".join(HELD_OUT), help="comma-separated names")
     parser.add_argument("--yardstick-steps", type=int, default=200)
+    parser.add_argument("--grid", type=Path, help="also write a JPEG of every variant's outputs")
     parser.add_argument("--style-ramp", type=float, default=DEFAULT_STYLE_RAMP)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--work", type=Path, default=Path("bench/results/recipe/work"))

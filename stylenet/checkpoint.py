@@ -26,7 +26,8 @@ from .params import TrainParams
 log = logging.getLogger(__name__)
 FILE_NAME = "checkpoint.safetensors"
 # Fields that do not change the optimization: a run may resume with other values.
-_FREE_FIELDS = ("checkpoint_every", "progress_every", "num_workers")
+# yardstick_steps: the held-out report after training, not the optimization itself.
+_FREE_FIELDS = ("checkpoint_every", "progress_every", "num_workers", "yardstick_steps")
 
 
 def fingerprint(params: TrainParams) -> str:

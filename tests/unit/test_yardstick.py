@@ -108,6 +108,17 @@ def test_real_optimization_raises_content_from_zero_and_lowers_style(tiny_loss, 
     assert "content_features" not in vars(tiny_loss)
 
 
+def test_the_style_ramp_walks_further_along_the_trade_off(tiny_loss, tiny_photo) -> None:
+    plain = optimization_trajectory(tiny_loss, tiny_photo, 12, style_ramp=1.0)
+    ramped = optimization_trajectory(tiny_loss, tiny_photo, 12, style_ramp=64.0)
+    # Both are measured under the loss's own weights and start at the photo itself.
+    assert plain.trajectory[0] == pytest.approx(ramped.trajectory[0])
+    # The ramped run trades more content for style: it ends at a higher content loss and
+    # a lower style loss, so it brackets more stylized generators.
+    assert ramped.final["content"] > plain.final["content"]
+    assert ramped.final["style"] < plain.final["style"]
+
+
 def test_yardstick_report_is_json_able(tiny_loss, tiny_photo) -> None:
     torch.manual_seed(0)
     generator = build_generator(TrainParams(width=0.25).generator_config)
