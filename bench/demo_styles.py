@@ -28,18 +28,12 @@ from typing import Any
 import torch
 
 from stylenet import TrainParams, load_generator, save_generator, stylize, train
-from stylenet.data import ContentImages, center_crop, find_images, open_image
+from stylenet.corpus import EVALUATION_PHOTOS
+from stylenet.data import central_crops, find_images, open_image
 from stylenet.train import build_loss, style_tensor
 from stylenet.yardstick import yardstick
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_styles"
-# Real scenes of the corpus that neither the bundled demo generators nor a retrain sees.
-HELD_OUT = (
-    "lomiri-friends-by-aitzol-berasategi.jpg",
-    "palapeli-cincinnati-bridge.jpg",
-    "palapeli-citrus-fruits.jpg",
-    "opencv-squirrel-cls.jpg",
-)
 PREVIEW_PHOTO = "skimage-chelsea.jpg"
 
 
@@ -55,15 +49,14 @@ def score(
     params = TrainParams.from_dict(info.train_params)
     loss = build_loss(params, device, None)
     loss.set_style(style_tensor(style, params.style_size).to(device))
-    loaded = ContentImages(photos, size)
-    images = [center_crop(loaded.get(i), size) for i in range(len(photos))]
+    crops = central_crops(photos, size)
     return yardstick(
         generator,
         loss,
-        images,
+        [image for _, image in crops],
         steps,
         device=device,
-        names=[p.name for p in photos],
+        names=[p.name for p, _ in crops],
         style_size=params.style_size,
     )
 
@@ -175,7 +168,9 @@ def main() -> int:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--params", default="{}", help="JSON TrainParams overrides")
     t.add_argument("--ids", nargs="*", help="only these demo styles")
-    t.add_argument("--held-out", default=",".join(HELD_OUT), help="comma-separated photo names")
+    t.add_argument(
+        "--held-out", default=",".join(EVALUATION_PHOTOS), help="photo names, comma-separated"
+    )
     t.add_argument("--size", type=int, default=256, help="held-out crop side for the yardstick")
     t.add_argument("--steps", type=int, default=300, help="yardstick optimization steps")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from stylenet import TrainParams, samples, stylize_tensor, tensor_to_image, train
-from stylenet.data import ContentImages, center_crop, find_images, open_image, split_holdout
+from stylenet.data import central_crops, find_images, open_image, split_holdout
 from stylenet.train import build_loss, evaluate, style_tensor
 from stylenet.yardstick import OptimizationRun, optimization_trajectory, yardstick
 
@@ -96,8 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     style = open_image(args.style)
     _, held_paths = split_holdout(find_images(args.content), base.holdout)
-    held_set = ContentImages(held_paths, base.image_size)
-    held = [center_crop(held_set.get(i), base.image_size) for i in range(len(held_set))]
+    held = [image for _, image in central_crops(held_paths, base.image_size)]
     loss = build_loss(base, device, None)
     loss.set_style(style_tensor(style, base.style_size).to(device))
 

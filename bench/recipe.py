@@ -38,8 +38,8 @@ from stylenet import (
     tensor_to_image,
     train,
 )
-from stylenet.corpus import default_corpus_dir
-from stylenet.data import ContentImages, center_crop, find_images
+from stylenet.corpus import EVALUATION_PHOTOS, default_corpus_dir
+from stylenet.data import central_crops, find_images
 from stylenet.train import build_loss, style_tensor
 from stylenet.yardstick import (
     DEFAULT_STYLE_RAMP,
@@ -84,18 +84,6 @@ _PARAM_FIELDS = {f.name for f in fields(TrainParams)}
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# Real scenes from the corpus that neither the old demo styles nor any variant trains on:
-# people, a city, food, an animal, a landscape and a sports photo.
-HELD_OUT = (
-    "lomiri-friends-by-aitzol-berasategi.jpg",
-    "palapeli-cincinnati-bridge.jpg",
-    "palapeli-citrus-fruits.jpg",
-    "opencv-squirrel-cls.jpg",
-    "lomiri-picosdeeuropa-by-aitzol-berasategi.jpg",
-    "opencv-messi5.jpg",
-)
 
 
 def split_corpus(corpus: Path, held_out: list[str]) -> tuple[list[Path], list[Path]]:
@@ -187,8 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     train_photos, held_paths = split_corpus(args.content, args.held_out)
     training_folder = subset(train_photos, len(train_photos), work / "content-all")
-    held_set = ContentImages(held_paths, args.size)
-    held = [center_crop(held_set.get(i), args.size) for i in range(len(held_set))]
+    held = [image for _, image in central_crops(held_paths, args.size)]
     base = TrainParams(
         image_size=args.size,
         style_size=round(args.size * args.style_scale),
@@ -219,6 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["variants"] = earlier["variants"]
     trajectories: dict[int, list[Any]] = {}
     outputs: dict[str, list[torch.Tensor]] = {}
+    losses: dict[int, Any] = {}  # the reference loss at each style size (loads the VGG once)
     for name in args.variants:
         change = VARIANTS[name]
         params = variant_params(base, change)
@@ -242,9 +230,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             save_generator(out, result.generator, train_params=params.to_dict(), metrics=metrics)
         generator, info = load_generator(out, device=device)
         # The common yardstick: the default loss, at the style size this variant trained with.
-        reference = replace(base, style_size=params.style_size)
-        loss = build_loss(reference, device, None)
-        loss.set_style(style_tensor(args.style, params.style_size).to(device))
+        if params.style_size not in losses:
+            losses[params.style_size] = build_loss(
+                replace(base, style_size=params.style_size), device, None
+            )
+            losses[params.style_size].set_style(
+                style_tensor(args.style, params.style_size).to(device)
+            )
+        loss = losses[params.style_size]
         if params.style_size not in trajectories:
             trajectories[params.style_size] = _trajectories(
                 args, work / f"trajectories-{style_name}-{params.style_size}.json", loss, held
@@ -307,7 +300,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--held-out", default=",".join(HELD_OUT), help="comma-separated names")
+    parser.add_argument("--held-out", default=",".join(EVALUATION_PHOTOS), help="names, a,b,c")
     parser.add_argument("--yardstick-steps", type=int, default=200)
     parser.add_argument("--grid", type=Path, help="also write a JPEG of every variant's outputs")
     parser.add_argument("--style-ramp", type=float, default=DEFAULT_STYLE_RAMP)

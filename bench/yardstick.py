@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from stylenet import TrainParams
-from stylenet.data import ContentImages, center_crop, find_images
+from stylenet.data import central_crops, find_images
 from stylenet.model_file import load_generator
 from stylenet.train import build_loss, style_tensor
 from stylenet.yardstick import DEFAULT_LR, DEFAULT_STYLE_RAMP, yardstick
@@ -55,8 +55,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     if args.exclude:
         paths = [p for p in paths if p.stem not in set(args.exclude)]
     # The trainer's held-out protocol: shorter side to --size, then the central square.
-    photos = ContentImages(paths, args.size)
-    kept = [(p.name, im) for i, p in enumerate(paths) if (im := photos.get(i))]
+    kept = [(p.name, crop) for p, crop in central_crops(paths, args.size)]
     if not kept:
         raise SystemExit(f"no readable photos under {args.photos}")
     setup = {
@@ -75,7 +74,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
             one = yardstick(
                 generator,
                 loss,
-                [center_crop(image, args.size)],
+                [image],
                 args.steps,
                 lr=args.lr,
                 device=device,

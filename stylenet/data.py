@@ -128,6 +128,16 @@ def center_crop(image: Image.Image, size: int) -> torch.Tensor:
     return image_to_tensor(image.crop((left, top, left + size, top + size)))
 
 
+def central_crops(paths: list[Path], side: int) -> list[tuple[Path, torch.Tensor]]:
+    """Return the held-out protocol's crops: (path, 1×3×side×side tensor) per photo.
+
+    Each photo's shorter side is resized to ``side``, then its central square is taken;
+    unreadable photos are skipped.
+    """
+    images = ContentImages(paths, side)
+    return [(p, center_crop(im, side)) for i, p in enumerate(paths) if (im := images.get(i))]
+
+
 class CropSequence(Dataset[torch.Tensor]):
     """Item ``i`` is the batch of iteration ``i``: random crops drawn from ``(seed, i)``.
 

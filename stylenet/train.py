@@ -24,7 +24,14 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ContentImages, CropSequence, center_crop, find_images, iterate_batches, open_image
+from .data import (
+    ContentImages,
+    CropSequence,
+    central_crops,
+    find_images,
+    iterate_batches,
+    open_image,
+)
 from .data import split_holdout as _split
 from .errors import ContentImagesError
 from .generators import build_generator
@@ -227,12 +234,7 @@ def train(
     train_paths, held_paths = _split(paths, params.holdout)
     content = ContentImages(train_paths, params.image_size)
     content.check_usable(str(content_dir))
-    held = ContentImages(held_paths, params.image_size)
-    held_named = [
-        (path.name, center_crop(im, params.image_size))
-        for i, path in enumerate(held_paths)
-        if (im := held.get(i))
-    ]
+    held_named = [(p.name, im) for p, im in central_crops(held_paths, params.image_size)]
     held_images = [image for _, image in held_named]
 
     loss = build_loss(params, device, cache_dir, channels_last=channels_last)

@@ -18,7 +18,18 @@ from .install import (
 )
 from .sources import CorpusError, Source, SourceUnavailable
 
+EVALUATION_PHOTOS = (
+    "lomiri-friends-by-aitzol-berasategi.jpg",
+    "palapeli-cincinnati-bridge.jpg",
+    "palapeli-citrus-fruits.jpg",
+    "opencv-squirrel-cls.jpg",
+)
+"""Real scenes of the corpus (people, a city, food, an animal) that the quality benches
+keep out of every training they compare (bench/recipe.py, bench/demo_styles.py), and
+that the bundled demo styles never saw: their yardstick scores are comparable."""
+
 __all__ = [
+    "EVALUATION_PHOTOS",
     "MANIFEST",
     "CorpusError",
     "InstallReport",
