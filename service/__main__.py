@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
 from service.app import create_app
 from service.settings import load_settings
+from stylenet.device import EXIT_CONFIG, device_problem
 
 
 def main() -> None:
     """Serve ``create_app(load_settings())`` on the configured host and port."""
     settings = load_settings()
+    problem = device_problem(settings.device)
+    if problem:
+        # One line and a distinct status, not a traceback: see README "Deployment".
+        print(f"stylize: {problem}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from model_store import is_valid_style_id
 from stylenet.generators import MIN_SIDE
+from stylenet.settings_files import FileVariablesSettings
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MiB = 1024 * 1024
@@ -42,7 +43,7 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(FileVariablesSettings):
     """Everything the HTTP service can be told, from ``STYLIZE_*`` environment variables.
 
     Attributes:

@@ -47,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from stylenet.device import EXIT_CONFIG, device_problem
+
+    problem = device_problem(settings.device)
+    if problem:
+        print(f"stylize worker: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     if not settings.content_dir.is_dir():
         log.error("STYLIZE_CONTENT_DIR %s is not a directory", settings.content_dir)
         return 2

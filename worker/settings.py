@@ -13,14 +13,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from stylenet.settings_files import FileVariablesSettings
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::\d+)?")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(FileVariablesSettings):
     """Configuration of ``python -m worker`` and of the jobs it runs.
 
     Attributes:

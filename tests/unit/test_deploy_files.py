@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import platform
 import re
@@ -48,33 +50,55 @@ def _gpu(service: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_compose_services_and_health(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) >= {"redis", "api", "worker", "dashboard"}
+    assert set(services) >= {"redis", "proxy", "api", "worker", "dashboard"}
     redis = services["redis"]
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
     assert "redis-cli" in redis["healthcheck"]["test"]
     api = services["api"]
     assert api["command"] == ["python", "-m", "service"]
-    assert any(str(p).endswith(":8000") for p in api["ports"])
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["dashboard"]["profiles"] == ["dashboard"]
     assert "--json" in services["dashboard"]["command"]  # JSON serializer: no pickles
 
 
-def test_gpu_reservations_and_scalable_worker(compose: dict[str, Any]) -> None:
-    for name in ("api", "worker"):
+def test_only_the_proxy_publishes_a_port_so_api_scales(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    published = sorted(n for n, s in services.items() if s.get("ports") and not s.get("profiles"))
+    assert published == ["proxy"]
+    proxy = services["proxy"]
+    assert re.fullmatch(r"nginx:1\.(2[89]|[3-9]\d)[.\w-]*", proxy["image"])  # `resolve`: 1.27.3+
+    assert proxy["ports"] == ["${STYLIZE_PORT:-8000}:8080"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    for name in ("api", "worker"):  # --scale needs no fixed name and no host port
+        assert "container_name" not in services[name] and "ports" not in services[name]
+    assert services["api"]["expose"] == ["8000"]
+
+
+def test_each_gpu_service_names_its_gpu(compose: dict[str, Any]) -> None:
+    """`count: 1` means GPU 0 for every replica; `device_ids` picks one per service."""
+    for name, variable in (("api", "STYLIZE_API_GPU"), ("worker", "STYLIZE_WORKER_GPU")):
         devices = _gpu(compose["services"][name])
-        assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    worker = compose["services"]["worker"]
-    assert worker["command"] == ["python", "-m", "worker"]
-    # --scale worker=N needs no fixed container name and no published host port.
-    assert "container_name" not in worker and "ports" not in worker
+        assert len(devices) == 1 and devices[0]["driver"] == "nvidia"
+        assert "gpu" in devices[0]["capabilities"] and "count" not in devices[0]
+        assert devices[0]["device_ids"] == [f"${{{variable}:-0}}"]
+    assert compose["services"]["worker"]["command"] == ["python", "-m", "worker"]
 
 
-def test_shared_store_and_required_secret(compose: dict[str, Any]) -> None:
+def test_keys_come_from_a_secret_file_not_a_variable(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    assert re.search(r"STYLIZE_API_KEYS: \$\{STYLIZE_API_KEYS:\?", text)
+    assert ":?" not in text  # no variable that aborts `docker compose ...` when unset
+    api = compose["services"]["api"]
+    assert api["secrets"] == ["api_keys"]
+    assert api["environment"]["STYLIZE_API_KEYS_FILE"] == "/run/secrets/api_keys"
+    assert "STYLIZE_API_KEYS" not in api["environment"]
+    secret = compose["secrets"]["api_keys"]["file"]
+    assert secret == "${STYLIZE_API_KEYS_SECRET:-./secrets/api_keys}"
+    assert "/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+    for service in compose["services"].values():  # no credential in plain variables
+        assert not any("SECRET" in k or "PASSWORD" in k for k in service.get("environment", {}))
     for name in ("api", "worker"):
         service = compose["services"][name]
         assert "models:/data/models" in service["volumes"]
@@ -83,11 +107,63 @@ def test_shared_store_and_required_secret(compose: dict[str, Any]) -> None:
     assert set(compose["volumes"]) == {"models", "redis-data"}
 
 
-def test_cpu_override_drops_gpu_reservations() -> None:
+def test_env_example_names_every_compose_variable() -> None:
+    text = (ROOT / "docker-compose.yml").read_text() + (ROOT / "docker-compose.cpu.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z_]+)", text))
+    example = (ROOT / ".env.example").read_text()
+    named = set(re.findall(r"^#? ?([A-Z_]+)=", example, re.MULTILINE))
+    assert used <= named, sorted(used - named)
+
+
+def test_cpu_override_uses_the_cpu_image_without_gpus() -> None:
     override = _compose("docker-compose.cpu.yml")["services"]
     for name in ("api", "worker"):
         assert override[name]["deploy"] == {"!reset": {}}
         assert override[name]["environment"]["STYLIZE_DEVICE"] == "cpu"
+        assert override[name]["build"]["args"]["TORCH_VARIANT"] == "cpu"
+        assert override[name]["image"].endswith(":-stylize:cpu}")
+
+
+def test_gpu_override_generator(compose: dict[str, Any]) -> None:
+    """deploy/gpus.py on the base file's services (as `docker compose config` gives them)."""
+    resolved = json.dumps({"services": compose["services"]})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy/gpus.py"), "3"],
+        input=resolved,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    services = json.loads(result.stdout)["services"]
+    assert sorted(services) == ["api-gpu1", "api-gpu2", "worker-gpu1", "worker-gpu2"]
+    for gpu in (1, 2):
+        for kind in ("api", "worker"):
+            devices = _gpu(services[f"{kind}-gpu{gpu}"])
+            assert [d["device_ids"] for d in devices] == [[str(gpu)]]
+            assert "ports" not in services[f"{kind}-gpu{gpu}"]
+        assert services[f"api-gpu{gpu}"]["networks"]["default"]["aliases"] == ["api"]
+        assert services[f"api-gpu{gpu}"]["command"] == ["python", "-m", "service"]
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "deploy/gpus.py"), "2"], input=b"{}", capture_output=True
+    )
+    assert bad.returncode == 2 and b"docker compose config" in bad.stderr
+
+
+def test_proxy_limits_match_the_service() -> None:
+    from service.settings import ServiceSettings
+
+    conf = (ROOT / "deploy/nginx.conf").read_text()
+    directives = dict(re.findall(r"^\s*([a-z_]+) ([^;{]+);", conf, re.MULTILINE))
+    assert re.search(r"server api:8000 resolve;", conf)  # follows --scale api=N
+    assert directives["resolver"].startswith("127.0.0.11")
+    max_body = int(directives["client_max_body_size"].rstrip("m")) * 2**20
+    upload = ServiceSettings.model_fields["max_upload_bytes"].default
+    assert upload < max_body <= upload + 2 * 2**20
+    for name in ("client_header_timeout", "client_body_timeout"):
+        assert int(directives[name].rstrip("s")) <= 15
+    count, size = directives["large_client_header_buffers"].split()
+    assert int(count) * int(size.rstrip("k")) <= 64  # at most 64 KiB of headers
+    assert "proxy_buffering off" in conf.split("/events$")[1]  # SSE is not buffered
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -104,7 +180,8 @@ def _instructions() -> list[tuple[str, str]]:
 def test_dockerfile_shape() -> None:
     rows = _instructions()
     stages = [rest for key, rest in rows if key == "FROM"]
-    assert len(stages) >= 2 and any(s.endswith("AS runtime") for s in stages)
+    # `docker build .` builds the last stage: it must be the service, not the dashboard.
+    assert len(stages) >= 3 and stages[-1].endswith("AS runtime")
     start = next(i for i, (k, r) in enumerate(rows) if k == "FROM" and "runtime" in r)
     runtime = rows[start:]
     runtime = runtime[: next((i for i, (k, _) in enumerate(runtime[1:], 1) if k == "FROM"), None)]
@@ -152,7 +229,9 @@ def test_every_configured_variable_is_a_setting(compose: dict[str, Any]) -> None
     names |= set(re.findall(r"\b(STYLIZE_[A-Z_]+)", (ROOT / "service/launcher.py").read_text()))
     stylize = {n for n in names if n.startswith("STYLIZE_")}
     assert stylize
-    unknown = sorted(n for n in stylize if n.removeprefix("STYLIZE_").lower() not in fields)
+    # `<NAME>_FILE` reads <NAME> from a file (stylenet.settings_files).
+    settings = {n.removeprefix("STYLIZE_").removesuffix("_FILE").lower() for n in stylize}
+    unknown = sorted(n for n in settings if n not in fields)
     assert unknown == []
 
 
@@ -162,3 +241,82 @@ def test_compose_runs_the_commands_the_local_launcher_runs(compose: dict[str, An
     for name, module in (("api", "service"), ("worker", "worker")):
         assert compose["services"][name]["command"] == ["python", "-m", module]
         assert f'[sys.executable, "-m", "{module}"]' in launcher
+
+
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """``{package: (version, [hashes])}`` of a requirements lock file."""
+    text = (ROOT / "requirements" / name).read_text().replace("\\\n", " ")
+    entries = {}
+    for line in text.splitlines():
+        match = re.match(r"([a-z0-9][a-z0-9._-]*)==(\S+)", line)
+        if match:
+            entries[match[1]] = (match[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return entries
+
+
+def test_lock_files_are_hashed_and_satisfy_pyproject() -> None:
+    """The image installs only from these files; they must cover pyproject.toml."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    runtime, torch_cuda = _lock("runtime.lock"), _lock("torch-cuda.lock")
+    for lock in (runtime, torch_cuda, _lock("dashboard.lock"), _lock("lossnet-sources.lock")):
+        assert lock and all(hashes for _, hashes in lock.values())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["convert"]
+    for spec in map(Requirement, wanted):
+        name = canonicalize_name(spec.name)
+        version = (runtime.get(name) or torch_cuda.get(name) or (None,))[0]
+        assert version is not None, f"{name} not locked: run requirements/compile.sh"
+        assert spec.specifier.contains(version), f"{name}=={version} violates {spec}"
+    assert not {"torch", "torchvision", "triton"} & set(runtime)  # the variant decides
+    pins = dict(line.split("==") for line in (ROOT / "requirements/torch.txt").read_text().split())
+    assert {k: torch_cuda[k][0] for k in pins} == pins
+    assert _lock("dashboard.lock")["rq"][0] == runtime["rq"][0]  # reads the service's jobs
+    assert "six" in _lock("dashboard.lock")  # rq-dashboard 0.9.0 imports it undeclared
+
+
+def test_image_installs_only_from_the_locks() -> None:
+    runs = [rest for key, rest in _instructions() if key == "RUN"]
+    installs = [part for run in runs for part in re.split(r"&&|;;", run) if "pip install" in part]
+    for part in installs:
+        if "--upgrade pip==" in part:
+            continue
+        if "--index-url" in part:  # the CPU variant's torch: pinned by torch.txt
+            assert "-r requirements/torch.txt" in part and "--no-deps" in part
+        elif "--no-build-isolation ." in part:  # the project itself, deps already there
+            assert "--no-deps" in part
+        else:
+            assert "--require-hashes" in part and "-r " in part and "--no-deps" in part, part
+    assert any("pip check" in run for run in runs)
+
+
+def test_make_setup_prefers_cpu_torch_without_a_gpu() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "TORCH ?= $(shell cat requirements/torch.txt)" in makefile
+    assert re.search(r"nvidia-smi -L .*\|\| echo --extra-index-url \$\(TORCH_CPU_INDEX\)", makefile)
+    assert "$(BIN)/pip install -q $(TORCH_INDEX) $(TORCH)" in makefile
+
+
+def test_readme_deployment_commands_match_the_files(compose: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Deployment\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert sum(c.startswith("docker compose") for c in commands) >= 6
+    profiles = {p for s in compose["services"].values() for p in s.get("profiles", [])}
+    for command in commands:
+        words = command.split()
+        for flag, value in itertools.pairwise(words):
+            if flag == "-f" and value != "docker-compose.gpus.yml":  # written by gpus.py
+                assert (ROOT / value).is_file(), command
+            if flag == "--scale":
+                assert value.split("=")[0] in compose["services"], command
+            if flag == "--profile":
+                assert value in profiles, command
+        for word in words:
+            if word.startswith(("deploy/", "requirements/", ".env.")):
+                assert (ROOT / word).exists(), command
+    assert "STYLIZE_API_KEYS=" not in block  # keys live in secrets/api_keys
