@@ -10,6 +10,7 @@ overload run with a small queue. Prints a Markdown table; writes JSON
     python bench/bench_service.py                       # CPU, 512²
     python bench/bench_service.py --compile             # + a torch.compile service run
     python bench/bench_service.py --device cuda --sizes 256,512 --clients 32
+    python bench/bench_service.py --processes 1,2 --width 0.25 --sizes 128   # STYLIZE_WORKERS
 """
 
 from __future__ import annotations
@@ -61,15 +62,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def make_generator(path: Path | None) -> bytes:
-    """A real generator file: full width residual, 2 iterations of real training."""
+def make_generator(path: Path | None, width: float = 1.0) -> bytes:
+    """A real generator file: a residual net of ``width``, 2 iterations of real training."""
     if path is not None:
         return path.read_bytes()
     with tempfile.TemporaryDirectory() as folder:
         samples.export_photos(Path(folder), samples.PHOTOS[:2])
         style = samples.sample(samples.TEXTURE)
         params = TrainParams(
-            iterations=2, image_size=64, style_size=64, batch_size=1, width=1.0, holdout=0
+            iterations=2, image_size=64, style_size=64, batch_size=1, width=width, holdout=0
         )
         result = train(style, Path(folder), params, device=torch.device("cpu"))
         # float16 on disk, as the worker publishes; the service loads it as float32.
@@ -119,12 +120,21 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its live children (``/proc``).
+
+    The children are the HTTP processes of a ``STYLIZE_WORKERS`` > 1 server.
+    """
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 @contextmanager
@@ -252,6 +262,13 @@ def main() -> None:
     parser.add_argument("--codec-threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also run a torch.compile service")
     parser.add_argument("--generator", type=Path, help="use this generator file")
+    parser.add_argument("--width", type=float, default=1.0, help="width of the made generator")
+    parser.add_argument(
+        "--processes",
+        help="compare servers of these STYLIZE_WORKERS counts (e.g. 1,2) with --clients "
+        "clients, --rounds times interleaved, instead of the default runs",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--cpu-dtype",
         default="auto",
@@ -265,7 +282,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)  # what the service's device executor uses
-    data = make_generator(args.generator)
+    data = make_generator(args.generator, args.width)
     work = Path(tempfile.mkdtemp(prefix="bench-service-"))
     store_url = (work / "models").as_uri()
     store = open_store(store_url)
@@ -284,6 +301,15 @@ def main() -> None:
     }
     print(f"# {machine}; generator {len(data) / 1e6:.1f} MB; service log {log}", flush=True)
     result: dict[str, Any] = {"machine": machine, "runs": []}
+    if args.processes:
+        counts = [int(n) for n in args.processes.split(",")]
+        result["processes"] = process_scaling(args, store_url, sizes, counts, log)
+        out = args.out or REPO / "bench" / "results" / f"service-processes-{device.type}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {out}\n")
+        print(processes_table(result["processes"]))
+        return
     for size in sizes:
         jpeg_buf = io.BytesIO()
         samples.sample("astronaut").resize((size, size)).save(jpeg_buf, "JPEG", quality=90)
@@ -328,6 +354,52 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {out}\n")
     print(table(result["runs"]))
+
+
+def process_scaling(
+    args: argparse.Namespace, store_url: str, sizes: list[int], counts: list[int], log: Path
+) -> list[dict[str, Any]]:
+    """Closed-loop throughput of servers with each process count, rounds interleaved."""
+    runs: list[dict[str, Any]] = []
+    for size in sizes:
+        buf = io.BytesIO()
+        samples.sample("astronaut").resize((size, size)).save(buf, "JPEG", quality=90)
+        jpeg = buf.getvalue()
+        env = {"STYLIZE_WARM_SIDES": str(size), "STYLIZE_QUEUE_SIZE": "256"}
+        for round_ in range(args.rounds):
+            for count in counts:
+                with running_service(
+                    store_url, args.device, env | {"STYLIZE_WORKERS": str(count)}, log
+                ) as (base, pid):
+                    sequential(base, jpeg, 2)  # every process's first shapes
+                    run = concurrent(base, jpeg, args.clients, args.per_client, pid)
+                run |= {"size": size, "processes": count, "round": round_}
+                print(f"{size}² {count} process(es), round {round_}: {run}", flush=True)
+                runs.append(run)
+    return runs
+
+
+def processes_table(runs: list[dict[str, Any]]) -> str:
+    """Medians over rounds, and each count's throughput relative to the first count."""
+    lines = [
+        "| size | processes | img/s (median of rounds) | vs first | p50 ms | p99 ms | "
+        "server CPU ms/img | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in sorted({r["size"] for r in runs}):
+        base_ips = None
+        for count in dict.fromkeys(r["processes"] for r in runs if r["size"] == size):
+            mine = [r for r in runs if r["size"] == size and r["processes"] == count]
+            ips = statistics.median(r["images_per_s"] for r in mine)
+            base_ips = base_ips or ips
+            lines.append(
+                f"| {size} | {count} | {ips:.1f} | {ips / base_ips:.2f}× | "
+                f"{statistics.median(r['accepted_p50_ms'] for r in mine)} | "
+                f"{statistics.median(r['accepted_p99_ms'] for r in mine)} | "
+                f"{statistics.median(r['server_cpu_ms_per_ok'] for r in mine)} | "
+                f"{sum(r['other_errors'] + r['rejected_429'] for r in mine)} |"
+            )
+    return "\n".join(lines)
 
 
 def table(runs: list[dict[str, Any]]) -> str:

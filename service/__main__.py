@@ -1,19 +1,67 @@
-"""``python -m service``: run the HTTP service with uvicorn (one process per device)."""
+"""``python -m service``: run the HTTP service with uvicorn, one or several processes.
+
+``STYLIZE_WORKERS=N`` (default: :meth:`ServiceSettings.effective_workers`) runs N
+processes on one port (uvicorn's process manager: it restarts a process that dies and
+drains all of them on Ctrl-C / SIGTERM). Each process builds its own app from the
+environment; the group's shared folder (:mod:`service.processes`) makes their readiness
+and metrics those of one server.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
 from service.app import create_app
-from service.settings import load_settings
+from service.demo_styles import register_demo_styles
+from service.processes import METRICS_SUBDIR
+from service.settings import ServiceSettings, cpu_count, load_settings
 from stylenet.device import EXIT_CONFIG, device_problem
+
+log = logging.getLogger("service")
+
+
+def _device_type(settings: ServiceSettings) -> str:
+    if settings.device != "auto":
+        return settings.device.split(":")[0]
+    import torch  # NVML-based check (stylenet.device): no CUDA context in this parent
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _serve_group(settings: ServiceSettings, workers: int, uvicorn_options: dict) -> None:
+    """Run ``workers`` processes; they read their settings from the environment we set."""
+    group_dir = Path(tempfile.mkdtemp(prefix="stylize-http-"))
+    (group_dir / METRICS_SUBDIR).mkdir()
+    if settings.demo_styles_dir is not None:
+        # Once here rather than racing N times in the processes' start-up.
+        from model_store import open_store
+
+        register_demo_styles(open_store(settings.model_store), settings.demo_styles_dir)
+        os.environ.pop("STYLIZE_DEMO_STYLES_DIR", None)
+    os.environ.update(
+        STYLIZE_WORKERS=str(workers),
+        STYLIZE_PROCESS_DIR=str(group_dir),
+        # prometheus_client's multiprocess mode, read when the processes import it.
+        PROMETHEUS_MULTIPROC_DIR=str(group_dir / METRICS_SUBDIR),
+    )
+    if not settings.torch_threads:  # the cores shared out, not each process taking all
+        os.environ["STYLIZE_TORCH_THREADS"] = str(max(1, cpu_count() // workers))
+    log.info("%d HTTP processes on %s:%d", workers, settings.host, settings.port)
+    try:
+        uvicorn.run("service.app:create_app", factory=True, workers=workers, **uvicorn_options)
+    finally:
+        shutil.rmtree(group_dir, ignore_errors=True)
 
 
 def main() -> None:
-    """Serve ``create_app(load_settings())`` on the configured host and port."""
+    """Serve the app on the configured host and port."""
     settings = load_settings()
     problem = device_problem(settings.device)
     if problem:
@@ -23,15 +71,18 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # One worker process: the runtime owns the device; concurrency comes from batching.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        timeout_keep_alive=15,
-        log_level="info",
-    )
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "timeout_keep_alive": 15,
+        "log_level": "info",
+    }
+    workers = settings.effective_workers(_device_type(settings))
+    if workers == 1:
+        # One process: the runtime owns the device; concurrency comes from batching.
+        uvicorn.run(create_app(settings), workers=1, **options)
+    else:
+        _serve_group(settings, workers, options)
 
 
 if __name__ == "__main__":

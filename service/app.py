@@ -24,6 +24,7 @@ from service.demo_styles import register_demo_styles
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.processes import ProcessGroup
 from service.routes import events, health, styles, stylize
 from service.runtime import InferenceRuntime
 from service.settings import ServiceSettings
@@ -45,6 +46,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
+    group = None
+    if settings.process_dir is not None:
+        # Set by `python -m service` for its processes, with `workers` made explicit.
+        group = ProcessGroup(settings.process_dir, settings.workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +68,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             redis, queue_name=settings.training_queue, job_timeout_s=settings.train_job_timeout_s
         )
         warm = asyncio.create_task(runtime.warm_up(), name="stylize-warm-up")
+        if group is not None:
+            warm.add_done_callback(lambda task: runtime.warmed and group.mark_ready())
         log.info(
             "stylize service up: store %s, device %s", store.backend.describe(), runtime.device
         )
@@ -73,6 +80,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await asyncio.gather(warm, return_exceptions=True)
             await runtime.close()
             redis.close()
+            if group is not None:
+                group.leave()
 
     app = FastAPI(
         title="stylize",
@@ -82,6 +91,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.process_group = group
     install_error_handlers(app)
     # Added last = outermost: the request context wraps the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from model_store import ModelStore
 from service.auth import require_key, require_stylize_key
 from service.metrics import ServiceMetrics
+from service.processes import ProcessGroup
 from service.runtime import InferenceRuntime
 from service.settings import ServiceSettings
 from service.training import TrainingQueue
@@ -45,11 +46,17 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+async def get_process_group(request: Request) -> ProcessGroup | None:
+    """Return the group of HTTP processes this one belongs to (``None``: it is alone)."""
+    return request.app.state.process_group
+
+
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 RuntimeDep = Annotated[InferenceRuntime, Depends(get_runtime)]
 TrainingDep = Annotated[TrainingQueue, Depends(get_training)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+ProcessGroupDep = Annotated[ProcessGroup | None, Depends(get_process_group)]
 
 #: Route-level guards: ``dependencies=[RequireKey]``.
 RequireKey = Depends(require_key)

@@ -64,8 +64,12 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Gauges say how several processes add up (service.processes): live processes only.
         self.queue_depth = Gauge(
-            "stylize_queue_depth", "Requests waiting for the device", registry=r
+            "stylize_queue_depth",
+            "Requests waiting for the device",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter(
             "stylize_rejected_total",
@@ -83,10 +87,16 @@ class ServiceMetrics:
             "stylize_model_cache_evictions_total", "Generators evicted from the cache", registry=r
         )
         self.cache_models = Gauge(
-            "stylize_model_cache_models", "Generators in the cache", registry=r
+            "stylize_model_cache_models",
+            "Generators in the cache",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.cache_bytes = Gauge(
-            "stylize_model_cache_bytes", "Device memory held by cached generators", registry=r
+            "stylize_model_cache_bytes",
+            "Device memory held by cached generators",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_load = Histogram(
             "stylize_model_load_seconds",

@@ -187,3 +187,4 @@ class ReadyOut(BaseModel):
     cached_models: int
     queue_depth: int
     warm_errors: dict[str, str]
+    processes: int = Field(1, description="HTTP processes of this server that are warm")

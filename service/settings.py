@@ -81,7 +81,12 @@ class ServiceSettings(FileVariablesSettings):
             ``auto`` (bfloat16 when the CPU has bf16 instructions, AVX512-BF16 or AMX:
             1.5× faster at 512² on such a CPU, mean change 0.4–0.6 of 255). CUDA always
             runs bf16 autocast.
-        torch_threads: intra-op threads of the device executor (0: one per CPU).
+        torch_threads: intra-op threads of the device executor (0: one per CPU, shared
+            out among ``workers``).
+        workers: HTTP processes ``python -m service`` runs on one port, each with its own
+            runtime and generator cache (0: :meth:`effective_workers` decides).
+        process_dir: set by ``python -m service`` for the processes it starts (shared
+            readiness and metrics, :mod:`service.processes`); not a user setting.
         codec_threads: threads decoding and encoding images, beside the device.
         events_poll_s: how often ``/styles/{id}/events`` reads the style record.
         events_max_s: longest life of one event stream (clients reconnect).
@@ -116,6 +121,8 @@ class ServiceSettings(FileVariablesSettings):
     torch_compile: bool = False
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     torch_threads: int = Field(0, ge=0, le=1024)
+    workers: int = Field(0, ge=0, le=64)
+    process_dir: Path | None = None
     codec_threads: int = Field(2, ge=1, le=64)
     events_poll_s: float = Field(0.5, gt=0, le=60)
     events_max_s: float = Field(600.0, gt=0)
@@ -186,9 +193,22 @@ class ServiceSettings(FileVariablesSettings):
             return self.max_batch_size
         return 16 if device_type == "cuda" else 1
 
+    def effective_workers(self, device_type: str) -> int:
+        """Return how many HTTP processes to run on a device type (``cpu`` or ``cuda``).
+
+        On CUDA one Python process cannot keep a GPU busy (decode, encode and HTTP are CPU
+        work): one per two cores, at most 8. On a CPU the processes would share the cores
+        the generator already uses with all its threads: one.
+        """
+        if self.workers:
+            return self.workers
+        return max(1, min(8, cpu_count() // 2)) if device_type == "cuda" else 1
+
     def effective_torch_threads(self) -> int:
-        """Return the intra-op thread count the device executor uses."""
-        return self.torch_threads or cpu_count()
+        """Return the intra-op thread count the device executor uses (its share of the CPUs)."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, cpu_count() // max(1, self.workers))
 
 
 def load_settings(**overrides: Any) -> ServiceSettings:

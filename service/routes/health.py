@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.deps import MetricsDep, RuntimeDep
+from service.deps import MetricsDep, ProcessGroupDep, RuntimeDep
 from service.errors import Unavailable
 from service.schemas import ErrorOut, HealthOut, ReadyOut
 
@@ -30,11 +30,20 @@ async def healthz(runtime: RuntimeDep) -> HealthOut:
     summary="Readiness: 503 until the inference runtime is warm",
     responses={503: {"model": ErrorOut}},
 )
-async def readyz(runtime: RuntimeDep) -> ReadyOut:
-    """200 once warm-up is done, the device thread answers and the batcher dispatches."""
+async def readyz(runtime: RuntimeDep, group: ProcessGroupDep) -> ReadyOut:
+    """200 once warm-up is done, the device thread answers and the batcher dispatches.
+
+    With several HTTP processes (``STYLIZE_WORKERS``), once every one of them is warm.
+    """
     if not runtime.ready:
         message = "the inference runtime is warming up" if not runtime.warmed else "runtime down"
         raise Unavailable(message, code="not_ready", retry_after=1)
+    processes = 1
+    if group is not None:
+        processes = group.ready_count()
+        if processes < group.size:
+            message = f"{processes} of {group.size} HTTP processes are warm"
+            raise Unavailable(message, code="not_ready", retry_after=1)
     return ReadyOut(
         status="ready",
         device=str(runtime.device),
@@ -42,10 +51,12 @@ async def readyz(runtime: RuntimeDep) -> ReadyOut:
         cached_models=len(runtime.cache),
         queue_depth=runtime.batcher.depth,
         warm_errors=runtime.warm_errors,
+        processes=processes,
     )
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-async def metrics(metrics: MetricsDep) -> Response:
-    """Return the app's metrics in the Prometheus text format."""
-    return Response(metrics.render(), media_type=metrics.content_type)
+async def metrics(metrics: MetricsDep, group: ProcessGroupDep) -> Response:
+    """Return the app's metrics (all its HTTP processes' together) in the Prometheus format."""
+    body = metrics.render() if group is None else group.render_metrics()
+    return Response(body, media_type=metrics.content_type)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import numpy as np
+import torch
 
 from model_store import ModelStore
 from service import imaging
@@ -93,6 +94,11 @@ class InferenceRuntime:
     async def start(self) -> None:
         """Start the device thread, the codec pool and the batcher."""
         self.executor = DeviceExecutor(self.device, threads=self.settings.effective_torch_threads())
+        if self.device.type == "cuda" and self.settings.process_dir and self.settings.workers > 1:
+            # Several HTTP processes share this GPU: each gets its share of the memory, so
+            # one process's cache cannot starve the others into OOM.
+            share = 0.9 / self.settings.workers
+            await self.executor.run(torch.cuda.set_per_process_memory_fraction, share, self.device)
         self._codec_pool = ThreadPoolExecutor(
             max_workers=self.settings.codec_threads, thread_name_prefix="stylize-codec"
         )
