@@ -23,10 +23,11 @@ import torch
 
 from . import lossnet
 from .data import open_image
-from .errors import StylenetError
+from .errors import InvalidParams, StylenetError
 from .inference import CPU_DTYPES, inference_dtype, stylize
 from .model_file import load_generator, save_generator
 from .params import TrainParams
+from .tiled import check_tile
 from .train import Progress, train
 
 _TRAIN_FIELDS = {
@@ -90,6 +91,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tile(text: str) -> int | str | None:
+    """``--tile``: ``auto``, ``none`` or a side in pixels (at least 16)."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return check_tile(int(text))
+    except (ValueError, InvalidParams) as exc:
+        raise argparse.ArgumentTypeError(f"auto, none or a side ≥ 16 px, not {text!r}") from exc
+
+
 def _cmd_apply(args: argparse.Namespace) -> int:
     generator, _ = load_generator(args.model, device=args.device)
     started = time.perf_counter()
@@ -100,6 +111,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         strength=args.strength,
         preserve_color=args.preserve_color,
         dtype=inference_dtype(torch.device(args.device), args.cpu_dtype),
+        tile=args.tile,
     )
     out.save(args.output)
     print(f"{args.output}: {out.width}×{out.height} in {time.perf_counter() - started:.2f}s")
@@ -186,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CPU_DTYPES,
         default="auto",
         help="on CPU: auto = bfloat16 where the CPU has bf16 instructions (CUDA: bf16)",
+    )
+    a.add_argument(
+        "--tile",
+        type=_tile,
+        default="auto",
+        help="exact tiled inference with tiles of this many pixels a side (bounded memory, "
+        "no seams); 'none' never tiles; 'auto' (default) tiles images over 2048² px "
+        "(after --max-side)",
     )
     a.set_defaults(func=_cmd_apply)
 

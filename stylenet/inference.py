@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -21,6 +22,13 @@ from torch import nn
 from .errors import ImageError, InvalidParams
 from .generators import MIN_SIDE
 from .pixels import image_to_tensor, resize_within, rgb_to_ycbcr, tensor_to_image, ycbcr_to_rgb
+from .tiled import check_tile, forward_tiled
+
+#: ``tile="auto"`` tiles images larger than this many pixels (2048² = 4.2 Mpx: above it
+#: the whole-image forward of the default generator needs several GB of activations).
+AUTO_TILE_PIXELS = 2048 * 2048
+#: The tile side ``tile="auto"`` uses.
+AUTO_TILE = 512
 
 CPU_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -113,6 +121,41 @@ def stylize_tensor(
     return blend(batch, out, strength, preserve_color)
 
 
+def tile_for(height: int, width: int, tile: int | Literal["auto"] | None) -> int | None:
+    """Return the tile side to use for an image (``None``: the whole image at once).
+
+    ``tile`` is a side in pixels, ``None`` (never tile) or ``"auto"`` (:data:`AUTO_TILE`
+    above :data:`AUTO_TILE_PIXELS`).
+    """
+    if tile == "auto":
+        return AUTO_TILE if height * width > AUTO_TILE_PIXELS else None
+    return None if tile is None else check_tile(int(tile))
+
+
+@torch.inference_mode()
+def stylize_tiled(
+    image: torch.Tensor,
+    generator: nn.Module,
+    *,
+    tile: int = AUTO_TILE,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+) -> torch.Tensor:
+    """Stylize one 1×3×H×W image in bands with exact whole-image instance statistics.
+
+    The same result as :func:`stylize_tensor` in float32 (:mod:`stylenet.tiled`), in
+    memory bounded by ``tile`` instead of the image size; runs in float32.
+    """
+    device = _device_of(generator)
+    was_training = generator.training
+    generator.eval()
+    try:
+        out = forward_tiled(generator, image.to(device), tile=tile)
+    finally:
+        generator.train(was_training)
+    return blend(image.to(device), out, strength, preserve_color)
+
+
 def stylize(
     image: Image.Image,
     generator: nn.Module,
@@ -121,6 +164,7 @@ def stylize(
     strength: float = 1.0,
     preserve_color: bool = False,
     dtype: torch.dtype | None = None,
+    tile: int | Literal["auto"] | None = "auto",
 ) -> Image.Image:
     """Stylize one image; the result has the (possibly downscaled) input's size.
 
@@ -130,10 +174,18 @@ def stylize(
         max_side: downscale so the longer side is at most this (None keeps the size).
         strength: 0 returns the content, 1 the full stylization.
         preserve_color: keep the content's colours, transfer luminance only.
-        dtype: compute dtype (see :func:`stylize_tensor`).
+        dtype: compute dtype (see :func:`stylize_tensor`); tiled runs use float32.
+        tile: tile side in pixels for exact tiled inference (:func:`stylize_tiled`),
+            ``None`` for the whole image at once, ``"auto"`` to tile large images only.
     """
     tensor = image_to_tensor(resize_within(image, max_side))
-    out = stylize_tensor(
-        tensor, generator, strength=strength, preserve_color=preserve_color, dtype=dtype
-    )
+    side = tile_for(tensor.shape[-2], tensor.shape[-1], tile)
+    if side is not None:
+        out = stylize_tiled(
+            tensor, generator, tile=side, strength=strength, preserve_color=preserve_color
+        )
+    else:
+        out = stylize_tensor(
+            tensor, generator, strength=strength, preserve_color=preserve_color, dtype=dtype
+        )
     return tensor_to_image(out)
