@@ -303,7 +303,7 @@ def main() -> None:
     result: dict[str, Any] = {"machine": machine, "runs": []}
     if args.processes:
         counts = [int(n) for n in args.processes.split(",")]
-        result["processes"] = process_scaling(args, store_url, sizes, counts, log)
+        result["processes"] = process_scaling(args, store_url, data, sizes, counts, log)
         out = args.out or REPO / "bench" / "results" / f"service-processes-{device.type}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
@@ -357,7 +357,12 @@ def main() -> None:
 
 
 def process_scaling(
-    args: argparse.Namespace, store_url: str, sizes: list[int], counts: list[int], log: Path
+    args: argparse.Namespace,
+    store_url: str,
+    data: bytes,
+    sizes: list[int],
+    counts: list[int],
+    log: Path,
 ) -> list[dict[str, Any]]:
     """Closed-loop throughput of servers with each process count, rounds interleaved."""
     runs: list[dict[str, Any]] = []
@@ -366,6 +371,13 @@ def process_scaling(
         samples.sample("astronaut").resize((size, size)).save(buf, "JPEG", quality=90)
         jpeg = buf.getvalue()
         env = {"STYLIZE_WARM_SIDES": str(size), "STYLIZE_QUEUE_SIZE": "256"}
+        device = torch.device(args.device)
+        dtype = inference_dtype(device, args.cpu_dtype)
+        # The bare batched forward at the service's batch limit: what the server could reach.
+        batch = args.max_batch or (16 if device.type == "cuda" else 1)
+        bare = bare_forward(data, device, size, batch, args.bare_repeat, dtype=dtype)
+        print(f"{size}² bare forward, batch {batch}: {bare}", flush=True)
+        runs.append({"size": size, "processes": 0, "bare": bare})
         for round_ in range(args.rounds):
             for count in counts:
                 with running_service(
@@ -388,7 +400,15 @@ def processes_table(runs: list[dict[str, Any]]) -> str:
     ]
     for size in sorted({r["size"] for r in runs}):
         base_ips = None
-        for count in dict.fromkeys(r["processes"] for r in runs if r["size"] == size):
+        bare = next((r["bare"] for r in runs if r["size"] == size and "bare" in r), None)
+        if bare:
+            lines.append(
+                f"| {size} | bare forward, batch {bare['batch']} | {bare['images_per_s']} | | "
+                f"| | | |"
+            )
+        for count in dict.fromkeys(
+            r["processes"] for r in runs if r["size"] == size and "bare" not in r
+        ):
             mine = [r for r in runs if r["size"] == size and r["processes"] == count]
             ips = statistics.median(r["images_per_s"] for r in mine)
             base_ips = base_ips or ips

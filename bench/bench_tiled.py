@@ -70,6 +70,9 @@ def child(args: argparse.Namespace) -> None:
                 "peak_rss_mb": round(peak / 1024),
                 "rss_before_mb": round(base / 1024),
                 "mean_out": round(float(out.mean()), 3),
+                "cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20)
+                if torch.cuda.is_available()
+                else None,
             }
         )
     )
