@@ -23,6 +23,8 @@ def main() -> None:
         port=settings.port,
         workers=1,
         timeout_keep_alive=15,
+        # Open event streams must not hold a stop (or a restart by `stylize up`) forever.
+        timeout_graceful_shutdown=10,
         log_level="info",
     )
 

@@ -187,3 +187,11 @@ class ReadyOut(BaseModel):
     cached_models: int
     queue_depth: int
     warm_errors: dict[str, str]
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="Parts that are down while stylizing still works: queue_unavailable "
+        "(Redis: styles cannot be trained, canceled or deleted), no_training_worker",
+    )
+    training_workers: int | None = Field(
+        None, description="Workers listening on the training queue (null: Redis is down)"
+    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Response
 
-from service.deps import MetricsDep, RuntimeDep
+from service.deps import MetricsDep, RuntimeDep, TrainingDep
 from service.errors import Unavailable
 from service.schemas import ErrorOut, HealthOut, ReadyOut
 
@@ -30,12 +31,19 @@ async def healthz(runtime: RuntimeDep) -> HealthOut:
     summary="Readiness: 503 until the inference runtime is warm",
     responses={503: {"model": ErrorOut}},
 )
-async def readyz(runtime: RuntimeDep) -> ReadyOut:
-    """200 once warm-up is done, the device thread answers and the batcher dispatches."""
+async def readyz(runtime: RuntimeDep, training: TrainingDep) -> ReadyOut:
+    """200 once warm-up is done, the device thread answers and the batcher dispatches.
+
+    Redis and the training workers are not needed to stylize: while they are down this
+    stays 200 and ``degraded`` names them.
+    """
     if not runtime.ready:
         message = "the inference runtime is warming up" if not runtime.warmed else "runtime down"
         raise Unavailable(message, code="not_ready", retry_after=1)
+    queue = await anyio.to_thread.run_sync(training.health)
     return ReadyOut(
+        degraded=queue.degraded,
+        training_workers=queue.workers,
         status="ready",
         device=str(runtime.device),
         dtype=str(runtime.dtype).removeprefix("torch."),
