@@ -103,6 +103,7 @@ class Child:
     failures: int = 0  # exits in a row, each within STABLE_S of its start
     restart_at: float | None = None
     last_code: int | None = None
+    leftover: subprocess.Popen[bytes] | None = None  # the exited process, group to kill
 
 
 @dataclass
@@ -122,6 +123,9 @@ class Supervisor:
         return self._spawn(child)
 
     def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
+        if child.leftover is not None:
+            _signal_group(child.leftover, signal.SIGKILL)
+            child.leftover = None
         log.info("starting %s: %s", child.name, " ".join(child.argv))
         # Its own session: terminal signals reach only us, and its group can be killed.
         child.process = subprocess.Popen(
@@ -149,7 +153,10 @@ class Supervisor:
             code = child.process.poll()
             if code is None:
                 continue
-            _signal_group(child.process, signal.SIGKILL)  # what it left in its group
+            # What it left in its group (the worker's RQ scheduler) gets SIGTERM now, to
+            # clean up (release its lock); SIGKILL follows before the restart.
+            _signal_group(child.process, signal.SIGTERM)
+            child.leftover = child.process
             ran = now - child.started_at
             child.failures = 1 if ran >= self.stable_s else child.failures + 1
             child.last_code, child.process = code, None
@@ -180,6 +187,8 @@ class Supervisor:
         """SIGTERM each child (newest first), wait, then SIGKILL its whole group."""
         self.stopping = True
         for child in reversed(self.children):
+            if child.leftover is not None:
+                _signal_group(child.leftover, signal.SIGKILL)
             process = child.process
             if process is None:
                 continue

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
-from rq.exceptions import AbandonedJobError
+from rq.exceptions import AbandonedJobError, StopRequested
 from rq.job import Job
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.serializers import JSONSerializer
@@ -174,6 +174,8 @@ class TrainingWorker(Worker):
         self._next_store_gc = now + interval
         try:
             removed = self.store.gc()
+        except StopRequested:  # SIGTERM while idle: RQ's way out of its loop
+            raise
         except Exception:  # a flaky store must not stop the worker; next time, then
             log.warning("model store garbage collection failed", exc_info=True)
             return
@@ -306,6 +308,15 @@ class TrainingWorker(Worker):
                 token = lock.lock_token(self.name, job.id)
                 _guarded("lease release", lambda: lock.release(self.connection, style_id, token))
                 clean_up_after(self.store, job)
+
+    def _shutdown(self) -> None:
+        """Record the stop request even when idle (RQ then only raises StopRequested).
+
+        ``python -m worker`` reads it to tell a requested stop from a loop that ended on
+        an error, which it starts again.
+        """
+        self._stop_requested = True
+        super()._shutdown()
 
     def handle_warm_shutdown_request(self) -> None:
         """Ask a running horse to stop at its next report (it requeues itself)."""

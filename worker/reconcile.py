@@ -37,7 +37,7 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError, StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -237,6 +237,8 @@ def run_safely(reconciler: Reconciler) -> list[Repair]:
     started = time.monotonic()
     try:
         repairs = reconciler.run()
+    except StopRequested:  # SIGTERM while idle: RQ's way out of its loop
+        raise
     except Exception:
         log.warning("reconciler pass failed; retrying at the next interval", exc_info=True)
         return []
