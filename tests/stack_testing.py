@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -69,6 +70,22 @@ def stop_stack(process: subprocess.Popen, seen: set[int], timeout_s: float = 60)
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def create_style(url: str, params: dict, name: str = "tiny", style: str = "starry-night") -> str:
+    """Create a style through the API (a bundled style image); return its id."""
+    with (REPO / "demo_styles" / style / "style.jpg").open("rb") as handle:
+        created = httpx.post(
+            f"{url}/styles",
+            files={"image": ("s.jpg", handle, "image/jpeg")},
+            data={"name": name, "params": json.dumps(params)},
+            timeout=30,
+        )
+    assert created.status_code == 202, created.text
+    return created.json()["id"]
 
 
 def stack_env(**overrides: str) -> dict[str, str]:

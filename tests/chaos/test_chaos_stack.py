@@ -7,7 +7,6 @@ lived on as an orphan; a ``kill -9`` of the launcher left Redis, worker and API 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import httpx
 from chaos_helpers import CONVERGE_S, Stopwatch, report
-from stack_testing import alive, descendants, running_stack
+from stack_testing import alive, create_style, descendants, running_stack
 from worker_harness import TINY, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,15 +38,7 @@ def _child(launcher: int, marker: str) -> int:
 
 
 def _create(url: str, params: dict) -> str:
-    with (REPO / "demo_styles/scream/style.jpg").open("rb") as handle:
-        created = httpx.post(
-            f"{url}/styles",
-            files={"image": ("s.jpg", handle, "image/jpeg")},
-            data={"name": "chaos", "params": json.dumps(params)},
-            timeout=30,
-        )
-    assert created.status_code == 202, created.text
-    return created.json()["id"]
+    return create_style(url, params, name="chaos", style="scream")
 
 
 def _style(url: str, style_id: str) -> dict:
