@@ -76,3 +76,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def delete_blobs(self, style_id: str, keys: Iterable[str]) -> None:
         """Delete the given keys; missing ones are ignored."""
+
+    def collect_orphans(self, min_age_s: float) -> list[str]:
+        """Remove backend-internal leftovers of deleted styles older than ``min_age_s``.
+
+        Returns what was removed (paths relative to the store). The default has none.
+        """
+        return []

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -256,3 +257,53 @@ class FileBackend(Backend):
                         raise
         except OSError as exc:
             raise BackendError("delete", f"{style_id}: {exc}") from exc
+
+    # --- garbage -------------------------------------------------------------------------
+
+    def collect_orphans(self, min_age_s: float) -> list[str]:
+        """Remove ``.locks/<id>.lock`` files of styles without a manifest (a delete race).
+
+        Each is removed while holding its flock, exactly as ``delete_manifest`` does, so
+        a writer waiting on it retries on a fresh file (``_locked`` re-checks the inode);
+        a lock someone holds now is skipped.
+        """
+        removed = []
+        now = time.time()
+        locks = self.root / ".locks"
+        try:
+            entries = list(os.scandir(locks))
+        except OSError as exc:
+            raise BackendError("list locks", str(exc)) from exc
+        for entry in entries:
+            sid = entry.name.removesuffix(".lock")
+            if not entry.name.endswith(".lock") or not is_valid_style_id(sid):
+                continue
+            try:
+                if now - entry.stat().st_mtime < min_age_s:
+                    continue
+            except FileNotFoundError:
+                continue
+            if self._remove_lock_if_orphan(sid, Path(entry.path)):
+                removed.append(f".locks/{entry.name}")
+        return removed
+
+    def _remove_lock_if_orphan(self, sid: str, path: Path) -> bool:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # in use right now: not an orphan
+            st, cur = os.fstat(fd), os.stat(path)
+            same = (st.st_ino, st.st_dev) == (cur.st_ino, cur.st_dev)
+            if not same or (self._style_dir(sid) / _MANIFEST).exists():
+                return False
+            path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(fd)

@@ -175,7 +175,9 @@ def apply_update(
     """Return ``cur`` with the requested changes, enforcing :data:`TRANSITIONS`.
 
     Entering QUEUED/TRAINING from another status starts a new run, clearing the previous
-    error and progress. Progress is accepted only while queued or training.
+    error and progress; leaving them drops the ETA. Progress is accepted only while
+    queued or training, and never goes backwards within a run (a resumed retry reports
+    from its checkpoint: those reports are dropped until it passes the recorded one).
 
     Raises:
         InvalidTransition: the move (or a progress report) is not allowed; its
@@ -191,7 +193,9 @@ def apply_update(
         rec = replace(rec, status=new_status)
         if new_status in ACTIVE and cur.status not in ACTIVE:
             rec = replace(rec, error=None, progress=None)
-    if progress is not None:
+        elif new_status not in ACTIVE and rec.progress is not None:
+            rec = replace(rec, progress=replace(rec.progress, eta_s=None))  # no run, no ETA
+    if progress is not None and not _goes_back(rec.progress, progress):
         rec = replace(rec, progress=progress)
     if error is not None:
         rec = replace(rec, error=error)
@@ -200,6 +204,18 @@ def apply_update(
     if name is not None:
         rec = replace(rec, name=name)
     return rec
+
+
+def _goes_back(recorded: Progress | None, new: Progress) -> bool:
+    """Whether ``new`` is behind what this run already reported.
+
+    A retried attempt resumes from its last checkpoint, behind the iteration the
+    previous attempt reported; such reports are dropped until it catches up, so progress
+    (and the loss curve drawn from it) never goes backwards within a run.
+    """
+    return (
+        recorded is not None and recorded.total == new.total and new.iteration < recorded.iteration
+    )
 
 
 def bump(new: StyleRecord, cur: StyleRecord) -> StyleRecord:

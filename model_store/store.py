@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +37,12 @@ from model_store.errors import (
     VersionNotFound,
 )
 from model_store.gc import DEFAULT_GC_MIN_AGE_S, collect_garbage
-from model_store.ids import generate_style_id, new_incarnation, validate_style_id
+from model_store.ids import (
+    generate_style_id,
+    is_valid_style_id,
+    new_incarnation,
+    validate_style_id,
+)
 from model_store.listing import StatusFilter, paginate
 from model_store.records import (
     ACTIVE,
@@ -360,6 +366,7 @@ class ModelStore:
                 status=Status.READY,
                 metrics=dict(metrics or {}),
                 error=None,
+                progress=None,  # the run is over: no "240/300, ETA 5 s" on a ready style
             )
 
         rec = self._mutate(sid, add_version)
@@ -430,12 +437,48 @@ class ModelStore:
     # --- maintenance ---------------------------------------------------------------------
 
     def gc(self, min_age_s: float = DEFAULT_GC_MIN_AGE_S) -> list[str]:
-        """Remove files no manifest references, older than ``min_age_s``.
+        """Remove what nothing needs any more, older than ``min_age_s``; return it.
 
-        These are left by crashed publishes/creates/deletes and replaced previews. Styles
-        whose manifest is corrupt are left untouched. Returns what was removed.
+        * files no manifest references (crashed publishes/creates/deletes, replaced
+          previews); styles whose manifest is corrupt are left untouched;
+        * the backend's own leftovers (the file store's lock files of deleted styles);
+        * scratch (checkpoint) folders of styles that are gone or have no run going on
+          (``ready``, ``failed``, ``canceled``): a run holds its style ``queued`` or
+          ``training`` for as long as it writes there. Reported as ``scratch/<id>``.
         """
-        return collect_garbage(self._backend, min_age_s)
+        removed = collect_garbage(self._backend, min_age_s)
+        removed += self._backend.collect_orphans(min_age_s)
+        removed += self._collect_scratch(min_age_s)
+        return removed
+
+    def _collect_scratch(self, min_age_s: float) -> list[str]:
+        removed = []
+        now = time.time()
+        try:
+            folders = [p for p in self._scratch_root.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+        for folder in folders:
+            if not is_valid_style_id(folder.name):
+                continue
+            try:
+                newest = max(
+                    [folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.rglob("*"))]
+                )
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            if now - newest < min_age_s:
+                continue
+            try:
+                if self.get(folder.name).status in ACTIVE:
+                    continue
+            except StyleNotFound:
+                pass
+            except CorruptRecord:
+                continue  # nothing proves the run is over
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(f"scratch/{folder.name}")
+        return removed
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ def main() -> None:
         "host": settings.host,
         "port": settings.port,
         "timeout_keep_alive": 15,
+        # Open event streams must not hold a stop (or a restart by `stylize up`) forever.
+        "timeout_graceful_shutdown": 10,
         "log_level": "info",
     }
     workers = settings.effective_workers(_device_type(settings))

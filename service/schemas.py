@@ -188,3 +188,11 @@ class ReadyOut(BaseModel):
     queue_depth: int
     warm_errors: dict[str, str]
     processes: int = Field(1, description="HTTP processes of this server that are warm")
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="Parts that are down while stylizing still works: queue_unavailable "
+        "(Redis: styles cannot be trained, canceled or deleted), no_training_worker",
+    )
+    training_workers: int | None = Field(
+        None, description="Workers listening on the training queue (null: Redis is down)"
+    )

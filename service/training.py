@@ -7,11 +7,13 @@ module imports neither ``worker`` nor any training code.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Retry
+from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -38,14 +40,45 @@ def job_id(style_id: str) -> str:
     return f"train-{style_id}"
 
 
+@dataclass(frozen=True)
+class QueueHealth:
+    """What ``/readyz`` says about training: Redis reachable, workers listening."""
+
+    redis: bool
+    workers: int | None  # None when Redis cannot be asked
+
+    @property
+    def degraded(self) -> list[str]:
+        """Names of the parts that are down (training only; inference does not need them)."""
+        if not self.redis:
+            return ["queue_unavailable"]
+        return ["no_training_worker"] if not self.workers else []
+
+
 class TrainingQueue:
     """Enqueues and cancels training jobs on the RQ queue."""
+
+    #: ``/readyz`` may be probed often: Redis is asked at most this often.
+    health_ttl_s = 2.0
 
     def __init__(self, redis: Redis, *, queue_name: str, job_timeout_s: int) -> None:
         """Use queue ``queue_name`` on ``redis``; jobs get ``job_timeout_s``."""
         self.redis = redis
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self.job_timeout_s = job_timeout_s
+        self._health: tuple[float, QueueHealth] | None = None
+
+    def health(self) -> QueueHealth:
+        """Return whether Redis answers and how many workers listen (cached briefly)."""
+        now = time.monotonic()
+        if self._health is not None and now - self._health[0] < self.health_ttl_s:
+            return self._health[1]
+        try:
+            health = QueueHealth(True, Worker.count(connection=self.redis, queue=self.queue))
+        except RedisError:
+            health = QueueHealth(False, None)
+        self._health = (now, health)
+        return health
 
     def enqueue(self, style_id: str, params: dict[str, Any]) -> Job:
         """Enqueue ``worker.jobs.train_style(style_id, params)``.

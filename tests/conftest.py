@@ -68,8 +68,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
     """URL of a real redis-server started for this test session (never the system one)."""
     from redis_server import running_redis
 
-    with running_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,11 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 log = logging.getLogger("worker")
 
@@ -67,29 +69,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         store = open_store(settings.model_store)
-        worker = build_worker(settings, store, name=args.name)
     except (ModelStoreError, OSError) as exc:
         log.error("cannot start the worker: %s", exc)
         return 2
-    except Exception as exc:  # redis.ConnectionError and friends
-        log.error("cannot reach Redis at %s: %s", settings.redis_url, exc)
-        return 2
-    # Guard the fork-safety promise: a CUDA context made here would break every job.
-    assert not torch.cuda.is_initialized(), "CUDA was initialized before forking jobs"
-    log.info(
-        "worker %s on queue %r: store %s, content %s, device %s",
-        worker.name,
-        settings.training_queue,
-        settings.model_store,
-        settings.content_dir,
-        settings.device,
-    )
-    worker.work(
-        burst=args.burst,
-        logging_level=settings.log_level,
-        with_scheduler=not args.no_scheduler,
-    )
-    return 0
+    # RQ's work loop quits on an error it does not expect (Redis going away at the wrong
+    # moment): run it again, after Redis answers, until a stop is asked for.
+    wait = 1.0
+    restarted = False
+    while True:
+        worker = build_worker(settings, store, name=args.name)  # waits for Redis
+        if restarted:  # our own registration from the loop that ended, if still there
+            worker.connection.delete(worker.key)
+        # Guard the fork-safety promise: a CUDA context made here would break every job.
+        assert not torch.cuda.is_initialized(), "CUDA was initialized before forking jobs"
+        log.info(
+            "worker %s on queue %r: store %s, content %s, device %s",
+            worker.name,
+            settings.training_queue,
+            settings.model_store,
+            settings.content_dir,
+            settings.device,
+        )
+        started = time.monotonic()
+        try:
+            worker.work(
+                burst=args.burst,
+                logging_level=settings.log_level,
+                with_scheduler=not args.no_scheduler,
+            )
+        except RedisError as exc:  # its teardown could not reach Redis
+            log.warning("worker teardown: Redis unavailable: %s", exc)
+        if args.burst or worker._stop_requested:
+            return 0
+        wait = 1.0 if time.monotonic() - started > 60 else min(wait * 2, 30.0)
+        log.error("the worker loop ended unexpectedly; starting it again in %.0f s", wait)
+        if worker.scheduler is not None:
+            worker.stop_scheduler()
+        restarted = True
+        time.sleep(wait)
 
 
 if __name__ == "__main__":

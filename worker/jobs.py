@@ -300,14 +300,18 @@ class TrainingRun:
             reason = f"{reason} (gave up after {self._attempt()} attempts)"
         log.error("style %s: training failed: %s", self.style_id, reason)
         self._disable_retries()
-        self._write_status(Status.FAILED, reason)
-        self._clear_scratch()
+        if self._write_status(Status.FAILED, reason):
+            self._clear_scratch()
+        # Else the store refused the write: the style still reads queued/training, and
+        # the reconciler will run it again, resuming from the checkpoint kept here.
 
-    def _write_status(self, status: Status, error: str | None) -> None:
+    def _write_status(self, status: Status, error: str | None) -> bool:
         try:
             self.store.update(self.style_id, status=status, error=error)
         except Exception as exc:  # canceled, deleted, or the store is down: nothing to add
             log.warning("style %s: could not mark it %s: %s", self.style_id, status, exc)
+            return False
+        return True
 
     def _disable_retries(self) -> None:
         if self.job is not None:

@@ -36,7 +36,12 @@ def lock_token(worker_name: str, job_id: str) -> str:
 
 def release(connection: Redis, style_id: str, token: str) -> bool:
     """Release the lease of ``style_id`` if ``token`` holds it; return whether it did."""
-    return bool(connection.eval(_RELEASE, 1, KEY_TEMPLATE.format(style_id), token))
+    return release_key(connection, KEY_TEMPLATE.format(style_id), token)
+
+
+def release_key(connection: Redis, key: str, token: str) -> bool:
+    """Delete ``key`` if its value is still ``token``; return whether it did."""
+    return bool(connection.eval(_RELEASE, 1, key, token))
 
 
 def holder(connection: Redis, style_id: str) -> str | None:
@@ -81,10 +86,17 @@ class StyleLock:
         interval = self.ttl_ms / 3000
         while not self._stop.wait(interval):
             try:
-                if not self.connection.eval(_REFRESH, 1, self.key, self.token, self.ttl_ms):
-                    log.error("training lock of %s was lost", self.style_id)
-                    self.lost.set()
-                    return
+                if self.connection.eval(_REFRESH, 1, self.key, self.token, self.ttl_ms):
+                    continue
+                # Expired (Redis was down longer than the TTL, or restarted without the
+                # key): nobody else trains, so take it again. Only another holder's
+                # token means another job took over.
+                if self.connection.set(self.key, self.token, nx=True, px=self.ttl_ms):
+                    log.warning("training lock of %s had expired; taken again", self.style_id)
+                    continue
+                log.error("training lock of %s was taken by another job", self.style_id)
+                self.lost.set()
+                return
             except Exception:  # a Redis blip: try again at the next tick
                 log.warning("could not refresh training lock of %s", self.style_id, exc_info=True)
 

@@ -47,6 +47,17 @@ class WorkerSettings(FileVariablesSettings):
         store_gc_interval_s: seconds between model-store garbage collections in the
             worker's maintenance (files no manifest references: replaced previews,
             dropped versions, crashed publishes); 0 disables.
+        reconcile_interval_s: seconds between reconciler passes (:mod:`worker.reconcile`),
+            which repair ``queued``/``training`` styles no job or lease stands behind;
+            one pass also runs when the worker starts. 0 disables.
+        reconcile_grace_s: a record changed this recently is left alone (the API saves a
+            style, then enqueues its job; a job settles its style, then RQ records it).
+        reconcile_max_repairs: re-enqueues of one run after its job ended without
+            settling the style; then the style is marked ``failed`` with the reason.
+        train_job_timeout_s: RQ ``job_timeout`` of the jobs the reconciler enqueues (the
+            same setting as the service's, which enqueues the others).
+        redis_retry_max_s: longest wait between attempts to reach Redis again when it
+            is down (the wait doubles from 1 s up to this).
         worker_name: RQ worker name (default: RQ's random one).
         log_level: logging level of the worker process.
     """
@@ -67,6 +78,11 @@ class WorkerSettings(FileVariablesSettings):
     maintenance_interval_s: int = Field(60, ge=1)
     keep_versions: int = Field(5, ge=1)
     store_gc_interval_s: float = Field(3600.0, ge=0)
+    reconcile_interval_s: float = Field(30.0, ge=0)
+    reconcile_grace_s: float = Field(15.0, ge=0)
+    reconcile_max_repairs: int = Field(2, ge=0)
+    train_job_timeout_s: int = Field(6 * 3600, ge=1)
+    redis_retry_max_s: float = Field(30.0, ge=1)
     worker_name: str | None = None
     log_level: str = "INFO"
 

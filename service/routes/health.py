@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Response
 
-from service.deps import MetricsDep, ProcessGroupDep, RuntimeDep
+from service.deps import MetricsDep, ProcessGroupDep, RuntimeDep, TrainingDep
 from service.errors import Unavailable
 from service.schemas import ErrorOut, HealthOut, ReadyOut
 
@@ -30,10 +31,12 @@ async def healthz(runtime: RuntimeDep) -> HealthOut:
     summary="Readiness: 503 until the inference runtime is warm",
     responses={503: {"model": ErrorOut}},
 )
-async def readyz(runtime: RuntimeDep, group: ProcessGroupDep) -> ReadyOut:
+async def readyz(runtime: RuntimeDep, training: TrainingDep, group: ProcessGroupDep) -> ReadyOut:
     """200 once warm-up is done, the device thread answers and the batcher dispatches.
 
     With several HTTP processes (``STYLIZE_WORKERS``), once every one of them is warm.
+    Redis and the training workers are not needed to stylize: while they are down this
+    stays 200 and ``degraded`` names them.
     """
     if not runtime.ready:
         message = "the inference runtime is warming up" if not runtime.warmed else "runtime down"
@@ -44,7 +47,10 @@ async def readyz(runtime: RuntimeDep, group: ProcessGroupDep) -> ReadyOut:
         if processes < group.size:
             message = f"{processes} of {group.size} HTTP processes are warm"
             raise Unavailable(message, code="not_ready", retry_after=1)
+    queue = await anyio.to_thread.run_sync(training.health)
     return ReadyOut(
+        degraded=queue.degraded,
+        training_workers=queue.workers,
         status="ready",
         device=str(runtime.device),
         dtype=str(runtime.dtype).removeprefix("torch."),

@@ -150,7 +150,8 @@ function renderCard(style) {
   const train = $(".train", card);
   const bar = $(".bar", card);
   const p = style.progress;
-  train.hidden = !(training || (p && style.status === "ready"));
+  // A ready style has no progress (cleared at publish): show the curve seen while it trained.
+  train.hidden = !(training || (history.has(style.id) && style.status === "ready"));
   if (style.status === "ready") {
     bar.value = 1;
     $(".ptext", card).textContent = "done";

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from stack_testing import running_stack
+from stack_testing import create_style, running_stack
+from worker_harness import TINY
 
 from stylenet.corpus import count_photos, default_corpus_dir
 from stylenet.data import find_images
@@ -73,24 +74,8 @@ def test_readme_curl_examples_work_as_written(stack) -> None:
 
 def test_a_style_trained_through_the_api_becomes_usable(stack) -> None:
     url, root, _ = stack
-    params = {
-        "iterations": 4,
-        "image_size": 64,
-        "style_size": 64,
-        "batch_size": 1,
-        "width": 0.25,
-        "holdout": 1,
-        "progress_every": 1,
-    }
-    with (REPO / "demo_styles/starry-night/style.jpg").open("rb") as handle:
-        created = httpx.post(
-            f"{url}/styles",
-            files={"image": ("s.jpg", handle, "image/jpeg")},
-            data={"name": "tiny", "params": json.dumps(params)},
-            timeout=30,
-        )
-    assert created.status_code == 202, created.text
-    style_id = created.json()["id"]
+    params = {**TINY, "iterations": 4}
+    style_id = create_style(url, params)
     deadline = time.monotonic() + 240
     while True:
         record = httpx.get(f"{url}/styles/{style_id}", timeout=10).json()

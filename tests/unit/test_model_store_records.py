@@ -127,14 +127,29 @@ def test_apply_update_moves_and_clears() -> None:
     training = apply_update(rec, status=Status.TRAINING, progress=Progress(5, 10, 3.0))
     assert (training.status, training.progress) == (Status.TRAINING, Progress(5, 10, 3.0))
     failed = apply_update(training, status=Status.FAILED, error="boom")
+    # Where the run stopped stays visible; an ETA of a run that is over does not.
     assert (failed.status, failed.error, failed.progress) == (
         Status.FAILED,
         "boom",
-        Progress(5, 10, 3.0),
+        Progress(5, 10, None),
     )
     retried = apply_update(failed, status=Status.QUEUED)
     assert (retried.error, retried.progress) == (None, None)
     assert apply_update(rec) == rec
+
+
+def test_progress_never_goes_backwards_within_a_run() -> None:
+    # Attempt 1 reported 250/300, was killed; attempt 2 resumes from its checkpoint at 200.
+    rec = apply_update(make_record(), status=Status.TRAINING, progress=Progress(250, 300, 9.0))
+    requeued = apply_update(rec, status=Status.QUEUED)
+    resumed = apply_update(requeued, status=Status.TRAINING, progress=Progress(210, 300, 20.0))
+    assert resumed.progress == Progress(250, 300, 9.0)
+    caught_up = apply_update(resumed, progress=Progress(260, 300, 8.0))
+    assert caught_up.progress == Progress(260, 300, 8.0)
+    # A new run (from a final status) starts from nothing again.
+    failed = apply_update(caught_up, status=Status.FAILED, error="x")
+    again = apply_update(failed, status=Status.TRAINING, progress=Progress(3, 300, 1.0))
+    assert again.progress == Progress(3, 300, 1.0)
 
 
 @pytest.mark.parametrize(

@@ -286,3 +286,21 @@ def test_metrics_endpoint(client: TestClient, small_jpeg: bytes):
     ):
         assert name in r.text
     assert metric(r.text, "stylize_requests_total", route="/stylize", code="200") >= 1
+
+
+def test_readyz_names_a_down_queue_and_stylizing_goes_on(
+    make_client: MakeClient, small_jpeg: bytes
+):
+    from redis_server import free_port
+
+    # Redis unreachable (nothing listens there): inference does not need it.
+    with make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0") as client:
+        wait_ready(client)
+        body = client.get("/readyz").json()
+        assert body["degraded"] == ["queue_unavailable"] and body["training_workers"] is None
+        assert _stylize(client, small_jpeg).status_code == 200
+
+
+def test_readyz_names_a_missing_training_worker(client: TestClient):
+    body = client.get("/readyz").json()  # the test Redis has no worker on this queue
+    assert body["degraded"] == ["no_training_worker"] and body["training_workers"] == 0

@@ -63,3 +63,16 @@ def test_parent_can_release_a_dead_horses_lease(redis: Redis) -> None:
     assert lock.StyleLock(redis, style, token, ttl_s=30).acquire(wait_s=0)
     assert lock.release(redis, style, lock.lock_token("worker-a", "train-x"))
     assert lock.holder(redis, style) is None
+
+
+def test_an_expired_lease_is_taken_again_not_lost(redis: Redis) -> None:
+    # Redis restarted without the key, or was down longer than the TTL: nobody else
+    # holds the lease, so the running job keeps training instead of giving up.
+    style = f"s{uuid.uuid4().hex[:8]}"
+    held = lock.StyleLock(redis, style, "w1:job", ttl_s=0.6)
+    assert held.acquire(wait_s=0)
+    redis.delete(lock.KEY_TEMPLATE.format(style))
+    time.sleep(0.6)  # a few refresh ticks
+    assert not held.lost.is_set()
+    assert lock.holder(redis, style) == "w1:job"
+    held.release()

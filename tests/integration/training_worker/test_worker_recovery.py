@@ -199,3 +199,12 @@ def test_a_job_run_twice_never_trains_twice_at_once(
     assert "already published by another run of this job" in second.log()
     assert "training on" not in second.log()
     assert lock.holder(worker_env.redis, style_id) is None
+
+
+def test_an_idle_worker_stops_on_sigterm(worker_env: WorkerEnv) -> None:
+    # A stop asked for is not "the loop ended unexpectedly": no restart of the loop.
+    worker = worker_env.start_worker()
+    wait_for(lambda: worker_env.rq_worker_state(worker) == "idle", 60, "the worker to idle")
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.process.wait(timeout=20) == 0
+    assert "ended unexpectedly" not in worker.log()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,9 +29,9 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from model_store import ModelStore, StyleRecord
+from model_store import ModelStore, StyleRecord, open_store
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 #: Tiny but real trainings: 64 px crops, a quarter-width generator, the real VGG19.
@@ -218,3 +218,44 @@ class WorkerEnv:
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.log_path.name}\n{w.log()[-6000:]}" for w in self.workers)
+
+
+@contextlib.contextmanager
+def worker_env(
+    tmp_path: Path, redis_url: str, content_dir: Path, **settings: str
+) -> Iterator[WorkerEnv]:
+    """A test's own queue and model store on ``redis_url``; workers killed at the end.
+
+    ``settings`` are extra ``STYLIZE_*`` variables of its workers (``RECONCILE_GRACE_S="2"``).
+    """
+    queue_name = f"training-{uuid.uuid4().hex[:8]}"
+    store_url = (tmp_path / "models").as_uri()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        "STYLIZE_REDIS_URL": redis_url,
+        "STYLIZE_MODEL_STORE": store_url,
+        "STYLIZE_CONTENT_DIR": str(content_dir),
+        "STYLIZE_MIN_CONTENT_PHOTOS": "0",  # the fixture folder holds a few samples only
+        "STYLIZE_DEVICE": "cpu",
+        "STYLIZE_TRAINING_QUEUE": queue_name,
+        "STYLIZE_PROGRESS_INTERVAL_S": "0.2",
+        "STYLIZE_PREVIEW_EVERY": "4",
+        "STYLIZE_LOCK_TTL_S": "5",
+        "OMP_NUM_THREADS": "1",  # two workers on two cores must not oversubscribe
+        **{f"STYLIZE_{k}": v for k, v in settings.items()},
+    }
+    redis = Redis.from_url(redis_url)
+    queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+    setup = WorkerEnv(redis, queue, open_store(store_url), env, tmp_path)
+    try:
+        yield setup
+    finally:
+        for worker in setup.workers:  # killed as a group even if dead: its scheduler
+            with contextlib.suppress(Exception):
+                worker.kill()
+        for pid in setup.horse_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        redis.close()
