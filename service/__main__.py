@@ -7,24 +7,17 @@ import logging
 import uvicorn
 
 from service.app import create_app
+from service.server import uvicorn_config
 from service.settings import load_settings
 
 
 def main() -> None:
-    """Serve ``create_app(load_settings())`` on the configured host and port."""
+    """Serve ``create_app(load_settings())`` with the edge limits of :mod:`service.server`."""
     settings = load_settings()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # One worker process: the runtime owns the device; concurrency comes from batching.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        timeout_keep_alive=15,
-        log_level="info",
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 if __name__ == "__main__":

@@ -84,7 +84,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     # Added last = outermost: the request context wraps the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        total_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for module in (stylize, styles, events, health):
         app.include_router(module.router)

@@ -8,16 +8,25 @@ file), published through the store API like the worker would.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
+import subprocess
+import sys
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: Styles every test store holds: two published, one with corrupted weights on disk,
 #: one created and never trained.
@@ -118,3 +127,55 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert error["message"]
     assert error["request_id"] == response.headers["x-request-id"]
     return error
+
+
+@contextmanager
+def running_service(root: Path, env_overrides: dict[str, str]) -> Iterator[str]:
+    """Run ``python -m service`` (configured by ``STYLIZE_*`` only) until the block exits.
+
+    Yields its base URL once ``/readyz`` answers 200; at exit, stops it with SIGTERM and
+    asserts a graceful stop (lifespan finished, no traceback in its log).
+    """
+    from redis_server import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
+    env.update(
+        {
+            "STYLIZE_HOST": "127.0.0.1",
+            "STYLIZE_PORT": str(port),
+            "STYLIZE_DEVICE": "cpu",
+            "STYLIZE_WARM_SIDES": "32",
+            **env_overrides,
+        }
+    )
+    log_path = root / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=5) as probe:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    wait_ready(probe, timeout=120)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    # A graceful stop: uvicorn finishes the lifespan, then re-raises the signal.
+    log_text = log_path.read_text()
+    assert code in (0, -signal.SIGTERM), log_text[-3000:]
+    assert "Application shutdown complete" in log_text
+    assert "Traceback" not in log_text
