@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -30,15 +31,13 @@ def exchange(
     started = time.monotonic()
     reply = b""
     with socket.create_connection((host, port), timeout=wait_s) as sock:
-        sock.settimeout(0.05)
         try:
             for chunk in chunks:
                 sock.sendall(chunk)
-                reply += _read_some(sock)
-                if reply:
-                    break
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered (or closed) before the request was all sent
                 time.sleep(pause_s)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
         deadline = started + wait_s
         sock.settimeout(0.2)
@@ -82,19 +81,13 @@ def _complete(reply: bytes) -> bool:
     return True
 
 
-def _read_some(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(65536)
-    except (TimeoutError, BlockingIOError):
-        return b""
-
-
 def _streamed(head: bytes, filler: bytes, total: int, chunk: int = 64 * 1024) -> Iterable[bytes]:
     yield head
     sent = 0
     while sent < total:
         yield filler * (chunk // len(filler))
         sent += chunk
+    yield b"\r\n\r\n"
 
 
 def probes(host: str, port: int, key: str, style: str, wait_s: float) -> dict[str, Callable]:

@@ -24,6 +24,7 @@ from service.demo_styles import register_demo_styles
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.openapi import install_openapi
 from service.routes import events, health, styles, stylize
 from service.runtime import InferenceRuntime
 from service.settings import ServiceSettings
@@ -94,6 +95,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     for module in (stylize, styles, events, health):
         app.include_router(module.router)
     _mount_web_page(app)
+    install_openapi(app)
     return app
 
 

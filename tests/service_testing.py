@@ -8,15 +8,18 @@ file), published through the store API like the worker would.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +182,67 @@ def running_service(root: Path, env_overrides: dict[str, str]) -> Iterator[str]:
     assert code in (0, -signal.SIGTERM), log_text[-3000:]
     assert "Application shutdown complete" in log_text
     assert "Traceback" not in log_text
+
+
+@dataclass
+class RawReply:
+    """What a raw-socket exchange got back: status (None: no answer), JSON body, time."""
+
+    status: int | None
+    headers: dict[str, str]
+    body: Any
+    seconds: float
+
+
+def raw_request(
+    port: int, chunks: Iterable[bytes], *, pause_s: float = 0.0, wait_s: float = 10.0
+) -> RawReply:
+    """Send ``chunks`` over a fresh socket, ``pause_s`` apart, and read one response.
+
+    Stops sending as soon as the server answers (or closes), so a refusal in the middle
+    of a huge request is seen when it comes. ``seconds`` runs from connect to the end of
+    the response (or of the wait).
+    """
+    started = time.monotonic()
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
+        sock.settimeout(0.02)
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+                with suppress(TimeoutError):
+                    reply += sock.recv(65536)
+                if reply:
+                    break
+                time.sleep(pause_s)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(0.1)
+        while time.monotonic() < started + wait_s and not _whole_response(reply):
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            reply += data
+    seconds = time.monotonic() - started
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else None
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    is_json = headers.get("content-type", "").startswith("application/json")
+    return RawReply(status, headers, json.loads(body) if is_json else body, seconds)
+
+
+def _whole_response(reply: bytes) -> bool:
+    head, sep, body = reply.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True

@@ -7,6 +7,7 @@ thread pool) except ``DELETE``, which must also touch the runtime on the event l
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -152,7 +153,7 @@ def _create(
     response_model=StyleOut,
     dependencies=[RequireKey],
     summary="Train a style again (ready, failed or canceled); its current version serves",
-    responses=_errors(401, 403, 404, 409, 422, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 503),
 )
 async def train_style_again(
     style_id: str,
@@ -237,6 +238,10 @@ def get_style(style_id: str, store: StoreDep) -> StyleOut:
     return StyleOut.from_record(store.get(style_id))
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
     return Response(
         data,
@@ -249,15 +254,19 @@ def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
     "/{style_id}/preview",
     response_class=Response,
     summary="The latest training preview",
-    responses={200: {"content": {"image/png": {}}}, **_errors(404)},
+    responses={
+        200: {
+            "description": "JPEG (bundled demo styles) or PNG (the training worker's previews)",
+            "content": {"image/jpeg": {}, "image/png": {}},
+        },
+        **_errors(404),
+    },
 )
 def get_preview(style_id: str, store: StoreDep) -> Response:
     """Return the preview thumbnail the worker last stored."""
-    rec = store.get(style_id)
     data = store.preview(style_id)  # PreviewNotFound -> 404
-    if rec.preview is None:  # set between the two reads
-        return Response(data, media_type="application/octet-stream")
-    return _blob_response(data, rec.preview.content_type, rec.preview.sha256)
+    kind = imaging.sniff(data) or "png"
+    return _blob_response(data, imaging.MEDIA_TYPES.get(kind, "image/png"), _sha256(data))
 
 
 @router.get(
