@@ -13,72 +13,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import select
-import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from service_testing import raw_request
+
 MiB = 1024 * 1024
 
 
 def exchange(
-    host: str, port: int, chunks: Iterable[bytes], *, pause_s: float = 0.0, wait_s: float = 10.0
+    port: int, chunks: Iterable[bytes], *, pause_s: float = 0.0, wait_s: float = 10.0
 ) -> dict[str, object]:
     """Send ``chunks`` (pausing between them) and read the answer; return what happened."""
-    started = time.monotonic()
-    reply = b""
-    with socket.create_connection((host, port), timeout=wait_s) as sock:
-        try:
-            for chunk in chunks:
-                sock.sendall(chunk)
-                if select.select([sock], [], [], 0)[0]:
-                    break  # answered (or closed) before the request was all sent
-                time.sleep(pause_s)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass
-        deadline = started + wait_s
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline and not _complete(reply):
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            reply += data
-    elapsed = time.monotonic() - started
-    status_line = reply.split(b"\r\n", 1)[0].decode("latin-1")
-    code = None
-    if b"\r\n\r\n" in reply:
-        head, _, body = reply.partition(b"\r\n\r\n")
-        if b"application/json" in head.lower():
-            try:
-                code = json.loads(body)["error"]["code"]
-            except (ValueError, KeyError, TypeError):
-                code = "(truncated JSON)"
-        elif body:
-            code = "text: " + body[:40].decode("latin-1")
+    reply = raw_request(port, chunks, pause_s=pause_s, wait_s=wait_s)
+    body = reply.body
+    if isinstance(body, dict):
+        code = body.get("error", {}).get("code")
+    else:
+        code = f"text: {bytes(body)[:40].decode('latin-1')}" if body else None
     return {
-        "status": status_line[9:12] if status_line.startswith("HTTP/") else "none",
+        "status": str(reply.status) if reply.status else "none",
         "code": code,
-        "seconds": round(elapsed, 2),
+        "seconds": round(reply.seconds, 2),
     }
-
-
-def _complete(reply: bytes) -> bool:
-    head, sep, body = reply.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value)
-    return True
 
 
 def _streamed(head: bytes, filler: bytes, total: int, chunk: int = 64 * 1024) -> Iterable[bytes]:
@@ -90,12 +52,12 @@ def _streamed(head: bytes, filler: bytes, total: int, chunk: int = 64 * 1024) ->
     yield b"\r\n\r\n"
 
 
-def probes(host: str, port: int, key: str, style: str, wait_s: float) -> dict[str, Callable]:
+def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable]:
     """The named probes; each returns :func:`exchange`'s result."""
     auth = f"Authorization: Bearer {key}\r\n".encode()
 
     def ex(chunks: Iterable[bytes], **kw: float) -> dict[str, object]:
-        return exchange(host, port, chunks, wait_s=kw.pop("wait_s", wait_s), **kw)
+        return exchange(port, chunks, wait_s=kw.pop("wait_s", wait_s), **kw)
 
     def json_post(path: str, body: bytes, with_key: bool = True) -> dict[str, object]:
         head = (
@@ -210,7 +172,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/probe_edge.json"))
     args = parser.parse_args()
     url = urlparse(args.url)
-    table = probes(url.hostname or "127.0.0.1", url.port or 80, args.key, args.style, args.wait)
+    if url.hostname not in ("127.0.0.1", "localhost"):
+        parser.error("probes run against a local service (127.0.0.1)")
+    table = probes(url.port or 80, args.key, args.style, args.wait)
     results = {}
     for name, probe in table.items():
         if args.only and not any(s in name for s in args.only):

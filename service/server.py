@@ -11,7 +11,9 @@ adds, per connection:
   answered when the limit is crossed, without reading further;
 * request line and headers not complete ``header_timeout_s`` after the connection
   opened (or after the first byte of a keep-alive request) → 408;
-* every answer given here is the API's JSON error document, with ``Connection: close``.
+* more than ``limit_concurrency`` connections or requests at once → 503 (uvicorn's rule);
+* every answer given here is the API's JSON error document, with ``Connection: close``
+  (and ``Retry-After`` on 503).
 
 Slow bodies are the app's business (:class:`service.middleware.BodyLimitMiddleware`),
 since only the app knows when it waits for one. Build the server with
@@ -121,6 +123,10 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         """Stop the header clock and hand the request to the app (the headers are in)."""
         self._disarm_header_timer()
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            # uvicorn's own check (same rule) would answer in plain text.
+            raise self._refuse(503, f"more than {limit} connections or requests at once")
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
@@ -161,6 +167,8 @@ class EdgeProtocol(HttpToolsProtocol):
             f"content-length: {len(body)}",
             "connection: close",
         ]
+        if status == 503:
+            head.append("retry-after: 1")
         head += [f"{n.decode()}: {v.decode()}" for n, v in self.server_state.default_headers]
         self.transport.write(("\r\n".join(head) + "\r\n\r\n" + body).encode("latin-1"))
         self.transport.close()

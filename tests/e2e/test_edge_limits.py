@@ -23,6 +23,7 @@ BODY_IDLE_S = 1.0
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 50
 MAX_URL = 2048
+CONCURRENCY = 12
 MiB = 1024 * 1024
 
 
@@ -45,6 +46,7 @@ def port(
         "STYLIZE_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "STYLIZE_MAX_HEADERS": str(MAX_HEADERS),
         "STYLIZE_MAX_URL_BYTES": str(MAX_URL),
+        "STYLIZE_LIMIT_CONCURRENCY": str(CONCURRENCY),
     }
     with running_service(root, env) as base:
         yield int(base.rsplit(":", 1)[1])
@@ -179,3 +181,18 @@ def test_stalled_body_gets_408(port: int, path: str):
     reply = raw_request(port, _half_body(path, KEY, *BODIES[path]), wait_s=10)
     assert "stalled" in _error(reply, 408, "request_timeout")["message"]
     assert BODY_IDLE_S - 0.1 < reply.seconds < BODY_IDLE_S + 1.5
+
+
+def test_over_the_concurrency_limit_is_json_503(port: int):
+    # Idle connections count; each would get its 408 after HEADER_TIMEOUT_S.
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONCURRENCY)]
+    try:
+        time.sleep(0.2)
+        reply = raw_request(port, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"])
+        _error(reply, 503, "unavailable")
+        assert reply.headers["retry-after"] == "1"
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.2)
+    assert _healthz_seconds(port) < 1.0
