@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import selectors
+import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -106,6 +109,43 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
         return ex([b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n"])
 
     def half_body(path: str, with_key: bool) -> dict[str, object]:
+        return ex(_half_body_chunks(path, with_key))
+
+    def held(n: int, with_key: bool) -> dict[str, object]:
+        # n clients each send half a body to POST /styles and wait: how many are answered,
+        # how fast, and does /healthz still answer meanwhile?
+        request = b"".join(_half_body_chunks("/styles", with_key))
+        started = time.monotonic()
+        selector = selectors.DefaultSelector()
+        for _ in range(n):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(request)
+            selector.register(sock, selectors.EVENT_READ)
+        health = ex([b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"])
+        statuses: Counter[str] = Counter()
+        last = started
+        while len(selector.get_map()) and time.monotonic() < started + wait_s:
+            for key, _ in selector.select(timeout=0.5):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                data = sock.recv(4096)
+                statuses[data[9:12].decode() or "closed"] += 1
+                selector.unregister(sock)
+                sock.close()
+                last = time.monotonic()
+        unanswered = len(selector.get_map())
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        status = ",".join(f"{k}x{v}" for k, v in statuses.items()) or "none"
+        return {
+            "status": status if not unanswered else f"{status},none x{unanswered}",
+            "code": f"{n - unanswered}/{n} answered",
+            "seconds": round(last - started, 2),
+            "healthz": health["status"],
+            "healthz_s": health["seconds"],
+        }
+
+    def _half_body_chunks(path: str, with_key: bool) -> list[bytes]:
         kind = "application/json"
         if path == "/styles":
             kind = "multipart/form-data; boundary=b0undary"
@@ -113,7 +153,7 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
             f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: 100000\r\n"
         ).encode()
         start = b"--b0undary\r\n" if path == "/styles" else b'{"params": {'
-        return ex([head + (auth if with_key else b"") + b"\r\n" + start])
+        return [head + (auth if with_key else b"") + b"\r\n" + start]
 
     nested = b'{"params": ' + b"[" * 100_000 + b"}"
     return {
@@ -132,6 +172,8 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
         "POST /train half body, no key": lambda: half_body(f"/styles/{style}/train", False),
         "POST /styles half body, key": lambda: half_body("/styles", True),
         "POST /train half body, key": lambda: half_body(f"/styles/{style}/train", True),
+        "1,000 half bodies, no key": lambda: held(1000, False),
+        "1,000 half bodies, key": lambda: held(1000, True),
         "train style_weight Infinity": lambda: json_post(
             f"/styles/{style}/train", b'{"params": {"style_weight": Infinity}}'
         ),

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.schemas import ErrorOut
+from service.schemas import ErrorOut, TrainIn
 from stylenet.params import json_schema as train_params_schema
 
 REF = "#/components/schemas/{model}"
@@ -107,17 +107,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas.setdefault("ErrorOut", ErrorOut.model_json_schema(ref_template=REF))
-    params = train_params_schema(ref_template=REF)
-    schemas.update(params.pop("$defs", {}))
-    schemas["TrainParams"] = params
-    schemas["TrainIn"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Body of POST /styles/{style_id}/train; empty or {} keeps the last params",
-        "properties": {
-            "params": {"anyOf": [{"$ref": REF.format(model="TrainParams")}, {"type": "null"}]}
-        },
-    }
+    train_in = TrainIn.model_json_schema(ref_template=REF)
+    schemas.update(train_in.pop("$defs", {}))
+    schemas["TrainIn"] = train_in
+    schemas["TrainParams"] = train_params_schema(ref_template=REF)
     error = {"description": "An error", "content": {"application/json": {"schema": ERROR_REF}}}
     for path, operations in doc["paths"].items():
         for method, op in operations.items():

@@ -1,7 +1,8 @@
 """The styles API: create (enqueues training), train again, cancel, list, read, delete.
 
-Store and Redis calls block, so handlers are plain ``def`` (FastAPI runs them in its
-thread pool) except ``DELETE``, which must also touch the runtime on the event loop.
+Store and Redis calls block, so they run in the thread pool: plain ``def`` handlers, or
+``anyio.to_thread`` from the ``async`` ones, which read their body themselves (create,
+train) or touch the runtime on the event loop (delete).
 """
 
 from __future__ import annotations
