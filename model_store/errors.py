@@ -91,6 +91,8 @@ class InvalidTransition(ModelStoreError):
     """The requested change is not allowed from the style's current status."""
 
     def __init__(self, style_id: str, current: str, requested: str) -> None:
+        # str(): a Status is a StrEnum, whose repr would print as <Status.QUEUED: 'queued'>.
+        current, requested = str(current), str(requested)
         super().__init__(f"style {style_id!r}: cannot go from {current!r} to {requested!r}")
         self.style_id = style_id
         self.current = current

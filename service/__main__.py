@@ -21,6 +21,7 @@ import uvicorn
 from service.app import create_app
 from service.demo_styles import register_demo_styles
 from service.processes import METRICS_SUBDIR
+from service.server import uvicorn_config, uvicorn_options
 from service.settings import ServiceSettings, cpu_count, load_settings
 from stylenet.device import EXIT_CONFIG, device_problem
 
@@ -35,7 +36,7 @@ def _device_type(settings: ServiceSettings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _serve_group(settings: ServiceSettings, workers: int, uvicorn_options: dict) -> None:
+def _serve_group(settings: ServiceSettings, workers: int) -> None:
     """Run ``workers`` processes; they read their settings from the environment we set."""
     group_dir = Path(tempfile.mkdtemp(prefix="stylize-http-"))
     (group_dir / METRICS_SUBDIR).mkdir()
@@ -55,7 +56,12 @@ def _serve_group(settings: ServiceSettings, workers: int, uvicorn_options: dict)
         os.environ["STYLIZE_TORCH_THREADS"] = str(max(1, cpu_count() // workers))
     log.info("%d HTTP processes on %s:%d", workers, settings.host, settings.port)
     try:
-        uvicorn.run("service.app:create_app", factory=True, workers=workers, **uvicorn_options)
+        options = uvicorn_options(settings) | {
+            "http": "service.server:EnvironmentEdgeProtocol",  # imported by each process
+            "factory": True,
+            "workers": workers,
+        }
+        uvicorn.run("service.app:create_app", **options)
     finally:
         shutil.rmtree(group_dir, ignore_errors=True)
 
@@ -71,20 +77,12 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options = {
-        "host": settings.host,
-        "port": settings.port,
-        "timeout_keep_alive": 15,
-        # Open event streams must not hold a stop (or a restart by `stylize up`) forever.
-        "timeout_graceful_shutdown": 10,
-        "log_level": "info",
-    }
     workers = settings.effective_workers(_device_type(settings))
     if workers == 1:
         # One process: the runtime owns the device; concurrency comes from batching.
-        uvicorn.run(create_app(settings), workers=1, **options)
+        uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
     else:
-        _serve_group(settings, workers, options)
+        _serve_group(settings, workers)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from service.demo_styles import register_demo_styles
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.openapi import install_openapi
 from service.processes import ProcessGroup
 from service.routes import events, health, styles, stylize
 from service.runtime import InferenceRuntime
@@ -94,11 +95,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.process_group = group
     install_error_handlers(app)
     # Added last = outermost: the request context wraps the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        total_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for module in (stylize, styles, events, health):
         app.include_router(module.router)
     _mount_web_page(app)
+    install_openapi(app)
     return app
 
 

@@ -18,6 +18,11 @@ extra fields where the client can act on them (``style_id``, ``status``, ``field
     └── RequestTimeout        504   no answer within request_timeout_s of arrival
     PayloadTooLarge           413   body over the byte limit (an HTTPException: it is raised
                                     inside ``receive`` and must pass FastAPI's body parser)
+    BodyTimeout               408   the body stalled or came too slowly (same reason)
+
+Below the app, :mod:`service.server` answers what never becomes a request with the same
+JSON body (:func:`error_body`): 400 malformed HTTP, 408 headers too slow, 414 URL too
+long, 431 headers too large or too many.
 
 Errors of :mod:`stylenet` and :mod:`model_store` and validation errors are mapped in
 :func:`_map_library_error`; anything else is a 500 whose request id is logged with the
@@ -36,6 +41,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 import model_store
 import stylenet
@@ -55,6 +61,7 @@ class ServiceError(Exception):
         *,
         code: str | None = None,
         retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
         **fields: Any,
     ) -> None:
         """Carry ``message``; ``code`` refines the class's code, ``fields`` go in the body."""
@@ -62,6 +69,7 @@ class ServiceError(Exception):
         self.message = message
         self.code = code or type(self).code
         self.retry_after = retry_after
+        self.headers = dict(headers or {})
         self.fields = fields
 
 
@@ -139,15 +147,28 @@ class PayloadTooLarge(StarletteHTTPException):
         self.limit = limit
 
 
-_HTTP_CODES = {
+class BodyTimeout(StarletteHTTPException):
+    """The request body stalled, or did not arrive within the body deadline (408)."""
+
+    def __init__(self, message: str) -> None:
+        # Closing is the only way on: the rest of the body may still be on its way.
+        super().__init__(408, message, headers={"Connection": "close"})
+
+
+#: Error codes of plain HTTP statuses (also used by :mod:`service.server`).
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    431: "headers_too_large",
+    503: "unavailable",
 }
 
 
@@ -230,7 +251,9 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     if exc.status in (500, 504):
         log.warning("request %s: %s %s", _request_id(request), exc.code, exc.message)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = dict(exc.headers)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
     return error_response(
         exc.status,
         exc.code,
@@ -268,15 +291,32 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Return the methods of every route on the request's path (Starlette names one route's)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     return error_response(
         exc.status_code,
         code,
         str(exc.detail),
         request_id=_request_id(request),
-        headers=dict(exc.headers or {}),
+        headers=headers,
         fields={"limit": exc.limit} if isinstance(exc, PayloadTooLarge) else None,
     )
 

@@ -6,6 +6,7 @@ pass through untouched and the body limit can act inside ``receive``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -13,7 +14,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, error_response
+from service.errors import BodyTimeout, PayloadTooLarge, error_response
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -80,17 +81,29 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413.
+    """Refuses request bodies over ``max_bytes`` (413) and slow or stalled ones (408).
 
     A ``Content-Length`` over the limit is answered before a byte of the body is read;
     without one (chunked) or with a lying one, bytes are counted as they arrive and the
     request fails with :class:`~service.errors.PayloadTooLarge` once past the limit.
+    While the body is incomplete, each read waits at most ``idle_timeout_s`` and the
+    whole body at most ``total_timeout_s`` from the first read; past either the request
+    fails with :class:`~service.errors.BodyTimeout` (408, connection closed). Reads after
+    the body is complete (waiting for a disconnect) are never timed.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        """Wrap ``app`` with a body limit of ``max_bytes``."""
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        idle_timeout_s: float = 5.0,
+        total_timeout_s: float = 60.0,
+    ) -> None:
+        """Wrap ``app`` with a body limit of ``max_bytes`` and the two body timeouts."""
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.total_timeout_s = total_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -115,14 +128,31 @@ class BodyLimitMiddleware:
                 await response(scope, receive, send)
                 return
         received = 0
+        complete = False
+        deadline: float | None = None
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete, deadline
+            if complete:
+                return await receive()
+            now = time.monotonic()
+            deadline = deadline or now + self.total_timeout_s
+            wait = min(self.idle_timeout_s, deadline - now)
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    message = await receive()
+            except TimeoutError:
+                stalled = wait >= self.idle_timeout_s
+                raise BodyTimeout(
+                    f"the request body stalled for {self.idle_timeout_s:g} s"
+                    if stalled
+                    else f"the request body did not arrive within {self.total_timeout_s:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise PayloadTooLarge(self.max_bytes)
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, counting_receive, send)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import StyleRecord
 from model_store.ids import STYLE_ID_RE
+from stylenet import TrainParams
 from stylenet.generators import MIN_SIDE
 
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -153,14 +154,16 @@ class StyleOut(BaseModel):
 
 
 class TrainIn(BaseModel):
-    """Body of ``POST /styles/{id}/train`` (optional: no body trains with the same params)."""
+    """Body of POST /styles/{id}/train; no body, or no params, trains with the last ones."""
 
+    # Documentation only: the route parses its body itself with the same rules (bounded
+    # JSON, the strict TrainParams), see service.routes.styles._parse_train_body.
     model_config = ConfigDict(extra="forbid")
 
-    params: dict[str, Any] | None = Field(
+    params: TrainParams | None = Field(
         None,
-        description="Training parameters (TrainParams) as a JSON object, replacing the "
-        "style's; default: the parameters of its last run",
+        description="Training parameters replacing the style's; default: the parameters "
+        "of its last run",
     )
 
 

@@ -52,6 +52,16 @@ class ServiceSettings(FileVariablesSettings):
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         host, port: where ``python -m service`` listens.
         max_upload_bytes: largest request body; bigger ones get 413 before being read.
+        max_url_bytes: longest request target (path and query); longer: 414.
+        max_header_bytes, max_headers: total size (names and values) and number of
+            request header fields; more: 431, answered as soon as the limit is crossed.
+        header_timeout_s: time a connection gets to deliver a request's line and
+            headers (from connect, or from the first byte of a keep-alive request);
+            later: 408 and the connection is closed.
+        body_idle_timeout_s, body_timeout_s: a request body that stalls this long between
+            two reads, or is not complete this long after the handler asks for it: 408.
+        keep_alive_s: idle keep-alive connections are closed after this long.
+        limit_concurrency: most connections and requests at once; beyond: 503.
         max_pixels: largest decoded image (width × height), checked before decoding, so
             a decompression bomb is refused from its header.
         max_side_default, max_side_limit: inputs are downscaled so their longer side is
@@ -102,6 +112,14 @@ class ServiceSettings(FileVariablesSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_upload_bytes: int = Field(20 * MiB, ge=1024)
+    max_url_bytes: int = Field(8 * 1024, ge=256, le=1024 * 1024)
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=16 * MiB)
+    max_headers: int = Field(100, ge=8, le=10_000)
+    header_timeout_s: float = Field(5.0, gt=0, le=600)
+    body_idle_timeout_s: float = Field(5.0, gt=0, le=600)
+    body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    keep_alive_s: float = Field(15.0, gt=0, le=3600)
+    limit_concurrency: int = Field(1024, ge=1, le=1_000_000)
     max_pixels: int = Field(40_000_000, ge=MIN_SIDE * MIN_SIDE)
     max_side_default: int = Field(1024, ge=MIN_SIDE)
     max_side_limit: int = Field(2048, ge=MIN_SIDE)

@@ -1,25 +1,62 @@
-"""Training parameters: one validated, JSON-able dataclass shared by CLI, worker and service."""
+"""Training parameters: ONE strict schema for the CLI, the worker, the service and OpenAPI.
+
+:class:`TrainParams` is a frozen pydantic dataclass in strict mode: types are checked
+first and never coerced (``1.5`` or ``"abc"`` is not an int, ``true`` is not a number),
+numbers must be finite, integers are bounded (a 5,000-digit seed is refused), unknown
+keys are refused, and only then ranges and cross-field rules apply. Every failure
+surfaces as :class:`~stylenet.errors.InvalidParams` naming the field, which the service
+answers with 422. The JSON schema of the same class is the ``TrainParams`` schema of the
+API's OpenAPI document (:func:`json_schema`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 from .errors import InvalidParams
 from .generators import ARCHITECTURES, NORMS, GeneratorConfig
 from .losses import PRESETS
+from .lossnet import SOURCES
 from .vgg import layer_names
 
 LR_SCHEDULES = ("constant", "cosine", "step")
+#: Loss-network weight sources a run may name: the known sources plus the two names
+#: ``stylize lossnet fetch --source file`` registers. Names, never paths.
+LOSSNETS: tuple[str, ...] = (*SOURCES, "file-vgg16", "file-vgg19")
+#: The web page's effort levels are bundles of other parameters, not loss presets; a
+#: client that sends one as ``preset`` is told so (and what they stand for).
+PAGE_PRESETS = {
+    "fast": {"iterations": 300, "image_size": 128, "width": 0.5},
+    "balanced": {"iterations": 2000, "image_size": 256},
+    "quality": {"iterations": 6000, "image_size": 256, "style_size": 384},
+}
+#: Largest seed: what ``torch.manual_seed`` takes as a signed 64-bit value.
+MAX_SEED = 2**63 - 1
+
+# Literal[tuple] is Literal[*tuple] at run time: the enums follow their source of truth.
+Arch = Literal[ARCHITECTURES]  # type: ignore[valid-type]
+Norm = Literal[NORMS]  # type: ignore[valid-type]
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+LrSchedule = Literal[LR_SCHEDULES]  # type: ignore[valid-type]
+LossNet = Literal[LOSSNETS]  # type: ignore[valid-type]
+# Strict per type rather than per model, so a plain dict still validates into the class:
+# no str -> number, float -> int or bool -> number coercion (an int is a valid float).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Weight = Annotated[float, Strict(), Field(ge=0)]
+Layers = Annotated[
+    dict[Annotated[str, Strict(), Field(max_length=16)], Weight], Field(max_length=32)
+]
+
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, title="TrainParams")
 
 
-def _check(condition: bool, name: str, message: str) -> None:
-    if not condition:
-        raise InvalidParams(name, message)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class TrainParams:
     """How to train one style's generator. Defaults follow the paper's setup.
 
@@ -52,59 +89,56 @@ class TrainParams:
             short run is not dominated by its report; 0 disables the score.
     """
 
-    arch: str = "residual"
-    width: float = 1.0
-    norm: str = "instance"
-    scales: int = 5
-    preset: str = "ulyanov"
-    lossnet: str | None = None
-    image_size: int = 256
-    style_size: int = 256
-    iterations: int = 2000
-    batch_size: int = 4
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    content_weight: float | None = None
-    style_weight: float | None = None
-    tv_weight: float | None = None
-    content_layers: dict[str, float] | None = None
-    style_layers: dict[str, float] | None = None
-    seed: int = 0
-    holdout: int = 4
-    checkpoint_every: int = 200
-    progress_every: int = 10
-    num_workers: int = 0
-    yardstick_steps: int = 200
+    arch: Arch = Field("residual", description="Generator architecture")
+    width: Float = Field(1.0, ge=0.125, le=4.0, description="Channel multiplier")
+    norm: Norm = Field("instance", description="Normalization layers")
+    scales: Int = Field(5, ge=1, le=8, description="Pyramid levels (multiscale)")
+    preset: Preset = Field("ulyanov", description="Loss recipe")
+    lossnet: LossNet | None = Field(None, description="Loss-network weights (preset's)")
+    image_size: Int = Field(256, ge=32, le=1024, description="Content crop side, px")
+    style_size: Int = Field(256, ge=32, le=2048, description="Style image longer side, px")
+    iterations: Int = Field(2000, ge=1, le=200_000, description="Optimizer steps")
+    batch_size: Int = Field(4, ge=1, le=64, description="Content crops per step")
+    lr: Float = Field(1e-3, gt=0, le=1.0, description="Adam learning rate")
+    lr_schedule: LrSchedule = Field("cosine", description="Learning-rate decay")
+    content_weight: Weight | None = Field(None, description="Default: the preset's")
+    style_weight: Weight | None = Field(None, description="Default: the preset's")
+    tv_weight: Weight | None = Field(None, description="Default: the preset's")
+    content_layers: Layers | None = Field(None, description="relu layer → weight")
+    style_layers: Layers | None = Field(None, description="relu layer → weight")
+    seed: Int = Field(0, ge=0, le=MAX_SEED, description="Initialization and crop order")
+    holdout: Int = Field(4, ge=0, le=100, description="Photos kept out for evaluation")
+    checkpoint_every: Int = Field(200, ge=0, le=1_000_000, description="0 disables")
+    progress_every: Int = Field(10, ge=1, le=1_000_000, description="Iterations per report")
+    num_workers: Int = Field(0, ge=0, le=32, description="Crop-loading processes")
+    yardstick_steps: Int = Field(200, ge=0, le=10_000, description="0 disables the score")
+
+    @field_validator("preset", mode="before")
+    @classmethod
+    def _not_a_page_preset(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in PAGE_PRESETS:
+            bundle = PAGE_PRESETS[value.lower()]
+            raise ValueError(
+                f"{value!r} is the web page's effort level, not a loss preset; "
+                f"use one of {list(PRESETS)} and send its parameters instead: {bundle}"
+            )
+        return value
 
     def __post_init__(self) -> None:
-        _check(self.arch in ARCHITECTURES, "arch", f"must be one of {ARCHITECTURES}")
-        _check(self.norm in NORMS, "norm", f"must be one of {NORMS}")
-        _check(self.preset in PRESETS, "preset", f"must be one of {tuple(PRESETS)}")
-        _check(32 <= self.image_size <= 1024, "image_size", "must be within 32..1024")
-        _check(32 <= self.style_size <= 2048, "style_size", "must be within 32..2048")
-        _check(1 <= self.iterations <= 200_000, "iterations", "must be within 1..200000")
-        _check(1 <= self.batch_size <= 64, "batch_size", "must be within 1..64")
-        _check(0 < self.lr <= 1.0, "lr", "must be within (0, 1]")
-        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}")
-        _check(0 <= self.holdout <= 100, "holdout", "must be within 0..100")
-        _check(self.checkpoint_every >= 0, "checkpoint_every", "must be ≥ 0")
-        _check(self.progress_every >= 1, "progress_every", "must be ≥ 1")
-        _check(0 <= self.num_workers <= 32, "num_workers", "must be within 0..32")
-        _check(0 <= self.yardstick_steps <= 10_000, "yardstick_steps", "must be within 0..10000")
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            value = getattr(self, name)
-            _check(value is None or value >= 0, name, "must be ≥ 0")
-        # Layers are checked against the network actually used (an explicit lossnet wins).
+        # Cross-field rules, after every field has its type and range. Layers are checked
+        # against the network actually used (an explicit lossnet wins).
         depth = 16 if (self.lossnet or self.loss_preset.source).endswith("16") else 19
         valid = set(layer_names(depth))
         for name in ("content_layers", "style_layers"):
             layers = getattr(self, name)
             if layers is not None:
-                _check(bool(layers), name, "must name at least one layer")
+                if not layers:
+                    raise InvalidParams(name, "must name at least one layer")
                 bad = [k for k in layers if k not in valid or not k.startswith("relu")]
-                _check(not bad, name, f"unknown layers {bad}; use relu layers of VGG{depth}")
-                _check(all(w >= 0 for w in layers.values()), name, "weights must be ≥ 0")
-        GeneratorConfig(self.arch, self.width, self.norm, self.scales)  # validates width/scales
+                if bad:
+                    raise InvalidParams(
+                        name, f"unknown layers {bad}; use relu layers of VGG{depth}"
+                    )
 
     @property
     def loss_preset(self):
@@ -135,13 +169,63 @@ class TrainParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainParams:
-        """Build params from a dict, rejecting unknown keys with a clear error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: Any) -> TrainParams:
+        """Validate a decoded JSON object (or any mapping) into params.
+
+        Raises:
+            InvalidParams: not an object, an unknown key, a wrong type, a non-finite
+                number, an out-of-range value or an inconsistent combination; ``field``
+                names the first offending parameter.
+        """
+        if not isinstance(data, dict):
+            raise InvalidParams("params", "must be a JSON object")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise InvalidParams(unknown[0], f"unknown parameter; known: {sorted(known)}")
+            raise InvalidParams(unknown[0], f"unknown parameter; known: {sorted(_FIELDS)}")
         try:
-            return cls(**data)
-        except TypeError as exc:
-            raise InvalidParams("params", str(exc)) from exc
+            return _ADAPTER.validate_python(data)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TrainParams:
+        """Parse and validate a JSON document in one step (bounded nesting, no NaN).
+
+        Raises:
+            InvalidParams: not JSON, or as :meth:`from_dict`.
+        """
+        try:
+            return _ADAPTER.validate_json(text)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> InvalidParams:
+    """Return the first error of ``exc`` as :class:`InvalidParams` naming its field."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    original = first.get("ctx", {}).get("error")
+    if isinstance(original, InvalidParams):  # a cross-field rule of __post_init__
+        return original
+    loc = [str(p) for p in first.get("loc", ())]
+    field = ".".join(loc) or "params"
+    message = str(first.get("msg", "invalid"))
+    if first.get("type") == "unexpected_keyword_argument":
+        message = f"unknown parameter; known: {sorted(_FIELDS)}"
+    # A ValueError raised by a validator arrives as "Value error, <text>".
+    return InvalidParams(field, message.removeprefix("Value error, "))
+
+
+_ADAPTER: TypeAdapter[TrainParams] = TypeAdapter(TrainParams)
+_FIELDS = tuple(f.name for f in dataclasses.fields(TrainParams))
+
+
+def json_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """Return the JSON schema of :class:`TrainParams` (what the API documents)."""
+    schema = _ADAPTER.json_schema(ref_template=ref_template)
+    # The class docstring is written for Python readers; API readers get one line.
+    schema["description"] = (
+        "Training parameters; every field is optional (defaults shown). Types are strict "
+        "(no string or float where an integer is expected), numbers finite, unknown keys "
+        "refused: each violation is a 422 naming the field."
+    )
+    return schema

@@ -8,16 +8,29 @@ file), published through the store API like the worker would.
 from __future__ import annotations
 
 import io
+import json
+import os
+import select
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import time
 import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: Styles every test store holds: two published, one with corrupted weights on disk,
 #: one created and never trained.
@@ -118,3 +131,120 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert error["message"]
     assert error["request_id"] == response.headers["x-request-id"]
     return error
+
+
+@contextmanager
+def running_service(root: Path, env_overrides: dict[str, str]) -> Iterator[str]:
+    """Run ``python -m service`` (configured by ``STYLIZE_*`` only) until the block exits.
+
+    Yields its base URL once ``/readyz`` answers 200; at exit, stops it with SIGTERM and
+    asserts a graceful stop (lifespan finished, no traceback in its log).
+    """
+    from redis_server import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
+    env.update(
+        {
+            "STYLIZE_HOST": "127.0.0.1",
+            "STYLIZE_PORT": str(port),
+            "STYLIZE_DEVICE": "cpu",
+            "STYLIZE_WARM_SIDES": "32",
+            **env_overrides,
+        }
+    )
+    log_path = root / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=5) as probe:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    wait_ready(probe, timeout=120)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    # A graceful stop: uvicorn finishes the lifespan, then re-raises the signal.
+    log_text = log_path.read_text()
+    assert code in (0, -signal.SIGTERM), log_text[-3000:]
+    assert "Application shutdown complete" in log_text
+    assert "Traceback" not in log_text
+
+
+@dataclass
+class RawReply:
+    """What a raw-socket exchange got back: status (None: no answer), JSON body, time."""
+
+    status: int | None
+    headers: dict[str, str]
+    body: Any
+    seconds: float
+
+
+def raw_request(
+    port: int, chunks: Iterable[bytes], *, pause_s: float = 0.0, wait_s: float = 10.0
+) -> RawReply:
+    """Send ``chunks`` over a fresh socket, ``pause_s`` apart, and read one response.
+
+    Stops sending as soon as the server answers (or closes), so a refusal in the middle
+    of a huge request is seen when it comes. ``seconds`` runs from connect to the end of
+    the response (or of the wait).
+    """
+    started = time.monotonic()
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered (or closed) before the request was all sent
+                time.sleep(pause_s)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+        sock.settimeout(0.1)
+        while time.monotonic() < started + wait_s and not _whole_response(reply):
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            reply += data
+    seconds = time.monotonic() - started
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else None
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    is_json = headers.get("content-type", "").startswith("application/json")
+    try:
+        document = json.loads(body) if is_json else body
+    except ValueError:  # cut short (the wait ran out)
+        document = body
+    return RawReply(status, headers, document, seconds)
+
+
+def _whole_response(reply: bytes) -> bool:
+    head, sep, body = reply.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True

@@ -1,19 +1,21 @@
 """The styles API: create (enqueues training), train again, cancel, list, read, delete.
 
-Store and Redis calls block, so handlers are plain ``def`` (FastAPI runs them in its
-thread pool) except ``DELETE``, which must also touch the runtime on the event loop.
+Store and Redis calls block, so they run in the thread pool: plain ``def`` handlers, or
+``anyio.to_thread`` from the ``async`` ones, which read their body themselves (create,
+train) or touch the runtime on the event loop (delete).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import logging
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+import pydantic_core
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from model_store import (
     RESTARTABLE,
@@ -24,14 +26,17 @@ from model_store import (
     StyleRecord,
 )
 from service import imaging
+from service.auth import KeyFirstRoute
 from service.deps import MetricsDep, RequireKey, RuntimeDep, SettingsDep, StoreDep, TrainingDep
-from service.errors import Conflict, InvalidOption, ServiceError
-from service.schemas import ErrorOut, StyleOut, StylePage, TrainIn
+from service.errors import BadRequest, Conflict, InvalidOption, ServiceError
+from service.schemas import ErrorOut, StyleOut, StylePage
+from service.settings import ServiceSettings
 from service.training import TrainingQueue
 from stylenet import TrainParams
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/styles", tags=["styles"])
+router = APIRouter(prefix="/styles", tags=["styles"], route_class=KeyFirstRoute)
+IMAGE_FIELD = "image"
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -41,13 +46,42 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 def _parse_params(text: str | None) -> TrainParams:
     if text is None or not text.strip():
         return TrainParams()
+    # Parsed by the strict schema's own JSON reader: bounded nesting, no 4,300+ digit
+    # numbers, Infinity refused as "not finite"; InvalidParams -> 422 naming the field.
+    return TrainParams.from_json(text)
+
+
+def _parse_train_body(raw: bytes) -> dict[str, Any] | None:
+    """Return the new params of a ``/train`` body (validated), or None to keep the last.
+
+    Raises:
+        BadRequest: the body is not JSON (400 ``invalid_json``).
+        InvalidOption: not an object of the documented shape (422).
+        InvalidParams: params that the schema refuses (422 naming the field).
+    """
+    if not raw.strip():
+        return None
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidOption(f"params: not JSON ({exc.msg})", field="params") from exc
-    if not isinstance(raw, dict):
-        raise InvalidOption("params: must be a JSON object", field="params")
-    return TrainParams.from_dict(raw)  # InvalidParams -> 422 naming the field
+        # allow_inf_nan: an Infinity is then refused by the schema, naming its field.
+        doc = pydantic_core.from_json(raw, allow_inf_nan=True)
+    except ValueError as exc:  # not JSON, nested too deeply, a number out of range
+        raise BadRequest(f"the body is not JSON: {exc}", code="invalid_json") from None
+    if not isinstance(doc, dict):
+        raise InvalidOption(
+            'the body must be a JSON object: {"params": {...}}',
+            code="invalid_request",
+            field="body",
+        )
+    unknown = sorted(set(doc) - {"params"})
+    if unknown:
+        raise InvalidOption(
+            f"{unknown[0]}: unknown field; known: ['params']",
+            code="invalid_request",
+            field=unknown[0],
+        )
+    if doc.get("params") is None:
+        return None
+    return TrainParams.from_dict(doc["params"]).to_dict()
 
 
 @router.post(
@@ -58,7 +92,8 @@ def _parse_params(text: str | None) -> TrainParams:
     summary="Create a style and enqueue its training",
     responses=_errors(400, 401, 403, 413, 415, 422, 503),
 )
-def create_style(
+async def create_style(
+    request: Request,
     response: Response,
     store: StoreDep,
     training: TrainingDep,
@@ -67,12 +102,36 @@ def create_style(
     image: Annotated[UploadFile, File(description="The style image (JPEG, PNG or WebP)")],
     name: Annotated[str, Form(min_length=1, max_length=200)],
     params: Annotated[
-        str | None, Form(description="Training parameters as a JSON object (TrainParams)")
+        str | None, Form(description="Training parameters: a JSON object (TrainParams)")
     ] = None,
 ) -> StyleOut:
     """Register a style (status ``queued``) and enqueue its training job; 202 + Location."""
-    data = image.file.read()
+    form = await request.form()  # the form FastAPI parsed (cached), to see every part
+    if sum(1 for _, v in form.multi_items() if not isinstance(v, str)) > 1:
+        # Like /stylize: one request, one image; which of two would train is a guess.
+        raise BadRequest(
+            f"send exactly one file, the style image in {IMAGE_FIELD!r}",
+            code="too_many_files",
+            field=IMAGE_FIELD,
+        )
+    data = await image.read()
     train_params = _parse_params(params)
+    rec = await anyio.to_thread.run_sync(
+        _create, store, training, settings, data, name, train_params
+    )
+    metrics.enqueued.inc()
+    response.headers["Location"] = f"/styles/{rec.id}"
+    return StyleOut.from_record(rec)
+
+
+def _create(
+    store: ModelStore,
+    training: TrainingQueue,
+    settings: ServiceSettings,
+    data: bytes,
+    name: str,
+    train_params: TrainParams,
+) -> StyleRecord:
     # Refuse what the worker could not train on, now rather than in an hour.
     imaging.decode(data, max_pixels=settings.max_pixels, max_side=train_params.style_size)
     as_dict = train_params.to_dict()
@@ -86,9 +145,7 @@ def create_style(
         except ModelStoreError as exc:
             log.error("could not remove style %s after a failed enqueue: %s", rec.id, exc)
         raise
-    metrics.enqueued.inc()
-    response.headers["Location"] = f"/styles/{rec.id}"
-    return StyleOut.from_record(rec)
+    return rec
 
 
 @router.post(
@@ -97,21 +154,34 @@ def create_style(
     response_model=StyleOut,
     dependencies=[RequireKey],
     summary="Train a style again (ready, failed or canceled); its current version serves",
-    responses=_errors(401, 403, 404, 409, 422, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 503),
 )
-def train_style_again(
+async def train_style_again(
     style_id: str,
+    request: Request,
     response: Response,
     store: StoreDep,
     training: TrainingDep,
     metrics: MetricsDep,
-    body: TrainIn | None = None,
 ) -> StyleOut:
     """Start a new training run (status ``queued``); 202 + Location.
 
-    On success the run publishes the next version, which then serves; until then (and
-    if the run fails) the current version goes on serving.
+    Body (optional): ``{"params": {...}}`` (TrainParams) replacing the style's
+    parameters; none, or ``{}``, trains with the parameters of its last run. On success
+    the run publishes the next version, which then serves; until then (and if the run
+    fails) the current version goes on serving.
     """
+    # Read and validated here, not by FastAPI, so that every malformed body is a 4xx.
+    new_params = _parse_train_body(await request.body())
+    rec = await anyio.to_thread.run_sync(_train_again, store, training, style_id, new_params)
+    metrics.enqueued.inc()
+    response.headers["Location"] = f"/styles/{rec.id}"
+    return StyleOut.from_record(rec)
+
+
+def _train_again(
+    store: ModelStore, training: TrainingQueue, style_id: str, new_params: dict[str, Any] | None
+) -> StyleRecord:
     rec = store.get(style_id)
     if rec.status not in RESTARTABLE:
         raise Conflict(
@@ -120,8 +190,8 @@ def train_style_again(
             style_id=rec.id,
             status=rec.status.value,
         )
-    raw = rec.params if body is None or body.params is None else body.params
-    params = TrainParams.from_dict(dict(raw)).to_dict()  # InvalidParams -> 422
+    # The last run's params pass the same schema (records written before it was strict).
+    params = new_params or TrainParams.from_dict(dict(rec.params)).to_dict()
     training.forget_finished(rec.id)
     rec = store.restart(rec.id, params)  # InvalidTransition (lost a race) -> 409
     try:
@@ -134,9 +204,7 @@ def train_style_again(
         except ModelStoreError as store_exc:
             log.error("style %s: could not record the failed enqueue: %s", rec.id, store_exc)
         raise
-    metrics.enqueued.inc()
-    response.headers["Location"] = f"/styles/{rec.id}"
-    return StyleOut.from_record(rec)
+    return rec
 
 
 @router.get("", response_model=StylePage, summary="List styles, newest first")
@@ -171,6 +239,10 @@ def get_style(style_id: str, store: StoreDep) -> StyleOut:
     return StyleOut.from_record(store.get(style_id))
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
     return Response(
         data,
@@ -183,15 +255,19 @@ def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
     "/{style_id}/preview",
     response_class=Response,
     summary="The latest training preview",
-    responses={200: {"content": {"image/png": {}}}, **_errors(404)},
+    responses={
+        200: {
+            "description": "JPEG (bundled demo styles) or PNG (the training worker's previews)",
+            "content": {"image/jpeg": {}, "image/png": {}},
+        },
+        **_errors(404),
+    },
 )
 def get_preview(style_id: str, store: StoreDep) -> Response:
     """Return the preview thumbnail the worker last stored."""
-    rec = store.get(style_id)
     data = store.preview(style_id)  # PreviewNotFound -> 404
-    if rec.preview is None:  # set between the two reads
-        return Response(data, media_type="application/octet-stream")
-    return _blob_response(data, rec.preview.content_type, rec.preview.sha256)
+    kind = imaging.sniff(data) or "png"
+    return _blob_response(data, imaging.MEDIA_TYPES.get(kind, "image/png"), _sha256(data))
 
 
 @router.get(

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 
+from service.auth import KeyFirstRoute
 from service.deps import RequireStylizeKey, RuntimeDep, SettingsDep
 from service.errors import InvalidOption, RequestTimeout, UnsupportedMediaType
 from service.imaging import MEDIA_TYPES
@@ -25,7 +26,7 @@ from service.schemas import ErrorOut, StylizeOptions
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["stylize"])
+router = APIRouter(tags=["stylize"], route_class=KeyFirstRoute)
 
 IMAGE_FIELD = "image"
 RAW_TYPES = frozenset({*MEDIA_TYPES.values(), "application/octet-stream"})

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 from redis import Redis
-from redis_server import free_port
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from service_testing import assert_error, build_store, image_bytes, metric, wait_ready
+from service_testing import assert_error, build_store, image_bytes, metric, running_service
 
-REPO = Path(__file__).resolve().parents[2]
 MAX_UPLOAD = 2_000_000
 
 
@@ -40,51 +33,15 @@ def server(
 ) -> Iterator[str]:
     root = tmp_path_factory.mktemp("e2e")
     store_url = build_store(root, tiny_generator_bytes, image_bytes(style_image, "PNG"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
-    env.update(
-        {
-            "STYLIZE_MODEL_STORE": store_url,
-            "STYLIZE_REDIS_URL": redis_url,
-            "STYLIZE_HOST": "127.0.0.1",
-            "STYLIZE_PORT": str(port),
-            "STYLIZE_DEVICE": "cpu",
-            "STYLIZE_WARM_STYLES": "alpha",
-            "STYLIZE_WARM_SIDES": "32",
-            "STYLIZE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-            "STYLIZE_BATCH_TIMEOUT_MS": "20",
-        }
-    )
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=5) as probe:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    wait_ready(probe, timeout=120)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-                    time.sleep(0.1)
+    env = {
+        "STYLIZE_MODEL_STORE": store_url,
+        "STYLIZE_REDIS_URL": redis_url,
+        "STYLIZE_WARM_STYLES": "alpha",
+        "STYLIZE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "STYLIZE_BATCH_TIMEOUT_MS": "20",
+    }
+    with running_service(root, env) as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    # A graceful stop: uvicorn finishes the lifespan, then re-raises the signal.
-    log_text = log_path.read_text()
-    assert code in (0, -signal.SIGTERM), log_text[-3000:]
-    assert "Application shutdown complete" in log_text
-    assert "Traceback" not in log_text
 
 
 @pytest.fixture

@@ -96,6 +96,9 @@ def test_two_processes_serve_as_one(
     with httpx.Client(base_url=base, timeout=30) as client:
         assert _ready(client, timeout=180)["processes"] == 2
         assert len(_children(proc.pid)) == 2
+        # Each process has the edge limits (service.server), read from its environment.
+        huge = httpx.get(f"{base}/healthz", headers={"X-Big": "a" * 200_000})
+        assert huge.status_code == 431 and huge.json()["error"]["message"]
         for _ in range(6):  # a new connection each: the kernel spreads them over both
             response = httpx.post(
                 f"{base}/stylize",
