@@ -98,6 +98,13 @@ class ServiceSettings(FileVariablesSettings):
         process_dir: set by ``python -m service`` for the processes it starts (shared
             readiness and metrics, :mod:`service.processes`); not a user setting.
         codec_threads: threads decoding and encoding images, beside the device.
+        tile_pixels: images over this many pixels are stylized by exact tiled inference
+            (:mod:`stylenet.tiled`, whole-image statistics, memory bounded by the tile) in
+            a lane of their own, one at a time, beside the batcher.
+        tile_side: the tile side of that lane, in pixels.
+        large_queue_size: large images waiting or running; beyond, 429 at once.
+        large_request_timeout_s: ``request_timeout_s`` for large images (a 8192×5464
+            photo takes minutes on a CPU).
         events_poll_s: how often ``/styles/{id}/events`` reads the style record.
         events_max_s: longest life of one event stream (clients reconnect).
         demo_styles_dir: folder of bundled demo styles (``demo_styles/``) registered in
@@ -142,6 +149,10 @@ class ServiceSettings(FileVariablesSettings):
     workers: int = Field(0, ge=0, le=64)
     process_dir: Path | None = None
     codec_threads: int = Field(2, ge=1, le=64)
+    tile_pixels: int = Field(2048 * 2048, ge=MIN_SIDE * MIN_SIDE)
+    tile_side: int = Field(512, ge=MIN_SIDE, le=8192)
+    large_queue_size: int = Field(2, ge=1, le=1000)
+    large_request_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
     events_poll_s: float = Field(0.5, gt=0, le=60)
     events_max_s: float = Field(600.0, gt=0)
     demo_styles_dir: Path | None = None

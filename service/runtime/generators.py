@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from stylenet import GeneratorInfo, load_generator, stylize_tensor
-from stylenet.inference import blend
+from stylenet.inference import blend, stylize_tiled
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,25 @@ def stylize_batch(
             )
     pixels = out.round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
     return list(pixels)
+
+
+def stylize_large(
+    loaded: LoadedGenerator, image: np.ndarray, options: BlendOptions, tile: int
+) -> np.ndarray:
+    """Stylize one large ``H×W×3`` uint8 image by exact tiled inference; return uint8.
+
+    Runs on the large-image lane's thread, in float32, with whole-image instance
+    statistics (:func:`stylenet.inference.stylize_tiled`): memory bounded by ``tile``.
+    """
+    tensor = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float()
+    out = stylize_tiled(
+        tensor,
+        loaded.model,
+        tile=tile,
+        strength=options.strength,
+        preserve_color=options.preserve_color,
+    )
+    return out.round_().to(torch.uint8)[0].permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def release_memory(device: torch.device) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from model_store import ModelStore
 from service import imaging
+from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
 from service.runtime.batcher import Batched, Batcher
 from service.runtime.cache import GeneratorCache
@@ -33,6 +34,7 @@ from service.runtime.generators import (
     load_on_device,
     release_memory,
     stylize_batch,
+    stylize_large,
     warm,
 )
 from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
@@ -71,6 +73,11 @@ class InferenceRuntime:
         self.dtype = inference_dtype(self.device, settings.cpu_dtype)
         self.executor: DeviceExecutor | None = None
         self._codec_pool: ThreadPoolExecutor | None = None
+        # Large images (over ``tile_pixels``) have a lane of their own: one at a time, by
+        # exact tiled inference, on their own thread, so they never hold up the batcher.
+        self._large_pool: ThreadPoolExecutor | None = None
+        self._large_lock = asyncio.Lock()
+        self._large_slots = 0
         self.styles = StyleResolver(store, ttl_s=settings.style_cache_ttl_s)
         self.cache = GeneratorCache(
             self._load,
@@ -102,6 +109,7 @@ class InferenceRuntime:
         self._codec_pool = ThreadPoolExecutor(
             max_workers=self.settings.codec_threads, thread_name_prefix="stylize-codec"
         )
+        self._large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylize-large")
         self.batcher.start()
 
     async def warm_up(self) -> None:
@@ -127,6 +135,8 @@ class InferenceRuntime:
         await self.batcher.stop()
         if self._codec_pool is not None:
             self._codec_pool.shutdown(wait=False, cancel_futures=True)
+        if self._large_pool is not None:
+            self._large_pool.shutdown(wait=False, cancel_futures=True)
         if self.executor is not None:
             self.executor.shutdown(wait=False)
 
@@ -176,8 +186,56 @@ class InferenceRuntime:
             RequestTimeout: ``deadline`` (monotonic) passed while queued.
         """
         height, width = pixels.shape[:2]
+        if self.is_large(height, width):
+            return await self._stylize_large(generator, pixels, options, deadline)
         key = BatchKey(generator.key, height, width)  # type: ignore[arg-type]
         return await self.batcher.submit(key, _Item(generator, pixels, options), deadline)
+
+    def is_large(self, height: int, width: int) -> bool:
+        """Whether an image of this size goes to the large-image lane (tiled)."""
+        return height * width > self.settings.tile_pixels
+
+    def check_large_capacity(self) -> None:
+        """Raise :class:`Overloaded` if the large-image lane is full."""
+        if self._large_slots >= self.settings.large_queue_size:
+            self.metrics.rejected.labels(reason="large_queue_full").inc()
+            raise Overloaded(
+                f"{self._large_slots} large images are waiting or running (more than "
+                f"{self.settings.tile_pixels} pixels each); retry later",
+                code="large_queue_full",
+                retry_after=30,
+            )
+
+    async def _stylize_large(
+        self,
+        generator: LoadedGenerator,
+        pixels: np.ndarray,
+        options: BlendOptions,
+        deadline: float,
+    ) -> Batched[np.ndarray]:
+        self.check_large_capacity()
+        if self._large_pool is None:
+            raise RuntimeError("the inference runtime is not started")
+        self._large_slots += 1
+        submitted = time.monotonic()
+        try:
+            async with self._large_lock:
+                started = time.monotonic()
+                if started >= deadline:
+                    raise RequestTimeout("the request's deadline passed while it waited")
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(
+                    self._large_pool,
+                    stylize_large,
+                    generator,
+                    pixels,
+                    options,
+                    self.settings.tile_side,
+                )
+                self.metrics.inference.observe(time.monotonic() - started)
+            return Batched(value, 1, started - submitted, time.monotonic() - started)
+        finally:
+            self._large_slots -= 1
 
     def forget_style(self, style_id: str) -> None:
         """Drop a (deleted) style's record and generators."""
