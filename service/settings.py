@@ -118,7 +118,7 @@ class ServiceSettings(FileVariablesSettings):
     device: str = "auto"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_upload_bytes: int = Field(20 * MiB, ge=1024)
+    max_upload_bytes: int = Field(64 * MiB, ge=1024)
     max_url_bytes: int = Field(8 * 1024, ge=256, le=1024 * 1024)
     max_header_bytes: int = Field(32 * 1024, ge=1024, le=16 * MiB)
     max_headers: int = Field(100, ge=8, le=10_000)
@@ -127,9 +127,9 @@ class ServiceSettings(FileVariablesSettings):
     body_timeout_s: float = Field(60.0, gt=0, le=3600)
     keep_alive_s: float = Field(15.0, gt=0, le=3600)
     limit_concurrency: int = Field(1024, ge=1, le=1_000_000)
-    max_pixels: int = Field(40_000_000, ge=MIN_SIDE * MIN_SIDE)
+    max_pixels: int = Field(8192 * 8192, ge=MIN_SIDE * MIN_SIDE)
     max_side_default: int = Field(1024, ge=MIN_SIDE)
-    max_side_limit: int = Field(2048, ge=MIN_SIDE)
+    max_side_limit: int = Field(8192, ge=MIN_SIDE)
     max_batch_size: int | None = Field(None, ge=1, le=256)
     batch_timeout_ms: float = Field(2.0, ge=0, le=10_000)
     queue_size: int = Field(32, ge=1, le=100_000)

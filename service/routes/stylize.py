@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -102,18 +103,42 @@ async def stylize(request: Request, runtime: RuntimeDep, settings: SettingsDep) 
     deadline = arrival + settings.request_timeout_s
     runtime.batcher.check_capacity()  # refuse before reading a byte when overloaded
     timings: dict[str, float] = {}
+    limit = Limit(arrival, settings.request_timeout_s)
     try:
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())) as scope:
+            limit.scope = scope
             started = time.perf_counter()
             data, fields = await _read_input(request)
             timings["read"] = time.perf_counter() - started
-            work = _process(runtime, settings, data, fields, deadline, timings, arrival)
+            work = _process(runtime, settings, data, fields, limit, timings, arrival)
             return await _unless_disconnected(request, runtime, work)
     except TimeoutError as exc:
         runtime.metrics.rejected.labels(reason="timeout").inc()
         raise RequestTimeout(
-            f"no answer within {settings.request_timeout_s:g} s of the request's arrival"
+            f"no answer within {limit.seconds:g} s of the request's arrival"
         ) from exc
+
+
+@dataclass
+class Limit:
+    """A request's time limit, which a large image extends once its size is known."""
+
+    arrival: float
+    seconds: float
+    scope: asyncio.Timeout | None = None
+
+    @property
+    def deadline(self) -> float:
+        """When the request times out (monotonic clock, as the event loop's)."""
+        return self.arrival + self.seconds
+
+    def extend(self, seconds: float) -> None:
+        """Allow ``seconds`` from arrival instead (never shortens)."""
+        if seconds > self.seconds:
+            self.seconds = seconds
+            if self.scope is not None:
+                remaining = self.deadline - time.monotonic()
+                self.scope.reschedule(asyncio.get_running_loop().time() + remaining)
 
 
 async def _read_input(request: Request) -> tuple[bytes, dict[str, Any]]:
@@ -146,7 +171,7 @@ async def _process(
     settings: ServiceSettings,
     data: bytes,
     fields: dict[str, Any],
-    deadline: float,
+    limit: Limit,
     timings: dict[str, float],
     arrival: float,
 ) -> Response:
@@ -171,8 +196,12 @@ async def _process(
         timings["load"] = time.perf_counter() - started
     finally:
         load.cancel()  # no-op when done; otherwise stop waiting (the load itself goes on)
+    if runtime.is_large(*decoded.pixels.shape[:2]):
+        # Exact tiled inference in the large-image lane: minutes on a CPU, not seconds.
+        runtime.check_large_capacity()
+        limit.extend(settings.large_request_timeout_s)
     blend = BlendOptions(options.strength, options.preserve_color)
-    result = await runtime.stylize(generator, decoded.pixels, blend, deadline)
+    result = await runtime.stylize(generator, decoded.pixels, blend, limit.deadline)
     timings["queue"] = result.queue_wait_s
     timings["infer"] = result.run_s
     fmt = options.format or decoded.format

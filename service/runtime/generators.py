@@ -149,15 +149,17 @@ def stylize_large(
     Runs on the large-image lane's thread, in float32, with whole-image instance
     statistics (:func:`stylenet.inference.stylize_tiled`): memory bounded by ``tile``.
     """
-    tensor = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float()
-    out = stylize_tiled(
-        tensor,
-        loaded.model,
-        tile=tile,
-        strength=options.strength,
-        preserve_color=options.preserve_color,
-    )
-    return out.round_().to(torch.uint8)[0].permute(1, 2, 0).contiguous().cpu().numpy()
+    with torch.inference_mode():
+        # The decoded array is read-only; the float copy is needed anyway.
+        tensor = torch.from_numpy(image.copy()).permute(2, 0, 1).unsqueeze(0).float()
+        out = stylize_tiled(
+            tensor,
+            loaded.model,
+            tile=tile,
+            strength=options.strength,
+            preserve_color=options.preserve_color,
+        )
+        return out.round_().to(torch.uint8)[0].permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def release_memory(device: torch.device) -> None:
