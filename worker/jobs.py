@@ -13,7 +13,9 @@ Every way out leaves the style in a final or waiting state, never stuck in ``tra
 ``ready``; ``failed`` with a readable reason (final errors, or retries exhausted);
 ``queued`` when RQ will retry the job; or ``canceled`` as the user asked. Scratch is
 removed when the style reaches ``ready``, ``failed`` or ``canceled``. Deaths the job
-cannot see (``kill -9``, a dead worker) are settled by :mod:`worker.recovery`.
+cannot see (``kill -9``, a dead worker) are settled by :mod:`worker.recovery`; what no
+process could write (a store refusing writes, a lost lease) is repaired by
+:mod:`worker.reconcile`.
 """
 
 from __future__ import annotations

@@ -152,3 +152,21 @@ def test_item3_redis_down_for_30_s(
     assert chaos_env.wait_status(second, "ready", timeout=CONVERGE_S).status == "ready"
     assert worker.alive()
     assert "Redis unavailable" in worker.log()
+
+
+def test_item3_worker_started_while_redis_is_down(
+    chaos_env: WorkerEnv, chaos_redis: RedisProcess, style_image: Image.Image
+) -> None:
+    # Before: the worker exited with status 2 ("cannot reach Redis").
+    chaos_redis.kill()
+    worker = chaos_env.start_worker()
+    wait_for(lambda: "Redis unavailable" in worker.log(), 60, "the worker to wait for Redis")
+    time.sleep(3)
+    assert worker.alive()
+    chaos_redis.start()
+    back = Stopwatch()
+    style_id = chaos_env.create_style(style_image, {**TINY, "iterations": 2})
+    chaos_env.enqueue(style_id, {**TINY, "iterations": 2})
+    rec = chaos_env.wait_status(style_id, "ready", "failed", timeout=CONVERGE_S)
+    report("item 3, worker started while Redis was down -> ready", back())
+    assert rec.status == "ready", rec.error
