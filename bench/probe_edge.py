@@ -36,7 +36,7 @@ def exchange(
     reply = raw_request(port, chunks, pause_s=pause_s, wait_s=wait_s)
     body = reply.body
     if isinstance(body, dict):
-        code = body.get("error", {}).get("code")
+        code = (body.get("error") or {}).get("code") or f"{reply.status} body"
     else:
         code = f"text: {bytes(body)[:40].decode('latin-1')}" if body else None
     return {
@@ -136,9 +136,11 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
         unanswered = len(selector.get_map())
         for key in list(selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
-        status = ",".join(f"{k}x{v}" for k, v in statuses.items()) or "none"
+        counts = [f"{k}x{v}" for k, v in statuses.items()]
+        if unanswered:
+            counts.append(f"nonex{unanswered}")
         return {
-            "status": status if not unanswered else f"{status},none x{unanswered}",
+            "status": ",".join(counts),
             "code": f"{n - unanswered}/{n} answered",
             "seconds": round(last - started, 2),
             "healthz": health["status"],

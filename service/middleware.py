@@ -97,7 +97,7 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         max_bytes: int,
         idle_timeout_s: float = 5.0,
-        total_timeout_s: float = 60.0,
+        total_timeout_s: float = 120.0,
     ) -> None:
         """Wrap ``app`` with a body limit of ``max_bytes`` and the two body timeouts."""
         self.app = app

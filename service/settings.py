@@ -124,7 +124,7 @@ class ServiceSettings(FileVariablesSettings):
     max_headers: int = Field(100, ge=8, le=10_000)
     header_timeout_s: float = Field(5.0, gt=0, le=600)
     body_idle_timeout_s: float = Field(5.0, gt=0, le=600)
-    body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    body_timeout_s: float = Field(120.0, gt=0, le=3600)
     keep_alive_s: float = Field(15.0, gt=0, le=3600)
     limit_concurrency: int = Field(1024, ge=1, le=1_000_000)
     max_pixels: int = Field(8192 * 8192, ge=MIN_SIDE * MIN_SIDE)

@@ -20,6 +20,7 @@ from service_testing import RawReply, build_store, image_bytes, raw_request, run
 KEY = "edge-test-key-1"
 HEADER_TIMEOUT_S = 1.0
 BODY_IDLE_S = 1.0
+BODY_TOTAL_S = 2.5
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 50
 MAX_URL = 2048
@@ -43,6 +44,7 @@ def port(
         "STYLIZE_API_KEYS": KEY,
         "STYLIZE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "STYLIZE_BODY_IDLE_TIMEOUT_S": str(BODY_IDLE_S),
+        "STYLIZE_BODY_TIMEOUT_S": str(BODY_TOTAL_S),
         "STYLIZE_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "STYLIZE_MAX_HEADERS": str(MAX_HEADERS),
         "STYLIZE_MAX_URL_BYTES": str(MAX_URL),
@@ -181,6 +183,14 @@ def test_stalled_body_gets_408(port: int, path: str):
     reply = raw_request(port, _half_body(path, KEY, *BODIES[path]), wait_s=10)
     assert "stalled" in _error(reply, 408, "request_timeout")["message"]
     assert BODY_IDLE_S - 0.1 < reply.seconds < BODY_IDLE_S + 1.5
+
+
+def test_trickled_body_gets_408_at_the_body_deadline(port: int):
+    # A byte every 0.4 s never stalls for BODY_IDLE_S; the total deadline stops it.
+    head, *_ = _half_body("/styles/alpha/train", KEY, *BODIES["/styles/alpha/train"])
+    reply = raw_request(port, [head, *(b" " for _ in range(40))], pause_s=0.4, wait_s=10)
+    assert "within" in _error(reply, 408, "request_timeout")["message"]
+    assert BODY_TOTAL_S - 0.1 < reply.seconds < BODY_TOTAL_S + 1.5
 
 
 def test_over_the_concurrency_limit_is_json_503(port: int):

@@ -23,7 +23,7 @@ from stylenet.params import LOSSNETS, MAX_SEED, json_schema
         ({"width": "1"}, "width", "valid number"),
         ({"lossnet": "../../../../../etc/passwd"}, "lossnet", "keras-vgg19"),
         ({"lossnet": "/root/.cache/stylize/lossnet/keras-vgg19"}, "lossnet", "keras-vgg19"),
-        ({"preset": "fast"}, "preset", "'ulyanov', 'johnson'"),
+        ({"preset": "fast"}, "preset", "web page's effort level"),
         ({"preset": "x"}, "preset", "'ulyanov' or 'johnson'"),
         ({"style_layers": {"relu9_9": 1.0}}, "style_layers", "unknown layers"),
         ({"colour": 1}, "colour", "unknown parameter"),
