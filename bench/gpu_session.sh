@@ -8,6 +8,11 @@
 #
 #   bash bench/gpu_session.sh                     # results under $OUT (default bench/results/gpu)
 #   DEVICE=cpu QUICK=1 bash bench/gpu_session.sh  # a minutes-long smoke run of the script itself
+#   STEPS="demo-styles service-processes" bash bench/gpu_session.sh   # only these steps
+#
+# Order (each step has its own time limit; the sum is more than one 15-minute lease, so
+# later steps are cut first): demo-styles, gpu-tests, service-processes, tiled, the
+# training speed, stylenet, service, quality.
 #
 # Needs the loss-network weights in $STYLIZE_CACHE_DIR (or ~/.cache/stylize): on a machine
 # without internet, carry keras-vgg19.safetensors and its .sha256 there (52 MB), and the
@@ -28,6 +33,8 @@ if [ -n "${QUICK:-}" ]; then
   SERVICE=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
   STYLENET=(--sizes 64 --repeat 2 --train-iterations 2)
   DEMO=(--params '{"iterations": 4, "image_size": 64, "batch_size": 2}' --size 64 --steps 3)
+  PROCESSES=(--processes 1,2 --sizes 64 --clients 2 --per-client 2 --rounds 1 --bare-repeat 2)
+  TILED=(--sizes 256 --seam-size 256 --seam-tile 128)
 else
   QUALITY=(--size 256 --iterations 3000 --batch-size 4 --baseline-steps 500)
   SERVICE=(--sizes 256 --clients 32 --per-client 8 --bare-batches 1,16)
@@ -35,11 +42,17 @@ else
   # The recipe adopted from bench/recipe.py (README, Quality), at the demo styles' scale.
   RECIPE='{"iterations": 3000, "image_size": 256}'
   DEMO=(--params "${DEMO_PARAMS:-$RECIPE}" --size 256 --steps 300)
+  PROCESSES=(--processes "1,${WORKERS:-4}" --sizes 256,512 --clients 64 --per-client 8
+             --rounds 1 --bare-repeat 6)
+  TILED=(--sizes 2048,4096,8192x5464 --whole-max 16777216)
 fi
 
 step() {  # step NAME LIMIT_S MODULES COMMAND...: run COMMAND unless a module is missing
   local name=$1 limit=$2 modules=$3
   shift 3
+  if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then
+    return  # not among the steps asked for
+  fi
   if ! "$PYTHON" -c "import ${modules}" 2>/dev/null; then
     echo "== $name: skipped (needs python modules: $modules)" | tee -a "$OUT/summary.txt"
     return
@@ -66,11 +79,20 @@ step demo-styles 330 "torch,PIL" \
 if [ "$DEVICE" = cuda ]; then
   step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py
 fi
-step quality 420 "torch,PIL,skimage" \
-  "$PYTHON" bench/quality.py --device "$DEVICE" "${QUALITY[@]}" --out-dir "$OUT/quality"
+# Issue #16: end-to-end img/s with 64 clients, 1 and N HTTP processes (STYLIZE_WORKERS),
+# beside the bare batched forward, at 256² and 512².
+step service-processes 240 "fastapi,uvicorn,httpx,redis,rq" \
+  "$PYTHON" bench/bench_service.py --device "$DEVICE" "${PROCESSES[@]}" \
+  --out "$OUT/service-processes.json"
+# Issue #17: exact tiled inference on the GPU (time, host RSS, CUDA peak memory).
+step tiled 150 "torch,PIL" \
+  "$PYTHON" bench/bench_tiled.py --device "$DEVICE" "${TILED[@]}" --out "$OUT/tiled.json" \
+  --figure "$OUT/tiled-seams.jpg"
 step stylenet 120 "torch,PIL" \
   "$PYTHON" bench/bench_stylenet.py --device "$DEVICE" "${STYLENET[@]}" --out "$OUT/stylenet.json"
 step service 240 "fastapi,uvicorn,httpx,redis,rq" \
   "$PYTHON" bench/bench_service.py --device "$DEVICE" "${SERVICE[@]}" --out "$OUT/service.json"
+step quality 420 "torch,PIL,skimage" \
+  "$PYTHON" bench/quality.py --device "$DEVICE" "${QUALITY[@]}" --out-dir "$OUT/quality"
 echo "results in $OUT:"
 ls "$OUT" "$OUT/quality" 2>/dev/null
