@@ -1,6 +1,6 @@
 """The RQ worker that runs training jobs: one job at a time, each in a forked work horse.
 
-:class:`TrainingWorker` is RQ's forking ``Worker`` with the JSON serializer and three
+:class:`TrainingWorker` is RQ's forking ``Worker`` with the JSON serializer and these
 additions, all in the parent process (which never initializes CUDA):
 
 * a killed work horse (``kill -9``, OOM killer) releases its style's training lease and
