@@ -131,8 +131,12 @@ class StyleRecord:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     current_version: int | None = None
     versions: tuple[VersionInfo, ...] = ()
+    #: The style's picture: the preview of the version that serves (a run's preview
+    #: becomes it only when that run publishes).
     preview: BlobInfo | None = None
     revision: int = 1
+    #: The latest preview of the current (or last, unpublished) training run.
+    run_preview: BlobInfo | None = None
 
     @property
     def servable(self) -> bool:
@@ -147,8 +151,7 @@ class StyleRecord:
     def blob_names(self) -> set[str]:
         """Return every stored file name this record references."""
         names = {self.style_image.name, *(v.name for v in self.versions)}
-        if self.preview is not None:
-            names.add(self.preview.name)
+        names.update(b.name for b in (self.preview, self.run_preview) if b is not None)
         return names
 
 
@@ -175,7 +178,7 @@ def apply_update(
     """Return ``cur`` with the requested changes, enforcing :data:`TRANSITIONS`.
 
     Entering QUEUED/TRAINING from another status starts a new run, clearing the previous
-    error and progress. Progress is accepted only while queued or training.
+    error, progress and run preview. Progress is accepted only while queued or training.
 
     Raises:
         InvalidTransition: the move (or a progress report) is not allowed; its
@@ -190,7 +193,7 @@ def apply_update(
     if new_status is not cur.status:
         rec = replace(rec, status=new_status)
         if new_status in ACTIVE and cur.status not in ACTIVE:
-            rec = replace(rec, error=None, progress=None)
+            rec = replace(rec, error=None, progress=None, run_preview=None)
     if progress is not None:
         rec = replace(rec, progress=progress)
     if error is not None:
@@ -252,6 +255,7 @@ def record_to_json(rec: StyleRecord) -> bytes:
         "versions": [_version_to_json(v) for v in rec.versions],
         "style_image": _blob_to_json(rec.style_image),
         "preview": None if rec.preview is None else _blob_to_json(rec.preview),
+        "run_preview": None if rec.run_preview is None else _blob_to_json(rec.run_preview),
     }
     # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
     return json.dumps(doc, allow_nan=False, sort_keys=True, indent=1).encode()
@@ -329,6 +333,8 @@ def record_from_json(style_id: str, data: bytes) -> StyleRecord:
             versions=tuple(_version_from_json(v) for v in d["versions"]),
             style_image=_blob_from_json(d["style_image"]),
             preview=None if d["preview"] is None else _blob_from_json(d["preview"]),
+            # Absent from manifests written before runs had their own preview.
+            run_preview=None if d.get("run_preview") is None else _blob_from_json(d["run_preview"]),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too.

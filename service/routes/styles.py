@@ -17,6 +17,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from model_store import (
     RESTARTABLE,
+    BlobInfo,
     InvalidTransition,
     ModelStore,
     ModelStoreError,
@@ -179,19 +180,34 @@ def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
     )
 
 
+def _stored_image(data: bytes, blob: BlobInfo | None) -> Response:
+    if blob is None:  # set between reading the record and the file
+        return Response(data, media_type="application/octet-stream")
+    return _blob_response(data, blob.content_type, blob.sha256)
+
+
 @router.get(
     "/{style_id}/preview",
     response_class=Response,
-    summary="The latest training preview",
+    summary="The style's picture: a preview of the version that serves",
     responses={200: {"content": {"image/png": {}}}, **_errors(404)},
 )
 def get_preview(style_id: str, store: StoreDep) -> Response:
-    """Return the preview thumbnail the worker last stored."""
+    """Return the preview of the serving version (a run's preview once it published)."""
     rec = store.get(style_id)
-    data = store.preview(style_id)  # PreviewNotFound -> 404
-    if rec.preview is None:  # set between the two reads
-        return Response(data, media_type="application/octet-stream")
-    return _blob_response(data, rec.preview.content_type, rec.preview.sha256)
+    return _stored_image(store.preview(style_id), rec.preview)  # PreviewNotFound -> 404
+
+
+@router.get(
+    "/{style_id}/training-preview",
+    response_class=Response,
+    summary="The latest preview of the current (or last unpublished) training run",
+    responses={200: {"content": {"image/png": {}}}, **_errors(404)},
+)
+def get_training_preview(style_id: str, store: StoreDep) -> Response:
+    """Return the run's latest preview; 404 once the run published (see ``/preview``)."""
+    rec = store.get(style_id)
+    return _stored_image(store.run_preview(style_id), rec.run_preview)  # PreviewNotFound -> 404
 
 
 @router.get(

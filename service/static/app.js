@@ -144,9 +144,11 @@ function renderCard(style) {
   img.alt = style.links.preview ? `Latest preview of ${style.name}` : `Style image of ${style.name}`;
   $(".name", card).textContent = style.name;
   const badge = $(".badge", card);
-  badge.textContent = style.status;
-  badge.className = `badge ${style.status}`;
   const training = style.status === "queued" || style.status === "training";
+  // The state reads "ready · v1 (retrain canceled)" for a style whose retrain stopped:
+  // it still serves, so it looks ready, not broken.
+  badge.textContent = style.state || style.status;
+  badge.className = `badge ${training || !style.servable ? style.status : "ready"}`;
   const train = $(".train", card);
   const bar = $(".bar", card);
   const p = style.progress;
