@@ -65,6 +65,7 @@ def page(browser, stack, request: pytest.FixtureRequest) -> Iterator[object]:
     url, _ = stack
     origin = urlsplit(url).netloc
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    _block_foreign_requests(context, origin)
     page = context.new_page()
     foreign: list[str] = []
     page_errors: list[str] = []
@@ -83,6 +84,19 @@ def page(browser, stack, request: pytest.FixtureRequest) -> Iterator[object]:
     context.close()
     assert foreign == [], f"the page fetched outside {origin}: {foreign}"
     assert page_errors == [], page_errors
+
+
+def _block_foreign_requests(context, origin: str) -> None:
+    """Abort every request that would leave the service, as an offline machine would."""
+
+    def route(route) -> None:
+        parts = urlsplit(route.request.url)
+        if parts.scheme in ("blob", "data") or parts.netloc == origin:
+            route.continue_()
+        else:
+            route.abort("internetdisconnected")
+
+    context.route("**/*", route)
 
 
 def _card(page, name: str):
@@ -245,3 +259,14 @@ def test_the_page_does_not_shadow_the_api(stack) -> None:
     assert httpx.get(f"{url}/styles", timeout=10).json()["items"]
     schema = httpx.get(f"{url}/openapi.json", timeout=10).json()
     assert "/" not in schema["paths"]
+
+
+def test_the_api_docs_render_with_no_request_leaving_the_service(page, stack) -> None:
+    url, _ = stack
+    page.goto(url + "/docs")  # the page fixture blocks (and fails on) any foreign request
+    page.locator(".swagger-ui .opblock-summary-path", has_text="/stylize").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.swagger-ui .opblock').length > 8")
+    assert page.is_visible(".swagger-ui .info .title")
+    page.screenshot(path=ARTIFACTS / "docs-swagger-ui.png")
+    # ReDoc's bundle fetches its logo from its vendor whatever it is told: not served.
+    assert httpx.get(f"{url}/redoc", timeout=10).status_code == 404
