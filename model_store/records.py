@@ -56,6 +56,23 @@ ACTIVE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
 RESTARTABLE: frozenset[Status] = frozenset({Status.READY, Status.FAILED, Status.CANCELED})
 
 
+#: Points kept in ``StyleRecord.loss_history``; beyond, every other older point goes.
+LOSS_HISTORY_POINTS = 200
+
+
+def _with_loss(
+    history: tuple[tuple[int, float], ...], progress: Progress
+) -> tuple[tuple[int, float], ...]:
+    """Return ``history`` with ``progress``'s loss appended, thinned to the limit."""
+    if progress.loss is None or (history and history[-1][0] == progress.iteration):
+        return history
+    points = (*history, (progress.iteration, progress.loss))
+    if len(points) > LOSS_HISTORY_POINTS:
+        # Keep the curve's shape over the whole run: halve the resolution, keep the ends.
+        points = (*points[:-1:2], points[-1])
+    return points
+
+
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(UTC)
@@ -137,6 +154,9 @@ class StyleRecord:
     revision: int = 1
     #: The latest preview of the current (or last, unpublished) training run.
     run_preview: BlobInfo | None = None
+    #: ``(iteration, total loss)`` of the current or last run's progress reports, thinned
+    #: to at most :data:`LOSS_HISTORY_POINTS` (a loss curve survives a page reload).
+    loss_history: tuple[tuple[int, float], ...] = ()
 
     @property
     def servable(self) -> bool:
@@ -178,7 +198,8 @@ def apply_update(
     """Return ``cur`` with the requested changes, enforcing :data:`TRANSITIONS`.
 
     Entering QUEUED/TRAINING from another status starts a new run, clearing the previous
-    error, progress and run preview. Progress is accepted only while queued or training.
+    error, progress, run preview and loss history. Progress is accepted only while queued
+    or training.
 
     Raises:
         InvalidTransition: the move (or a progress report) is not allowed; its
@@ -193,9 +214,9 @@ def apply_update(
     if new_status is not cur.status:
         rec = replace(rec, status=new_status)
         if new_status in ACTIVE and cur.status not in ACTIVE:
-            rec = replace(rec, error=None, progress=None, run_preview=None)
+            rec = replace(rec, error=None, progress=None, run_preview=None, loss_history=())
     if progress is not None:
-        rec = replace(rec, progress=progress)
+        rec = replace(rec, progress=progress, loss_history=_with_loss(rec.loss_history, progress))
     if error is not None:
         rec = replace(rec, error=error)
     if metrics is not None:
@@ -256,6 +277,7 @@ def record_to_json(rec: StyleRecord) -> bytes:
         "style_image": _blob_to_json(rec.style_image),
         "preview": None if rec.preview is None else _blob_to_json(rec.preview),
         "run_preview": None if rec.run_preview is None else _blob_to_json(rec.run_preview),
+        "loss_history": [list(point) for point in rec.loss_history],
     }
     # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
     return json.dumps(doc, allow_nan=False, sort_keys=True, indent=1).encode()
@@ -335,6 +357,7 @@ def record_from_json(style_id: str, data: bytes) -> StyleRecord:
             preview=None if d["preview"] is None else _blob_from_json(d["preview"]),
             # Absent from manifests written before runs had their own preview.
             run_preview=None if d.get("run_preview") is None else _blob_from_json(d["run_preview"]),
+            loss_history=tuple((int(i), float(v)) for i, v in d.get("loss_history") or ()),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too.

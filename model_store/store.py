@@ -255,6 +255,7 @@ class ModelStore:
                 error=None,
                 progress=None,
                 run_preview=None,
+                loss_history=(),
             )
 
         return self._mutate(sid, start_run)

@@ -128,6 +128,10 @@ class StyleOut(BaseModel):
     revision: int
     progress: ProgressOut | None
     error: str | None
+    loss_history: list[tuple[int, float]] = Field(
+        description="`[iteration, total loss]` of the current or last run's progress "
+        "reports (at most 200, evenly thinned)"
+    )
     metrics: dict[str, Any] = Field(
         description="The current version's training metrics: held-out losses, timings and "
         "`yardstick` (quality relative to image optimization on the same loss: `r_mean` "
@@ -163,6 +167,7 @@ class StyleOut(BaseModel):
             revision=rec.revision,
             progress=progress,
             error=rec.error,
+            loss_history=list(rec.loss_history),
             metrics=dict(rec.metrics),
             params=dict(rec.params),
             versions=[
