@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,8 +22,9 @@ def running_stack(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run ``python -m service.cli up`` with its data under ``root/data`` on a free port.
 
-    Yields the API's URL (once ``/readyz`` is 200) and the launcher process; kills it on
-    exit if it still runs. The launcher's output goes to ``root/stack.log``.
+    Yields the API's URL (once ``/readyz`` is 200) and the launcher process; stops it (and
+    so everything it started) on exit if it still runs. The launcher's output goes to
+    ``root/stack.log``.
     """
     data = root / "data"
     port = free_port()
@@ -58,5 +60,11 @@ def running_stack(
         yield url, process
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            # Ctrl-C: the launcher stops Redis, the worker (and its work horse) and the
+            # API; a SIGKILL would leave them running, each in its own session.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,6 +45,38 @@ else:
 pytestmark = pytest.mark.timeout(300)
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+
+
+AXE_VERSION = "4.10.3"
+
+
+@pytest.fixture(scope="session")
+def axe_js() -> Path:
+    """axe-core's ``axe.min.js`` from the npm registry, installed once into the cache."""
+    cache = Path(os.environ.get("STYLIZE_CACHE_DIR") or Path.home() / ".cache/stylize")
+    folder = cache / "npm" / f"axe-core-{AXE_VERSION}"
+    script = folder / "node_modules/axe-core/axe.min.js"
+    if not script.is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            if os.environ.get("CI"):
+                pytest.fail("the accessibility audit needs npm (apt-get install npm)")
+            pytest.skip("no npm to install axe-core with")
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(folder),
+                f"axe-core@{AXE_VERSION}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return script
 
 
 @pytest.fixture(scope="module")
@@ -446,5 +480,143 @@ def test_on_a_phone_the_result_comes_into_view(browser, stack) -> None:
         page.wait_for_selector("#result:not([hidden])")
         _assert_in_view(page, "#result")
         page.screenshot(path=ARTIFACTS / "9-phone-result.png")
+    finally:
+        context.close()
+
+
+def _axe_violations(page, axe_js: Path) -> list[str]:
+    """Serious and critical axe-core violations of the page as it is now, one line each."""
+    page.add_script_tag(path=str(axe_js))
+    found = page.evaluate("async () => (await axe.run(document)).violations")
+    return [
+        f"{v['impact']} {v['id']}: {v['help']} ({len(v['nodes'])}×, e.g. {v['nodes'][0]['html']})"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_no_serious_accessibility_violations(browser, stack, axe_js: Path, viewport) -> None:
+    """axe-core over the stylize view (with a result), the styles and a training in progress."""
+    url, root = stack
+    with (REPO / "demo_styles/scream/style.jpg").open("rb") as handle:
+        params = {"iterations": 100000, "image_size": 64, "style_size": 64, "batch_size": 1}
+        created = httpx.post(
+            f"{url}/styles",
+            files={"image": ("s.jpg", handle, "image/jpeg")},
+            data={"name": "Audit run", "params": json.dumps({**params, "width": 0.25})},
+            timeout=30,
+        )
+    assert created.status_code == 202, created.text
+    style_id = created.json()["id"]
+    context = browser.new_context(viewport=viewport, is_mobile=viewport is PHONE)
+    _block_foreign_requests(context, urlsplit(url).netloc)
+    page = context.new_page()
+    name = "phone" if viewport is PHONE else "laptop"
+    try:
+        page.goto(url + "/")
+        page.wait_for_selector("#gallery input[value=scream]", state="attached")
+        # The stylize view with a result.
+        page.set_input_files("#photo", str(root / "data/content/chelsea.png"))
+        page.locator("#max-side").fill("128")
+        page.click("#stylize-btn")
+        page.wait_for_selector("#result:not([hidden])")
+        stylize_view = _axe_violations(page, axe_js)
+        page.screenshot(path=ARTIFACTS / f"a11y-{name}-stylize.png")
+        # The styles and a training in progress (its bar and curve), details open.
+        card = _card(page, "Audit run")
+        card.locator(".ptext", has_text="step").wait_for(timeout=120_000)
+        card.locator(".more summary").click()
+        card.scroll_into_view_if_needed()
+        training_view = _axe_violations(page, axe_js)
+        page.screenshot(path=ARTIFACTS / f"a11y-{name}-training.png")
+        # The enlarged picture.
+        card.locator(".thumb-btn").click()
+        viewer_view = _axe_violations(page, axe_js)
+    finally:
+        context.close()
+        httpx.delete(f"{url}/styles/{style_id}", timeout=30)
+    assert (stylize_view, training_view, viewer_view) == ([], [], [])
+
+
+CONTRAST_JS = """
+    (() => {
+        const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+        const lum = (c) => {
+            const [r, g, b] = rgb(c).map((v) => {
+                v /= 255;
+                return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+            });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        };
+        window.contrast = (a, b) => {
+            const [hi, lo] = [lum(a), lum(b)].sort((x, y) => y - x);
+            return (hi + 0.05) / (lo + 0.05);
+        };
+    })();
+"""
+
+
+def test_focus_ring_borders_disabled_text_touch_targets_and_help(browser, stack) -> None:
+    """What axe-core cannot see: non-text contrast, focus, disabled text, help lines."""
+    url, _ = stack
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    _block_foreign_requests(context, urlsplit(url).netloc)
+    page = context.new_page()
+    try:
+        page.goto(url + "/")
+        page.wait_for_selector("#gallery input[value=scream]", state="attached")
+        page.wait_for_selector("#style-list li.card")
+        page.evaluate(CONTRAST_JS)
+        page.focus("#stylize-btn")
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("Tab")  # keyboard focus: :focus-visible
+        ring = page.evaluate(
+            """() => {
+                const s = getComputedStyle(document.activeElement);
+                const page = getComputedStyle(document.body).backgroundColor;
+                return [s.outlineStyle, contrast(s.outlineColor, 'rgb(255, 255, 255)'),
+                        contrast(s.outlineColor, page)];
+            }"""
+        )
+        assert ring[0] == "solid" and min(ring[1:]) >= 3, ring
+        borders = page.evaluate(
+            """() => ['.tile', '.card', '#style-name', '.card .thumb-btn'].map((sel) => {
+                const s = getComputedStyle(document.querySelector(sel));
+                return [sel, contrast(s.borderTopColor, 'rgb(255, 255, 255)')];
+            })"""
+        )
+        assert all(ratio >= 3 for _, ratio in borders), borders
+        disabled = page.evaluate(
+            """() => {
+                const b = document.querySelector('#train-btn');
+                b.disabled = true;
+                const s = getComputedStyle(b);
+                const ratio = contrast(s.color, s.backgroundColor);
+                b.disabled = false;
+                return [ratio, s.opacity];
+            }"""
+        )
+        assert disabled[0] >= 4.5 and disabled[1] == "1", disabled
+        small = page.evaluate(
+            """() => [...document.querySelectorAll(
+                    'button, a.button, input, select, summary, textarea, .tile')]
+                .filter((e) => e.getClientRects().length)
+                .map((e) => [e.id || e.className || e.tagName, e.getBoundingClientRect()])
+                .filter(([, r]) => r.width < 24 || r.height < 24)
+                .map(([name, r]) => `${name} ${Math.round(r.width)}×${Math.round(r.height)}`)"""
+        )
+        assert small == [], small
+        helps = page.evaluate(
+            """() => ['#strength', '#preserve-color'].map((sel) =>
+                document.getElementById(document.querySelector(sel)
+                    .getAttribute('aria-describedby'))?.textContent.trim() ?? '')"""
+        )
+        assert all(len(text) > 20 for text in helps), helps
+        # Ids, versions and loss values are inside a closed "Details" section.
+        first = page.locator("#style-list li.card").first
+        assert first.locator("details.more .detail").is_hidden()
+        assert "id " in first.locator(".detail").text_content()
+        page.screenshot(path=ARTIFACTS / "a11y-phone-focus.png")
     finally:
         context.close()
