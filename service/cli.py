@@ -67,10 +67,17 @@ def find_style(style_id: str) -> bytes | Path:
 def _up(argv: Sequence[str]) -> int:
     from service.launcher import up
 
-    parser = argparse.ArgumentParser(prog="stylize up", description="run the whole stack locally")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--host", default=os.environ.get("STYLIZE_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("STYLIZE_PORT", "8000")))
+    parser = argparse.ArgumentParser(
+        prog="stylize up",
+        description="Run the API, one training worker and Redis on this machine; Ctrl-C stops all.",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="models, photos, Redis (default: data)"
+    )
+    host = os.environ.get("STYLIZE_HOST", "127.0.0.1")
+    port = int(os.environ.get("STYLIZE_PORT", "8000"))
+    parser.add_argument("--host", default=host, help=f"address of the API (default: {host})")
+    parser.add_argument("--port", type=int, default=port, help=f"port of the API (default: {port})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     return up(args.data_dir, args.host, args.port)
