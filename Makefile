@@ -67,8 +67,9 @@ $(CORPUS): $(STAMP) stylenet/corpus/manifest.json
 	       "on fewer than STYLIZE_MIN_CONTENT_PHOTOS (100) photos"; fi
 
 # API + training worker + Redis on http://127.0.0.1:8000 (data under ./data); Ctrl-C stops all.
+# `make run PORT=8010` listens elsewhere.
 run: setup
-	$(BIN)/stylize up
+	$(BIN)/stylize up $(if $(PORT),--port $(PORT))
 
 test: setup chromium
 	$(BIN)/ruff check .

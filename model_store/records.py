@@ -56,6 +56,23 @@ ACTIVE: frozenset[Status] = frozenset({Status.QUEUED, Status.TRAINING})
 RESTARTABLE: frozenset[Status] = frozenset({Status.READY, Status.FAILED, Status.CANCELED})
 
 
+#: Points kept in ``StyleRecord.loss_history``; beyond, every other older point goes.
+LOSS_HISTORY_POINTS = 200
+
+
+def _with_loss(
+    history: tuple[tuple[int, float], ...], progress: Progress
+) -> tuple[tuple[int, float], ...]:
+    """Return ``history`` with ``progress``'s loss appended, thinned to the limit."""
+    if progress.loss is None or (history and history[-1][0] == progress.iteration):
+        return history
+    points = (*history, (progress.iteration, progress.loss))
+    if len(points) > LOSS_HISTORY_POINTS:
+        # Keep the curve's shape over the whole run: halve the resolution, keep the ends.
+        points = (*points[:-1:2], points[-1])
+    return points
+
+
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(UTC)
@@ -131,8 +148,15 @@ class StyleRecord:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     current_version: int | None = None
     versions: tuple[VersionInfo, ...] = ()
+    #: The style's picture: the preview of the version that serves (a run's preview
+    #: becomes it only when that run publishes).
     preview: BlobInfo | None = None
     revision: int = 1
+    #: The latest preview of the current (or last, unpublished) training run.
+    run_preview: BlobInfo | None = None
+    #: ``(iteration, total loss)`` of the current or last run's progress reports, thinned
+    #: to at most :data:`LOSS_HISTORY_POINTS` (a loss curve survives a page reload).
+    loss_history: tuple[tuple[int, float], ...] = ()
 
     @property
     def servable(self) -> bool:
@@ -147,8 +171,7 @@ class StyleRecord:
     def blob_names(self) -> set[str]:
         """Return every stored file name this record references."""
         names = {self.style_image.name, *(v.name for v in self.versions)}
-        if self.preview is not None:
-            names.add(self.preview.name)
+        names.update(b.name for b in (self.preview, self.run_preview) if b is not None)
         return names
 
 
@@ -175,9 +198,10 @@ def apply_update(
     """Return ``cur`` with the requested changes, enforcing :data:`TRANSITIONS`.
 
     Entering QUEUED/TRAINING from another status starts a new run, clearing the previous
-    error and progress; leaving them drops the ETA. Progress is accepted only while
-    queued or training, and never goes backwards within a run (a resumed retry reports
-    from its checkpoint: those reports are dropped until it passes the recorded one).
+    error, progress, run preview and loss history; leaving them drops the ETA. Progress is
+    accepted only while queued or training, and never goes backwards within a run (a
+    resumed retry reports from its checkpoint: those reports are dropped until it passes
+    the recorded one).
 
     Raises:
         InvalidTransition: the move (or a progress report) is not allowed; its
@@ -192,11 +216,11 @@ def apply_update(
     if new_status is not cur.status:
         rec = replace(rec, status=new_status)
         if new_status in ACTIVE and cur.status not in ACTIVE:
-            rec = replace(rec, error=None, progress=None)
+            rec = replace(rec, error=None, progress=None, run_preview=None, loss_history=())
         elif new_status not in ACTIVE and rec.progress is not None:
             rec = replace(rec, progress=replace(rec.progress, eta_s=None))  # no run, no ETA
     if progress is not None and not _goes_back(rec.progress, progress):
-        rec = replace(rec, progress=progress)
+        rec = replace(rec, progress=progress, loss_history=_with_loss(rec.loss_history, progress))
     if error is not None:
         rec = replace(rec, error=error)
     if metrics is not None:
@@ -268,6 +292,8 @@ def record_to_json(rec: StyleRecord) -> bytes:
         "versions": [_version_to_json(v) for v in rec.versions],
         "style_image": _blob_to_json(rec.style_image),
         "preview": None if rec.preview is None else _blob_to_json(rec.preview),
+        "run_preview": None if rec.run_preview is None else _blob_to_json(rec.run_preview),
+        "loss_history": [list(point) for point in rec.loss_history],
     }
     # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
     return json.dumps(doc, allow_nan=False, sort_keys=True, indent=1).encode()
@@ -345,6 +371,9 @@ def record_from_json(style_id: str, data: bytes) -> StyleRecord:
             versions=tuple(_version_from_json(v) for v in d["versions"]),
             style_image=_blob_from_json(d["style_image"]),
             preview=None if d["preview"] is None else _blob_from_json(d["preview"]),
+            # Absent from manifests written before runs had their own preview.
+            run_preview=None if d.get("run_preview") is None else _blob_from_json(d["run_preview"]),
+            loss_history=tuple((int(i), float(v)) for i, v in d.get("loss_history") or ()),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too.

@@ -254,7 +254,15 @@ class ModelStore:
             if cur.status not in RESTARTABLE:
                 raise InvalidTransition(cur.id, cur.status, Status.QUEUED)
             # Not apply_update: TRANSITIONS keep workers from leaving CANCELED; this may.
-            return replace(cur, status=Status.QUEUED, params=params, error=None, progress=None)
+            return replace(
+                cur,
+                status=Status.QUEUED,
+                params=params,
+                error=None,
+                progress=None,
+                run_preview=None,
+                loss_history=(),
+            )
 
         return self._mutate(sid, start_run)
 
@@ -367,6 +375,9 @@ class ModelStore:
                 metrics=dict(metrics or {}),
                 error=None,
                 progress=None,  # the run is over: no "240/300, ETA 5 s" on a ready style
+                # The run's preview shows what the new version does: it becomes the picture.
+                preview=cur.run_preview or cur.preview,
+                run_preview=None,
             )
 
         rec = self._mutate(sid, add_version)
@@ -396,24 +407,23 @@ class ModelStore:
         return self._read_verified(rec, rec.style_image)
 
     def set_preview(self, style_id: str, image: bytes) -> StyleRecord:
-        """Store a preview thumbnail (PNG, JPEG or WebP bytes), replacing any previous."""
-        if not image:
-            raise ValueError("preview image is empty")
-        start = self.get(style_id)
-        content_type, ext = sniff_image(image)
-        sha = sha256_hex(image)
-        blob = BlobInfo(f"preview-{sha[:16]}.{ext}", sha, len(image), content_type)
-        self._put_own_blob(start, blob.name, bytes(image))
+        """Set the style's picture (PNG, JPEG or WebP bytes), replacing any previous.
 
-        def attach(cur: StyleRecord) -> StyleRecord:
-            if cur.incarnation != start.incarnation:
-                raise StyleNotFound(start.id)
-            return replace(cur, preview=blob)
+        A worker calls :meth:`set_run_preview` instead: its previews replace the style's
+        picture only when its run publishes.
+        """
+        return self._attach_image(style_id, image, "preview")
 
-        return self._mutate(start.id, attach)
+    def set_run_preview(self, style_id: str, image: bytes) -> StyleRecord:
+        """Store the current training run's latest preview (PNG, JPEG or WebP bytes).
+
+        :meth:`publish` makes it the style's picture; a run that is canceled or fails
+        leaves the style's picture as it was. A new run starts without one.
+        """
+        return self._attach_image(style_id, image, "run_preview")
 
     def preview(self, style_id: str) -> bytes:
-        """Return the preview thumbnail, verified.
+        """Return the style's picture (the preview of the serving version), verified.
 
         Raises:
             PreviewNotFound: none was set.
@@ -422,6 +432,17 @@ class ModelStore:
         if rec.preview is None:
             raise PreviewNotFound(rec.id)
         return self._read_verified(rec, rec.preview)
+
+    def run_preview(self, style_id: str) -> bytes:
+        """Return the latest preview of the current or last unpublished run, verified.
+
+        Raises:
+            PreviewNotFound: the run has made none (or it was published).
+        """
+        rec = self.get(style_id)
+        if rec.run_preview is None:
+            raise PreviewNotFound(rec.id)
+        return self._read_verified(rec, rec.run_preview)
 
     def scratch_dir(self, style_id: str) -> Path:
         """Return (creating it) a local directory for the style's training checkpoints.
@@ -481,6 +502,22 @@ class ModelStore:
         return removed
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _attach_image(self, style_id: str, image: bytes, field: str) -> StyleRecord:
+        if not image:
+            raise ValueError("preview image is empty")
+        start = self.get(style_id)
+        content_type, ext = sniff_image(image)
+        sha = sha256_hex(image)
+        blob = BlobInfo(f"preview-{sha[:16]}.{ext}", sha, len(image), content_type)
+        self._put_own_blob(start, blob.name, bytes(image))
+
+        def attach(cur: StyleRecord) -> StyleRecord:
+            if cur.incarnation != start.incarnation:
+                raise StyleNotFound(start.id)
+            return replace(cur, **{field: blob})
+
+        return self._mutate(start.id, attach)
 
     def _mutate(self, sid: str, change: Callable[[StyleRecord], StyleRecord]) -> StyleRecord:
         return mutate(self._backend, sid, change, max_attempts=self.max_attempts)

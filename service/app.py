@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
@@ -34,6 +36,8 @@ from service.training import TrainingQueue
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Swagger UI's assets, shipped inside the fastapi-offline wheel.
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -89,6 +93,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Fast neural style transfer (instance-normalized feed-forward generators)",
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: served locally instead.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -104,9 +111,32 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for module in (stylize, styles, events, health):
         app.include_router(module.router)
+    _mount_api_docs(app)
     _mount_web_page(app)
     install_openapi(app)
     return app
+
+
+def _mount_api_docs(app: FastAPI) -> None:
+    """Serve ``/docs`` (Swagger UI) with assets from a Python package.
+
+    ``fastapi-offline`` ships Swagger UI 5 (which reads OpenAPI 3.1) as static files, so
+    the docs render with no request leaving this service. No ``/redoc``: ReDoc's bundle
+    loads its logo from its vendor's site whatever it is told.
+    """
+    assets = "/docs-assets"
+    app.mount(assets, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title}: API docs",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+        )
 
 
 def _mount_web_page(app: FastAPI) -> None:

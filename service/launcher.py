@@ -61,6 +61,18 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be listened on (as uvicorn would: SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _free_port(preferred: int) -> int:
     if _port_free(preferred):
         return preferred
@@ -291,8 +303,16 @@ def up(
 
     Returns:
         The exit status for the command: 0 after a requested stop, 1 after giving up
-        on a child that kept failing.
+        on a child that kept failing, or when ``port`` is taken (said in one line before
+        anything starts).
     """
+    if port_taken(host, port):
+        print(
+            f"stylize up: port {port} on {host} is already in use (another stylize?); "
+            f"pick another: make run PORT={port + 10}, or stylize up --port {port + 10}",
+            file=sys.stderr,
+        )
+        return 1
     data_dir = data_dir.resolve()
     env = dict(os.environ)
     env.setdefault("STYLIZE_MODEL_STORE", (data_dir / "models").as_uri())

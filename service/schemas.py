@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_store import StyleRecord
+from model_store import Status, StyleRecord
 from model_store.ids import STYLE_ID_RE
 from stylenet import TrainParams
 from stylenet.generators import MIN_SIDE
@@ -80,7 +80,36 @@ class StyleLinks(BaseModel):
     events: str
     train: str
     cancel: str
-    preview: str | None = None
+    preview: str | None = Field(
+        None, description="The style's picture: a preview of the version that serves"
+    )
+    training_preview: str | None = Field(
+        None,
+        description="The latest preview of the current (or last unpublished) training run; "
+        "it becomes `preview` only when the run publishes",
+    )
+
+
+_RUN_WORDS = {
+    Status.QUEUED: "retrain queued",
+    Status.TRAINING: "retraining",
+    Status.FAILED: "retrain failed",
+    Status.CANCELED: "retrain canceled",
+}
+
+
+def state_text(rec: StyleRecord) -> str:
+    """Say what a style is to a person: a servable style reads "ready", whatever its run.
+
+    ``status`` is the state of the style's latest training run; a style whose retrain
+    was canceled or failed still serves its current version, so it reads
+    "ready · v1 (retrain canceled)" rather than "canceled".
+    """
+    if rec.current_version is None:
+        return rec.status.value
+    serving = f"ready · v{rec.current_version}"
+    run = _RUN_WORDS.get(rec.status)
+    return serving if run is None else f"{serving} ({run})"
 
 
 class StyleOut(BaseModel):
@@ -90,12 +119,20 @@ class StyleOut(BaseModel):
     name: str
     status: Literal["queued", "training", "ready", "failed", "canceled"]
     servable: bool = Field(description="Whether a version exists to stylize with")
+    state: str = Field(
+        description="The style's state for people: `status` of a style without a version; "
+        'with one, e.g. "ready · v1", "ready · v1 (retrain canceled)"'
+    )
     current_version: int | None
     created_at: datetime
     updated_at: datetime
     revision: int
     progress: ProgressOut | None
     error: str | None
+    loss_history: list[tuple[int, float]] = Field(
+        description="`[iteration, total loss]` of the current or last run's progress "
+        "reports (at most 200, evenly thinned)"
+    )
     metrics: dict[str, Any] = Field(
         description="The current version's training metrics: held-out losses, timings and "
         "`yardstick` (quality relative to image optimization on the same loss: `r_mean` "
@@ -124,12 +161,14 @@ class StyleOut(BaseModel):
             name=rec.name,
             status=rec.status.value,
             servable=rec.servable,
+            state=state_text(rec),
             current_version=rec.current_version,
             created_at=rec.created_at,
             updated_at=rec.updated_at,
             revision=rec.revision,
             progress=progress,
             error=rec.error,
+            loss_history=list(rec.loss_history),
             metrics=dict(rec.metrics),
             params=dict(rec.params),
             versions=[
@@ -149,6 +188,9 @@ class StyleOut(BaseModel):
                 train=f"{base}/train",
                 cancel=f"{base}/cancel",
                 preview=f"{base}/preview" if rec.preview is not None else None,
+                training_preview=f"{base}/training-preview"
+                if rec.run_preview is not None
+                else None,
             ),
         )
 

@@ -14,19 +14,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from . import lossnet
 from .data import open_image
-from .errors import InvalidParams, StylenetError
+from .devices import pick_device
+from .errors import DeviceUnavailable, InvalidParams, StylenetError
+from .generators import ARCHITECTURES, MIN_SIDE, NORMS
 from .inference import CPU_DTYPES, inference_dtype, stylize
+from .losses import PRESETS
 from .model_file import load_generator, save_generator
-from .params import TrainParams
+from .params import LR_SCHEDULES, TrainParams
 from .tiled import check_tile
 from .train import Progress, train
 
@@ -53,6 +58,80 @@ _TRAIN_FIELDS = {
     "num_workers": int,
     "yardstick_steps": int,
 }
+_CHOICES: dict[str, Sequence[str]] = {
+    "arch": ARCHITECTURES,
+    "norm": NORMS,
+    "preset": tuple(PRESETS),
+    "lossnet": tuple(lossnet.SOURCES),
+    "lr_schedule": LR_SCHEDULES,
+}
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+#: What PIL writes, by output file extension.
+_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class CliError(Exception):
+    """A mistake in the command line found before any work: one line, no traceback."""
+
+
+def _field_help() -> dict[str, str]:
+    """Return each TrainParams field's meaning, from its docstring (one source of truth)."""
+    doc = (TrainParams.__doc__ or "").split("Attributes:", 1)[-1]
+    found: dict[str, str] = {}
+    names: list[str] = []
+    for line in doc.splitlines():
+        head = re.match(r"^\s{8}([a-z_, ]+):\s*(.*)$", line)
+        if head:
+            names = [n.strip() for n in head.group(1).split(",")]
+            for name in names:
+                found[name] = head.group(2)
+        elif line.strip() and names:
+            for name in names:
+                found[name] += " " + line.strip()
+    markup = re.compile(r"``|:[a-z]+:`~?([^`]*)`")
+    return {k: markup.sub(lambda m: m.group(1) or "", v).rstrip(".") for k, v in found.items()}
+
+
+def _with_default(text: str, default: object) -> str:
+    if "default" not in text:
+        text = f"{text} (default: {default})"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _device(text: str) -> str:
+    if not _DEVICE_RE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: auto, cpu, cuda or cuda:N")
+    return text
+
+
+def _side(text: str) -> int:
+    value = int(text)
+    if value < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, not {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, not {value}")
+    return value
+
+
+def _resolve_device(name: str) -> torch.device:
+    """``auto`` = CUDA when present; a CUDA device that is not there is a one-line error."""
+    try:
+        return pick_device(name)
+    except DeviceUnavailable as exc:
+        raise CliError(f"--device {name}: {exc}; use --device cpu") from None
+
+
+def _check_output(path: Path, suffixes: Sequence[str], what: str) -> None:
+    if path.suffix.lower() not in suffixes:
+        known = ", ".join(suffixes)
+        raise CliError(f"{what} {path}: unknown file type {path.suffix!r}; use {known}")
+    if not path.parent.is_dir():
+        raise CliError(f"{what} {path}: the folder {path.parent} does not exist")
 
 
 def _progress_bar(progress: Progress) -> None:
@@ -71,13 +150,15 @@ def _progress_bar(progress: Progress) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k) is not None}
     params = TrainParams.from_dict(fields)
+    _check_output(args.out, (".safetensors",), "--out")
+    device = _resolve_device(args.device)
     result = train(
         args.style,
         args.content,
         params,
         on_progress=None if args.quiet else _progress_bar,
         checkpoint_dir=args.checkpoint_dir,
-        device=args.device,
+        device=device,
     )
     digest = save_generator(
         args.out,
@@ -102,7 +183,15 @@ def _tile(text: str) -> int | str | None:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    generator, _ = load_generator(args.model, device=args.device)
+    _check_output(args.output, _OUTPUT_SUFFIXES, "output")
+    device = _resolve_device(args.device)
+    if args.style is not None:
+        if args.find_style is None:
+            raise CliError("--style needs stylize's model store; use --model FILE")
+        model = args.find_style(args.style)  # a path or the file's bytes
+    else:
+        model = args.model
+    generator, _ = load_generator(model, device=device)
     started = time.perf_counter()
     out = stylize(
         open_image(args.input),
@@ -110,7 +199,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         max_side=args.max_side,
         strength=args.strength,
         preserve_color=args.preserve_color,
-        dtype=inference_dtype(torch.device(args.device), args.cpu_dtype),
+        dtype=inference_dtype(device, args.cpu_dtype),
         tile=args.tile,
     )
     out.save(args.output)
@@ -171,28 +260,77 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the ``stylize`` argument parser."""
     parser = argparse.ArgumentParser(prog="stylize", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"stylize {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a generator for one style image")
-    t.add_argument("--style", type=Path, required=True, help="the style image")
+    t = sub.add_parser(
+        "train",
+        help="train a generator for one style image",
+        description="Train a generator for one style image on a folder of photos. "
+        "Training options left out take the default shown (or the loss preset's).",
+    )
+    t.add_argument("--style", type=Path, required=True, help="the style image (the painting)")
     t.add_argument("--content", type=Path, required=True, help="folder of content photos")
-    t.add_argument("--out", type=Path, required=True, help="generator file to write")
+    t.add_argument("--out", type=Path, required=True, help="generator file to write (.safetensors)")
     t.add_argument("--checkpoint-dir", type=Path, help="checkpoint here; resume if one exists")
-    t.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    t.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    t.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)",
+    )
+    t.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="dtype of the saved weights (default: float32)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    options = t.add_argument_group("training options (TrainParams)")
+    helps, defaults = _field_help(), TrainParams()
     for name, kind in _TRAIN_FIELDS.items():
-        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+        default = getattr(defaults, name)
+        shown = "the preset's" if default is None else default
+        options.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=None,
+            choices=_CHOICES.get(name),
+            metavar=None if name in _CHOICES else name.upper(),
+            help=_with_default(helps.get(name, ""), shown),
+        )
     t.set_defaults(func=_cmd_train)
 
-    a = sub.add_parser("apply", help="stylize an image with a trained generator")
-    a.add_argument("--model", type=Path, required=True, help="generator file (.safetensors)")
-    a.add_argument("input", type=Path)
-    a.add_argument("output", type=Path)
-    a.add_argument("--max-side", type=int, default=1024)
-    a.add_argument("--strength", type=float, default=1.0)
-    a.add_argument("--preserve-color", action="store_true")
-    a.add_argument("--device", default="cpu")
+    a = sub.add_parser(
+        "apply",
+        help="stylize an image with a trained generator",
+        description="Stylize a photo with a generator file (--model) or a style by id (--style).",
+    )
+    model = a.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", type=Path, help="generator file (.safetensors)")
+    model.add_argument(
+        "--style",
+        metavar="ID",
+        help="a bundled (scream, starry-night) or registered style (STYLIZE_MODEL_STORE)",
+    )
+    a.add_argument("input", type=Path, help="the photo")
+    a.add_argument(
+        "output", type=Path, help=f"where to write the result ({', '.join(_OUTPUT_SUFFIXES)})"
+    )
+    a.add_argument(
+        "--max-side",
+        type=_side,
+        default=1024,
+        help="longer side of the result in pixels (default: 1024)",
+    )
+    a.add_argument(
+        "--strength", type=_fraction, default=1.0, help="0: the photo, 1: full style (default: 1)"
+    )
+    a.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
+    a.add_argument(
+        "--device", type=_device, default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)"
+    )
     a.add_argument(
         "--cpu-dtype",
         choices=CPU_DTYPES,
@@ -234,15 +372,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``stylize`` command; return its exit status."""
+def version() -> str:
+    """Return the installed package's version."""
+    try:
+        return metadata.version("stylize-service")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    find_style: Callable[[str], bytes | Path] | None = None,
+) -> int:
+    """Run the ``stylize`` command; return its exit status.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        find_style: resolves ``apply --style ID`` to a generator file or its bytes
+            (the service's CLI passes one that looks in the model store); raises
+            :class:`CliError` for an unknown id.
+    """
     args = build_parser().parse_args(argv)
+    args.find_style = find_style
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
     try:
         return int(args.func(args))
-    except StylenetError as exc:
+    except (StylenetError, CliError) as exc:
         print(f"stylize: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

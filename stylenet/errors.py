@@ -59,3 +59,7 @@ class ChecksumMismatch(LossNetworkError):
 
 class ModelFileError(StylenetError, ValueError):
     """A generator file is corrupt, of another format, or cannot be served by this code."""
+
+
+class DeviceUnavailable(StylenetError):
+    """A device was asked for that this machine does not have (CUDA, or that GPU)."""

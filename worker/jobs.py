@@ -42,6 +42,8 @@ from model_store import ModelStore, Status, open_store
 from stylenet import ImageError, TrainParams, TrainResult, generator_to_bytes, train
 from stylenet.checkpoint import fingerprint
 from stylenet.data import find_images, open_image, split_holdout
+from stylenet.devices import pick_device
+from stylenet.errors import DeviceUnavailable as StylenetDeviceUnavailable
 
 from .errors import (
     Canceled,
@@ -90,19 +92,12 @@ def resolve_device(setting: str) -> torch.device:
     Raises:
         DeviceUnavailable: CUDA, or that GPU, is not present.
     """
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
+    try:
+        device = pick_device(setting)
+    except StylenetDeviceUnavailable as exc:
+        raise DeviceUnavailable(f"STYLIZE_DEVICE={setting} but {exc}") from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailable(f"STYLIZE_DEVICE={setting} but this worker has no CUDA")
-        index = 0 if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise DeviceUnavailable(
-                f"STYLIZE_DEVICE={setting} but only {torch.cuda.device_count()} GPU(s) exist"
-            )
-        torch.cuda.set_device(index)
-        device = torch.device("cuda", index)
+        torch.cuda.set_device(device)
     return device
 
 

@@ -148,14 +148,19 @@ class ProgressReporter:
         self.reports += 1
 
     def preview(self, generator: nn.Module, iteration: int) -> None:
-        """Stylize the fixed content image with ``generator`` and store it as the preview."""
+        """Stylize the fixed content image with ``generator``: the run's preview.
+
+        It becomes the style's picture when the run publishes (``store.publish``).
+        """
         if self.preview_image is None:
             return
         self._last_preview_iteration = iteration
         started = time.monotonic()
         try:
             data = png_bytes(stylize(self.preview_image, generator, max_side=PREVIEW_MAX_SIDE))
-            guard_store_write(self.style_id, lambda: self.store.set_preview(self.style_id, data))
+            guard_store_write(
+                self.style_id, lambda: self.store.set_run_preview(self.style_id, data)
+            )
         except (Canceled, BaseTimeoutException):
             raise
         except Exception:  # a preview is a nicety: never fail a training over one

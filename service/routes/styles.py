@@ -254,7 +254,7 @@ def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
 @router.get(
     "/{style_id}/preview",
     response_class=Response,
-    summary="The latest training preview",
+    summary="The style's picture: a preview of the version that serves",
     responses={
         200: {
             "description": "JPEG (bundled demo styles) or PNG (the training worker's previews)",
@@ -264,8 +264,23 @@ def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:
     },
 )
 def get_preview(style_id: str, store: StoreDep) -> Response:
-    """Return the preview thumbnail the worker last stored."""
-    data = store.preview(style_id)  # PreviewNotFound -> 404
+    """Return the preview of the serving version (a run's preview once it published)."""
+    return _sniffed_image(store.preview(style_id))  # PreviewNotFound -> 404
+
+
+@router.get(
+    "/{style_id}/training-preview",
+    response_class=Response,
+    summary="The latest preview of the current (or last unpublished) training run",
+    responses={200: {"content": {"image/png": {}}}, **_errors(404)},
+)
+def get_training_preview(style_id: str, store: StoreDep) -> Response:
+    """Return the run's latest preview; 404 once the run published (see ``/preview``)."""
+    return _sniffed_image(store.run_preview(style_id))  # PreviewNotFound -> 404
+
+
+def _sniffed_image(data: bytes) -> Response:
+    """Answer with an image whose media type is what the bytes are (JPEG or PNG)."""
     kind = imaging.sniff(data) or "png"
     return _blob_response(data, imaging.MEDIA_TYPES.get(kind, "image/png"), _sha256(data))
 

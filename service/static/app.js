@@ -2,10 +2,11 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
-const PRESETS = {
-  fast: { iterations: 300, image_size: 128, width: 0.5 },
+// The page's training speeds; "preset" is the API's word for the loss recipe.
+const SPEEDS = {
+  draft: { iterations: 300, image_size: 128, width: 0.5 },
   balanced: { iterations: 2000, image_size: 256 },
-  quality: { iterations: 6000, image_size: 256, style_size: 384 },
+  best: { iterations: 6000, image_size: 256, style_size: 384 },
 };
 const TERMINAL = new Set(["ready", "failed", "canceled"]);
 const KEY_STORAGE = "stylize.apiKey";
@@ -59,11 +60,15 @@ const HINTS = {
   504: "The service took too long",
 };
 
+// A mistake found on the page before any request (no file picked, bad JSON).
+class LocalError extends Error {}
+
 function readable(err) {
   if (err instanceof ApiError) {
     const hint = HINTS[err.status];
     return hint ? `${hint}: ${err.message}` : err.message;
   }
+  if (err instanceof LocalError) return err.message;
   return `Could not reach the service (${err.message})`;
 }
 
@@ -84,7 +89,6 @@ keyInput.addEventListener("change", () => {
 // ------------------------------------------------------------------ styles
 const styles = new Map(); // id -> style document
 const streams = new Map(); // id -> EventSource
-const history = new Map(); // id -> [[iteration, loss], ...] from the progress stream
 const cards = new Map(); // id -> <li>
 let selectedStyle = null;
 
@@ -96,9 +100,16 @@ function fmtSeconds(s) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-function thumbUrl(style) {
-  const link = style.links.preview || style.links.style_image;
+function withRevision(link, style) {
   return `${link}?r=${style.revision}`;
+}
+
+// The card's picture: the running training's latest preview, else the style's picture
+// (a preview of the version that serves), else the painting itself.
+function cardPicture(style) {
+  const training = style.status === "queued" || style.status === "training";
+  const link = (training && style.links.training_preview) || style.links.preview || style.links.style_image;
+  return withRevision(link, style);
 }
 
 function lossSummary(style) {
@@ -109,9 +120,10 @@ function lossSummary(style) {
   return Number.isFinite(total) ? `final loss ${Number(total).toPrecision(3)}` : "";
 }
 
-// The training loss against the iteration, scaled to the box (min at the bottom).
-function drawCurve(card, id) {
-  const points = history.get(id) || [];
+// The run's training loss against the step (stored with the style, so it survives a
+// reload), scaled to the box (min at the bottom).
+function drawCurve(card, style) {
+  const points = style.loss_history || [];
   const line = $(".curve polyline", card);
   $(".curve", card).style.display = points.length < 2 ? "none" : "";
   if (points.length < 2) return;
@@ -128,6 +140,14 @@ function drawCurve(card, id) {
   );
 }
 
+function openViewer(title, src, alt) {
+  $("#viewer-title").textContent = title;
+  const img = $("#viewer-img");
+  img.src = src;
+  img.alt = alt;
+  $("#viewer").showModal();
+}
+
 function renderCard(style) {
   let card = cards.get(style.id);
   if (!card) {
@@ -136,17 +156,29 @@ function renderCard(style) {
     $(".again", card).addEventListener("click", () => trainAgain(style.id));
     $(".cancel", card).addEventListener("click", () => cancelTraining(style.id));
     $(".delete", card).addEventListener("click", () => removeStyle(style.id));
+    $(".thumb-btn", card).addEventListener("click", () => {
+      const img = $(".thumb", card);
+      openViewer(styles.get(style.id)?.name || style.name, img.src, img.alt);
+    });
     cards.set(style.id, card);
   }
+  const training = style.status === "queued" || style.status === "training";
   const img = $(".thumb", card);
-  const src = thumbUrl(style);
+  const src = cardPicture(style);
   if (img.getAttribute("src") !== src) img.src = src;
-  img.alt = style.links.preview ? `Latest preview of ${style.name}` : `Style image of ${style.name}`;
+  const what = src.includes("/training-preview")
+    ? "Latest training preview"
+    : style.links.preview
+      ? "Preview"
+      : "Painting";
+  img.alt = `${what} of ${style.name}`;
+  $(".thumb-btn", card).setAttribute("aria-label", `Enlarge: ${what.toLowerCase()} of ${style.name}`);
   $(".name", card).textContent = style.name;
   const badge = $(".badge", card);
-  badge.textContent = style.status;
-  badge.className = `badge ${style.status}`;
-  const training = style.status === "queued" || style.status === "training";
+  // The state reads "ready · v1 (retrain canceled)" for a style whose retrain stopped:
+  // it still serves, so it looks ready, not broken.
+  badge.textContent = style.state || style.status;
+  badge.className = `badge ${training || !style.servable ? style.status : "ready"}`;
   const train = $(".train", card);
   const bar = $(".bar", card);
   const p = style.progress;
@@ -157,19 +189,25 @@ function renderCard(style) {
     $(".ptext", card).textContent = "done";
   } else if (p) {
     bar.value = p.fraction;
-    $(".ptext", card).textContent = `${p.iteration} / ${p.total} · ETA ${fmtSeconds(p.eta_s)}`;
+    $(".ptext", card).textContent = `step ${p.iteration} of ${p.total} · ${fmtSeconds(p.eta_s)} left`;
   } else if (training) {
     bar.removeAttribute("value"); // indeterminate while queued
     $(".ptext", card).textContent = style.status === "queued" ? "waiting for a worker" : "starting";
   }
   bar.setAttribute("aria-label", `Training progress of ${style.name}`);
-  drawCurve(card, style.id);
-  const detail = [style.id];
+  drawCurve(card, style);
+  $(".error-text", card).textContent = style.error || "";
+  $(".error-text", card).hidden = !style.error;
+  // Ids, versions and loss values are for the curious: inside "Details".
+  const detail = [`id ${style.id}`];
   if (style.current_version) detail.push(`version ${style.current_version}`);
-  if (style.error) detail.push(style.error);
+  detail.push(`run: ${style.status}`);
   const loss = lossSummary(style);
   if (loss) detail.push(loss);
+  const photos = style.metrics?.content_images;
+  if (photos) detail.push(`trained on ${photos} photos`);
   $(".detail", card).textContent = detail.join(" · ");
+  $(".more summary", card).setAttribute("aria-label", `Details of ${style.name}`);
   $(".again", card).hidden = training;
   $(".again", card).setAttribute("aria-label", `Train ${style.name} again`);
   $(".cancel", card).hidden = !training;
@@ -185,6 +223,8 @@ function renderList() {
   if (!sorted.length) list.innerHTML = '<li class="muted">No styles yet.</li>';
 }
 
+// A tile shows the painting; its preview (the style on a photo) sits in the corner and
+// grows on hover or focus.
 function renderGallery() {
   const gallery = $("#gallery");
   const usable = [...styles.values()].filter((s) => s.servable).sort((a, b) => a.name.localeCompare(b.name));
@@ -203,30 +243,64 @@ function renderGallery() {
       input.value = s.id;
       input.checked = s.id === selectedStyle;
       input.addEventListener("change", () => (selectedStyle = s.id));
-      const img = document.createElement("img");
-      img.src = thumbUrl(s);
-      img.alt = "";
-      img.loading = "lazy";
+      const painting = document.createElement("img");
+      painting.className = "painting";
+      painting.src = withRevision(s.links.style_image, s);
+      painting.alt = "";
+      painting.loading = "lazy";
       const name = document.createElement("span");
       name.textContent = s.name;
-      label.append(input, img, name);
+      label.append(input, painting);
+      if (s.links.preview) {
+        const preview = document.createElement("img");
+        preview.className = "preview";
+        preview.src = withRevision(s.links.preview, s);
+        preview.alt = "";
+        preview.loading = "lazy";
+        label.append(preview);
+      }
+      label.append(name);
       return label;
     }),
   );
 }
 
+// ------------------------------------------------------------------ finished trainings
+// When a training ends while the page is in the background: the title says so, and a
+// browser notification too if the user asked for one (and allowed it).
+const baseTitle = document.title;
+
+function announceEnd(before, style) {
+  const wasRunning = before && (before.status === "queued" || before.status === "training");
+  if (!wasRunning || !TERMINAL.has(style.status)) return;
+  const word = style.status === "ready" ? "is ready" : style.status === "failed" ? "failed" : "was canceled";
+  const text = `“${style.name}” ${word}`;
+  if (document.hidden) document.title = `${style.status === "ready" ? "✓" : "✗"} ${text} · ${baseTitle}`;
+  if ($("#notify").checked && "Notification" in window && Notification.permission === "granted") {
+    try {
+      new Notification("stylize", { body: text });
+    } catch {
+      /* some browsers allow notifications only from a service worker: the title says it */
+    }
+  }
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) document.title = baseTitle;
+});
+$("#notify").addEventListener("change", () => {
+  if ($("#notify").checked && "Notification" in window && Notification.permission === "default") {
+    Notification.requestPermission();
+  }
+});
+
 function update(style) {
   const before = styles.get(style.id);
   styles.set(style.id, style);
-  const p = style.progress;
-  if (p && p.loss != null && !TERMINAL.has(style.status)) {
-    const h = history.get(style.id) || [];
-    if (!h.length || h[h.length - 1][0] !== p.iteration) h.push([p.iteration, p.loss]);
-    history.set(style.id, h.slice(-300));
-  }
   if (!cards.has(style.id)) renderList();
   else renderCard(style);
-  if (!before || before.servable !== style.servable) renderGallery();
+  if (!before || before.servable !== style.servable || before.links.preview !== style.links.preview) renderGallery();
+  announceEnd(before, style);
   follow(style);
 }
 
@@ -294,7 +368,6 @@ async function loadStyles() {
 async function trainAgain(id, attempts = 5) {
   try {
     const response = await api(`/styles/${id}/train`, { method: "POST" });
-    history.delete(id);
     update(await response.json());
     showError($("#styles-error"), null);
   } catch (err) {
@@ -335,47 +408,77 @@ async function removeStyle(id) {
 
 $("#refresh").addEventListener("click", loadStyles);
 
-// ------------------------------------------------------------------ stylize
+// ------------------------------------------------------------------ stylize: the photo
+// Picked, dropped anywhere on the card, or pasted; shown as a thumbnail with its size.
 const photoInput = $("#photo");
-const drop = $("#drop");
+const dropZone = $("#stylize");
 let photo = null;
 let resultUrl = null;
 let originalUrl = null;
 
-function setPhoto(file) {
-  photo = file || null;
-  const original = $("#original");
-  if (originalUrl) URL.revokeObjectURL(originalUrl);
-  originalUrl = null;
-  original.hidden = true;
-  showError($("#stylize-error"), null);
-  if (photo && photo.type.startsWith("image/")) {
-    originalUrl = URL.createObjectURL(photo);
-    original.onerror = () => {
-      original.hidden = true; // not decodable here; the service will say why
-      $("#compare").hidden = $("#result").hidden;
-    };
-    original.src = originalUrl;
-    original.hidden = false;
-  }
-  $("#result").hidden = true; // the previous result belongs to the previous photo
-  $("#result-fig").hidden = true;
-  $("#download").hidden = true;
-  $("#compare").hidden = !originalUrl;
-  $("#stylize-status").textContent = photo ? `${photo.name} (${Math.ceil(photo.size / 1024)} KiB)` : "";
+function fmtBytes(n) {
+  return n < 1024 * 1024 ? `${Math.ceil(n / 1024)} KB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
-photoInput.addEventListener("change", () => setPhoto(photoInput.files[0]));
+function setPhoto(file, fromInput = false) {
+  photo = file || null;
+  if (originalUrl) URL.revokeObjectURL(originalUrl);
+  originalUrl = null;
+  showError($("#stylize-error"), null);
+  if (photo && !fromInput) {
+    // Dropped or pasted: the file input shows it too (not "No file chosen").
+    try {
+      const transfer = new DataTransfer();
+      transfer.items.add(photo);
+      photoInput.files = transfer.files;
+    } catch {
+      /* an old browser: the thumbnail below still says what was chosen */
+    }
+  }
+  const info = $("#photo-info");
+  const thumb = $("#photo-thumb");
+  info.hidden = !photo;
+  $("#result-box").hidden = true; // the previous result belongs to the previous photo
+  $("#stylize-status").textContent = "";
+  if (!photo) return;
+  const meta = `${photo.name || "pasted image"} · ${fmtBytes(photo.size)}`;
+  $("#photo-meta").textContent = meta;
+  if (photo.type.startsWith("image/")) {
+    originalUrl = URL.createObjectURL(photo);
+    thumb.onload = () => ($("#photo-meta").textContent = `${meta} · ${thumb.naturalWidth}×${thumb.naturalHeight}`);
+    thumb.onerror = () => (thumb.hidden = true); // not decodable here; the service will say why
+    thumb.hidden = false;
+    thumb.src = originalUrl;
+    thumb.alt = `Chosen photo: ${photo.name || "pasted image"}`;
+  } else {
+    thumb.hidden = true;
+  }
+}
+
+photoInput.addEventListener("change", () => setPhoto(photoInput.files[0], true));
 for (const name of ["dragenter", "dragover"]) {
-  drop.addEventListener(name, (e) => {
+  dropZone.addEventListener(name, (e) => {
+    if (![...(e.dataTransfer?.types || [])].includes("Files")) return;
     e.preventDefault();
-    drop.classList.add("over");
+    dropZone.classList.add("over");
   });
 }
-for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
+dropZone.addEventListener("dragleave", (e) => {
+  if (!dropZone.contains(e.relatedTarget)) dropZone.classList.remove("over");
+});
+dropZone.addEventListener("drop", (e) => {
+  dropZone.classList.remove("over");
+  if (!e.dataTransfer?.files.length) return;
   e.preventDefault();
-  if (e.dataTransfer.files.length) setPhoto(e.dataTransfer.files[0]);
+  setPhoto(e.dataTransfer.files[0]);
+});
+document.addEventListener("paste", (e) => {
+  if (e.target.closest?.("input[type=text], input[type=password], textarea")) return;
+  const file = [...(e.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (!file) return;
+  e.preventDefault();
+  setPhoto(file);
+  dropZone.scrollIntoView({ block: "nearest" });
 });
 
 for (const [input, out, fmt] of [
@@ -387,15 +490,49 @@ for (const [input, out, fmt] of [
   sync();
 }
 
+// ------------------------------------------------------------------ stylize: the result
+// One frame: the result, with the original over it up to the before/after slider.
+const frame = $("#frame");
+const split = $("#split");
+const syncSplit = () => frame.style.setProperty("--split", `${split.value}%`);
+split.addEventListener("input", syncSplit);
+
+$("#zoom").addEventListener("click", () => {
+  const actual = frame.classList.toggle("actual");
+  $("#zoom").setAttribute("aria-pressed", String(actual));
+  $("#zoom").textContent = actual ? "Fit to screen" : "Zoom 1:1";
+});
+
+async function pngOf(blob) {
+  if (blob.type === "image/png") return blob;
+  const bitmap = await createImageBitmap(blob);
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  return await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+let resultBlob = null;
+$("#copy").addEventListener("click", async () => {
+  const status = $("#result-status");
+  try {
+    await navigator.clipboard.write([new ClipboardItem({ "image/png": pngOf(resultBlob) })]);
+    status.textContent = "Copied to the clipboard.";
+  } catch (err) {
+    status.textContent = `Could not copy (${err.message}); use Download instead.`;
+  }
+});
+
 $("#stylize-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const errorEl = $("#stylize-error");
   const status = $("#stylize-status");
   showError(errorEl, null);
-  if (!photo) return showError(errorEl, new Error("pick a photo first"));
-  if (!selectedStyle) return showError(errorEl, new Error("no style is ready"));
+  if (!photo) return showError(errorEl, new LocalError("Pick a photo first."));
+  if (!selectedStyle) return showError(errorEl, new LocalError("No style is ready yet."));
   const form = new FormData();
-  form.append("image", photo, photo.name);
+  form.append("image", photo, photo.name || "pasted.png");
   form.append("style", selectedStyle);
   form.append("strength", $("#strength").value);
   form.append("max_side", $("#max-side").value);
@@ -406,25 +543,35 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   const started = performance.now();
   try {
     const response = await api("/stylize", { method: "POST", body: form });
-    const blob = await response.blob();
+    resultBlob = await response.blob();
     if (resultUrl) URL.revokeObjectURL(resultUrl);
-    resultUrl = URL.createObjectURL(blob);
+    resultUrl = URL.createObjectURL(resultBlob);
     const result = $("#result");
     await new Promise((resolve, reject) => {
       result.onload = resolve;
       result.onerror = () => reject(new Error("the result is not a displayable image"));
       result.src = resultUrl;
     });
+    const original = $("#original");
+    original.hidden = !originalUrl;
+    if (originalUrl) original.src = originalUrl;
     result.hidden = false;
-    $("#result-fig").hidden = false;
-    $("#compare").hidden = false;
-    result.alt = `${photo.name} in the style ${styles.get(selectedStyle)?.name || selectedStyle}`;
-    const ext = (blob.type.split("/")[1] || "png").replace("jpeg", "jpg");
+    frame.style.setProperty("--w", `${result.naturalWidth}px`);
+    split.value = 0;
+    syncSplit();
+    const styleName = styles.get(selectedStyle)?.name || selectedStyle;
+    result.alt = `${photo.name || "Your photo"} in the style of ${styleName}`;
+    const ext = (resultBlob.type.split("/")[1] || "png").replace("jpeg", "jpg");
     const download = $("#download");
     download.href = resultUrl;
-    download.download = `${photo.name.replace(/\.[^.]*$/, "")}-${selectedStyle}.${ext}`;
+    download.download = `${(photo.name || "photo").replace(/\.[^.]*$/, "")}-${selectedStyle}.${ext}`;
     download.hidden = false;
+    $("#result-status").textContent = "";
+    $("#result-box").hidden = false;
     status.textContent = `Done in ${((performance.now() - started) / 1000).toFixed(1)} s: ${result.naturalWidth}×${result.naturalHeight}`;
+    // Bring the result into view (it is below the form on a laptop and a phone).
+    $("#result-box").scrollIntoView({ behavior: "instant", block: "start" });
+    $("#result-h").focus({ preventScroll: true });
   } catch (err) {
     status.textContent = "";
     showError(errorEl, err);
@@ -441,15 +588,15 @@ $("#new-form").addEventListener("submit", async (e) => {
   showError(errorEl, null);
   const file = $("#painting").files[0];
   const name = $("#style-name").value.trim();
-  if (!file) return showError(errorEl, new Error("pick a painting first"));
-  if (!name) return showError(errorEl, new Error("give the style a name"));
+  if (!file) return showError(errorEl, new LocalError("Pick a painting first."));
+  if (!name) return showError(errorEl, new LocalError("Give the style a name."));
   const advanced = $("#params").value.trim();
-  let params = PRESETS[$("#preset").value];
+  let params = SPEEDS[$("#speed").value];
   if (advanced) {
     try {
       params = JSON.parse(advanced);
     } catch (err) {
-      return showError(errorEl, new Error(`the advanced parameters are not JSON: ${err.message}`));
+      return showError(errorEl, new LocalError(`The training parameters are not JSON: ${err.message}`));
     }
   }
   const form = new FormData();
@@ -463,7 +610,9 @@ $("#new-form").addEventListener("submit", async (e) => {
     const style = await (await api("/styles", { method: "POST", body: form })).json();
     status.textContent = `“${style.name}” is queued for training (${style.id}).`;
     update(style);
+    const notify = $("#notify").checked; // a wish for every training, not for this form
     $("#new-form").reset();
+    $("#notify").checked = notify;
     cards.get(style.id)?.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (err) {
     status.textContent = "";

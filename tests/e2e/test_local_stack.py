@@ -114,6 +114,39 @@ def test_a_style_trained_through_the_api_becomes_usable(stack) -> None:
     assert record["current_version"] == 2 and record["metrics"]["iterations"] == 2, record
 
 
+def test_a_canceled_retrain_keeps_the_styles_picture_and_reads_ready(stack) -> None:
+    """A run's preview replaces the style's picture only when the run publishes."""
+    url, _, _ = stack
+    picture = httpx.get(f"{url}/styles/scream/preview", timeout=10)
+    assert picture.status_code == 200
+    assert httpx.get(f"{url}/styles/scream", timeout=10).json()["state"] == "ready · v1"
+    endless = {"iterations": 100000, "image_size": 64, "style_size": 64, "batch_size": 1}
+    body = {"params": {**endless, "width": 0.25, "holdout": 1, "progress_every": 1}}
+    started = httpx.post(f"{url}/styles/scream/train", json=body, timeout=30)
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 240
+    while not (record := httpx.get(f"{url}/styles/scream", timeout=10).json())["links"][
+        "training_preview"
+    ]:
+        assert record["status"] in ("queued", "training") and time.monotonic() < deadline, record
+        time.sleep(0.5)
+    assert record["state"] in ("ready · v1 (retrain queued)", "ready · v1 (retraining)")
+    run_preview = httpx.get(url + record["links"]["training_preview"], timeout=10)
+    assert run_preview.status_code == 200 and run_preview.content != picture.content
+    assert httpx.get(f"{url}/styles/scream/preview", timeout=10).content == picture.content
+
+    canceled = httpx.post(f"{url}/styles/scream/cancel", timeout=30)
+    assert canceled.status_code == 200, canceled.text
+    time.sleep(1)  # a worker that raced the cancel with one more preview is refused or ignored
+    record = httpx.get(f"{url}/styles/scream", timeout=10).json()
+    assert (record["status"], record["servable"]) == ("canceled", True)
+    assert record["state"] == "ready · v1 (retrain canceled)"
+    assert record["links"]["preview"] == "/styles/scream/preview"
+    assert httpx.get(f"{url}/styles/scream/preview", timeout=10).content == picture.content
+    listed = {s["id"]: s for s in httpx.get(f"{url}/styles", timeout=10).json()["items"]}
+    assert listed["scream"]["state"] == "ready · v1 (retrain canceled)"
+
+
 def test_ctrl_c_stops_everything(stack) -> None:
     _, root, process = stack
     marker = str(root / "data")

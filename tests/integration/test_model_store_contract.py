@@ -127,6 +127,34 @@ def test_progress_publish_versions_and_preview(store: ModelStore) -> None:
     assert store.get(sid).preview.content_type == "image/jpeg"  # type: ignore[union-attr]
 
 
+def test_a_runs_preview_becomes_the_picture_only_when_it_publishes(store: ModelStore) -> None:
+    sid = _training(store)
+    store.set_run_preview(sid, PNG)  # the first run's preview
+    assert store.run_preview(sid) == PNG
+    with pytest.raises(PreviewNotFound):
+        store.preview(sid)  # nothing published yet: no picture
+    store.publish(sid, make_weights(1))
+    assert store.preview(sid) == PNG
+    with pytest.raises(PreviewNotFound):
+        store.run_preview(sid)  # the run is over
+
+    # A retrain that is canceled leaves the picture as it was; a new run starts clean.
+    store.restart(sid, {"iterations": 100})
+    store.set_run_preview(sid, JPEG)
+    store.cancel(sid)
+    rec = store.get(sid)
+    assert (rec.status, rec.current_version) == (Status.CANCELED, 1)
+    assert store.preview(sid) == PNG and store.run_preview(sid) == JPEG
+    assert rec.run_preview is not None and rec.run_preview.name in rec.blob_names()  # kept by gc
+    store.restart(sid, {"iterations": 100})
+    with pytest.raises(PreviewNotFound):
+        store.run_preview(sid)
+    # A run without previews publishes: the picture stays.
+    store.update(sid, status=Status.TRAINING)
+    store.publish(sid, make_weights(2))
+    assert store.preview(sid) == PNG
+
+
 def test_publish_keeps_the_newest_versions_and_gc_removes_the_rest(store: ModelStore) -> None:
     sid = _training(store)
     for n in (1, 2, 3):

@@ -9,6 +9,7 @@ import pytest
 from model_store import CorruptRecord, InvalidTransition, Progress, Status, StyleRecord, VersionInfo
 from model_store.ids import new_incarnation
 from model_store.records import (
+    LOSS_HISTORY_POINTS,
     SCHEMA_VERSION,
     TRANSITIONS,
     BlobInfo,
@@ -179,3 +180,22 @@ def test_progress_fraction() -> None:
     assert Progress(5, 10).fraction == 0.5
     assert Progress(5, 0).fraction == 0.0
     assert Progress(20, 10).fraction == 1.0
+
+
+def test_loss_history_is_kept_thinned_and_starts_anew_with_a_run() -> None:
+    rec = make_record(status=Status.TRAINING)
+    for i in range(1, 1001):
+        rec = apply_update(rec, progress=Progress(i, 1000, loss=1000.0 / i))
+    rec = apply_update(rec, progress=Progress(1000, 1000, loss=1.0))  # same iteration: once
+    history = rec.loss_history
+    assert LOSS_HISTORY_POINTS // 2 <= len(history) <= LOSS_HISTORY_POINTS
+    assert history[0] == (1, 1000.0) and history[-1] == (1000, 1.0)
+    assert [i for i, _ in history] == sorted({i for i, _ in history})
+    # What a reload reads back, also from a manifest written before the field existed.
+    assert record_from_json(rec.id, record_to_json(rec)).loss_history == history
+    old = json.loads(record_to_json(rec))
+    del old["loss_history"], old["run_preview"]
+    assert record_from_json(rec.id, json.dumps(old).encode()).loss_history == ()
+    rec = apply_update(rec, status=Status.FAILED)
+    assert rec.loss_history == history  # the failed run's curve stays to look at
+    assert apply_update(rec, status=Status.QUEUED).loss_history == ()  # a new run

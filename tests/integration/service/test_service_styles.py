@@ -150,6 +150,13 @@ def test_preview_and_style_image(client: TestClient, style_png: bytes, store, ph
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content == preview
     assert client.get(f"/styles/{sid}").json()["links"]["preview"] == f"/styles/{sid}/preview"
+    # A training run's previews have their own link until the run publishes.
+    assert_error(client.get(f"/styles/{sid}/training-preview"), 404, "preview_not_found")
+    store.set_run_preview(sid, image_bytes(photo.resize((16, 16)), "PNG"))
+    links = client.get(f"/styles/{sid}").json()["links"]
+    assert links["training_preview"] == f"/styles/{sid}/training-preview"
+    assert client.get(links["training_preview"]).content != preview
+    assert client.get(f"/styles/{sid}/preview").content == preview
     r = client.get(f"/styles/{sid}/image")
     assert r.status_code == 200 and r.content == style_png
     assert r.headers["content-type"] == "image/png" and r.headers["etag"]
@@ -220,6 +227,7 @@ def test_train_again_while_the_current_version_serves(
     canceled = client.post(f"/styles/{sid}/cancel")
     assert canceled.status_code == 200, canceled.text
     assert (canceled.json()["status"], canceled.json()["servable"]) == ("canceled", True)
+    assert canceled.json()["state"] == "ready · v1 (retrain canceled)"
     assert _fetch_job(redis, sid).get_status() == JobStatus.CANCELED
     again = client.post(
         "/stylize", params={"style": sid}, content=data, headers={"content-type": "image/png"}
