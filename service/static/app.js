@@ -183,7 +183,7 @@ function renderCard(style) {
   const bar = $(".bar", card);
   const p = style.progress;
   // A ready style has no progress (cleared at publish): show the curve seen while it trained.
-  train.hidden = !(training || (history.has(style.id) && style.status === "ready"));
+  train.hidden = !(training || ((style.loss_history || []).length > 0 && style.status === "ready"));
   if (style.status === "ready") {
     bar.value = 1;
     $(".ptext", card).textContent = "done";
@@ -481,6 +481,10 @@ document.addEventListener("paste", (e) => {
   dropZone.scrollIntoView({ block: "nearest" });
 });
 
+$("#print-size").addEventListener("change", () => {
+  $("#max-side").disabled = $("#print-size").checked;
+});
+
 for (const [input, out, fmt] of [
   ["#strength", "#strength-out", (v) => Number(v).toFixed(2)],
   ["#max-side", "#max-side-out", (v) => v],
@@ -535,7 +539,8 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   form.append("image", photo, photo.name || "pasted.png");
   form.append("style", selectedStyle);
   form.append("strength", $("#strength").value);
-  form.append("max_side", $("#max-side").value);
+  // Print size: up to 8192 px; the service stylizes large images by exact tiled inference.
+  form.append("max_side", $("#print-size").checked ? "8192" : $("#max-side").value);
   form.append("preserve_color", $("#preserve-color").checked ? "true" : "false");
   const button = $("#stylize-btn");
   button.disabled = true;

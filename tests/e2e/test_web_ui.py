@@ -216,6 +216,25 @@ def test_stylize_a_photo_shows_the_result_at_the_right_size(page, stack) -> None
     assert tuple(copied) == expected
 
 
+def test_print_size_keeps_a_large_photo_large(page, stack, tmp_path: Path) -> None:
+    """Over 2048² px the service stylizes by exact tiled inference (its large-image lane)."""
+    url, root = stack
+    big = tmp_path / "big.jpg"
+    Image.open(root / "data/content/chelsea.png").convert("RGB").resize((2400, 1800)).save(big)
+    page.goto(url + "/")
+    page.wait_for_selector("#gallery input[value=scream]", state="attached")
+    page.set_input_files("#photo", str(big))
+    page.locator("#gallery label.tile", has=page.locator("input[value=scream]")).click()
+    page.check("#print-size")
+    assert page.is_disabled("#max-side")
+    with page.expect_response(lambda r: r.url.endswith("/stylize"), timeout=300_000) as answer:
+        page.click("#stylize-btn")
+    assert answer.value.status == 200
+    page.wait_for_selector("#result:not([hidden])")
+    size = page.evaluate("() => [result.naturalWidth, result.naturalHeight]")
+    assert tuple(size) == (2400, 1800)
+
+
 def test_a_bad_upload_shows_the_api_error_text(page, stack, tmp_path: Path) -> None:
     url, _ = stack
     bogus = tmp_path / "notes.png"
