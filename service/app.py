@@ -24,7 +24,7 @@ from service.demo_styles import register_demo_styles
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.routes import events, health, styles, stylize
+from service.routes import estimate, events, health, styles, stylize
 from service.runtime import InferenceRuntime
 from service.settings import ServiceSettings
 from service.training import TrainingQueue
@@ -86,7 +86,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # Added last = outermost: the request context wraps the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    for module in (stylize, styles, events, health):
+    for module in (stylize, styles, events, health, estimate):
         app.include_router(module.router)
     _mount_web_page(app)
     return app

@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.content_dir,
         settings.device,
     )
+    if settings.calibrate:
+        from .speed import calibrate_in_child
+
+        calibrate_in_child(settings.redis_url, settings.device, settings.calibration_max_age_s)
     worker.work(
         burst=args.burst,
         logging_level=settings.log_level,

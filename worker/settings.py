@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -46,6 +47,14 @@ class WorkerSettings(BaseSettings):
             worker's maintenance (files no manifest references: replaced previews,
             dropped versions, crashed publishes); 0 disables.
         worker_name: RQ worker name (default: RQ's random one).
+        cpu_dtype: training compute dtype on CPU: ``float32``, ``bfloat16`` (autocast;
+            Grams and losses stay float32), or ``auto`` (bfloat16 where the CPU has
+            AVX512-BF16 or AMX, where it pays; emulated bf16 is slower). CUDA trains
+            under bf16 autocast.
+        calibrate: measure the device's training speed at start (a child process, a
+            few seconds) and publish it for the API's ``estimated_seconds``.
+        calibration_max_age_s: a published speed younger than this is kept (it is
+            also refined after every run).
         log_level: logging level of the worker process.
     """
 
@@ -67,6 +76,9 @@ class WorkerSettings(BaseSettings):
     store_gc_interval_s: float = Field(3600.0, ge=0)
     worker_name: str | None = None
     log_level: str = "INFO"
+    cpu_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    calibrate: bool = True
+    calibration_max_age_s: float = Field(7 * 24 * 3600.0, ge=0)
 
     @field_validator("redis_url")
     @classmethod

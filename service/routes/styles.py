@@ -26,12 +26,20 @@ from model_store import (
 from service import imaging
 from service.deps import MetricsDep, RequireKey, RuntimeDep, SettingsDep, StoreDep, TrainingDep
 from service.errors import Conflict, InvalidOption, ServiceError
+from service.estimate import estimate_for_record
 from service.schemas import ErrorOut, StyleOut, StylePage, TrainIn
 from service.training import TrainingQueue
 from stylenet import TrainParams
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/styles", tags=["styles"])
+
+
+def _priced(rec: StyleRecord, training: TrainingQueue) -> StyleOut:
+    """Return the style's document with ``estimated_seconds`` (queued or training only)."""
+    out = StyleOut.from_record(rec)
+    out.estimated_seconds = estimate_for_record(training.redis, rec)
+    return out
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -88,7 +96,7 @@ def create_style(
         raise
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return StyleOut.from_record(rec)
+    return _priced(rec, training)
 
 
 @router.post(
@@ -136,7 +144,7 @@ def train_style_again(
         raise
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return StyleOut.from_record(rec)
+    return _priced(rec, training)
 
 
 @router.get("", response_model=StylePage, summary="List styles, newest first")
@@ -166,9 +174,9 @@ def list_styles(
     summary="A style: status, progress, ETA, metrics, links",
     responses=_errors(404, 500),
 )
-def get_style(style_id: str, store: StoreDep) -> StyleOut:
-    """Return the style's current record."""
-    return StyleOut.from_record(store.get(style_id))
+def get_style(style_id: str, store: StoreDep, training: TrainingDep) -> StyleOut:
+    """Return the style's current record (with ``estimated_seconds`` while queued or training)."""
+    return _priced(store.get(style_id), training)
 
 
 def _blob_response(data: bytes, content_type: str, sha256: str) -> Response:

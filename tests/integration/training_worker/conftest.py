@@ -35,6 +35,8 @@ def worker_env(tmp_path: Path, redis_url: str, content_dir: Path) -> Iterator[Wo
         "STYLIZE_PROGRESS_INTERVAL_S": "0.2",
         "STYLIZE_PREVIEW_EVERY": "4",
         "STYLIZE_LOCK_TTL_S": "5",
+        # The speed calibration at start is tested with the whole stack (tests/e2e).
+        "STYLIZE_CALIBRATE": "false",
         "OMP_NUM_THREADS": "1",  # two workers on two cores must not oversubscribe
     }
     redis = Redis.from_url(redis_url)

@@ -1,0 +1,144 @@
+"""The worker's training speed, measured and published so the API can price a training.
+
+The speed of a device is a :class:`stylenet.cost.DeviceSpeed` (effective GFLOP/s of
+training steps, a per-step and a per-run overhead). It is stored in the Redis hash
+:data:`stylenet.cost.SPEED_KEY`, one field per ``<host>:<device>``, as JSON:
+
+* at start (``STYLIZE_CALIBRATE``, default on) ``python -m worker`` runs
+  ``python -m worker.speed`` in a child process — a few real steps at two small sizes,
+  seconds on a CPU — unless that field holds a measurement younger than
+  ``STYLIZE_CALIBRATION_MAX_AGE_S``. A child process, because the parent must never
+  initialize CUDA (its jobs fork from it);
+* after every finished training, the job refines it with what the run took
+  (:func:`refine`), so estimates follow the machine's real load.
+
+The service reads the newest field (``service/estimate.py``); nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from redis import Redis
+
+from stylenet import TrainParams
+from stylenet.cost import SPEED_KEY, DeviceSpeed, calibrate, step_flops, yardstick_flops
+
+log = logging.getLogger(__name__)
+
+#: Weight of a finished run against what was known before (an exponential average over runs).
+RUN_WEIGHT = 0.5
+
+
+def field_name(device: str) -> str:
+    """Return the hash field of this host's ``device`` (e.g. ``gpu-host-1:cuda:0``)."""
+    return f"{socket.gethostname()}:{device}"
+
+
+def read(redis: Redis, device: str) -> DeviceSpeed | None:
+    """Return the published speed of this host's ``device`` (None: none or unreadable)."""
+    raw = redis.hget(SPEED_KEY, field_name(device))
+    if raw is None:
+        return None
+    try:
+        return DeviceSpeed.from_dict(json.loads(raw))
+    except (ValueError, TypeError):
+        return None
+
+
+def publish(redis: Redis, device: str, speed: DeviceSpeed) -> None:
+    """Store ``speed`` as this host's ``device`` speed."""
+    redis.hset(SPEED_KEY, field_name(device), json.dumps(speed.to_dict()))
+
+
+def refine(
+    previous: DeviceSpeed | None, params: TrainParams, metrics: dict[str, Any], total_s: float
+) -> DeviceSpeed | None:
+    """Blend what a finished run measured into the device's speed.
+
+    Args:
+        previous: the speed known before the run (None: the run alone decides).
+        params: the run's parameters.
+        metrics: ``stylenet.train``'s metrics (``images_per_s`` of the loop, ``train_seconds``).
+        total_s: seconds from the job's start to its publish.
+    """
+    images_per_s = float(metrics.get("images_per_s") or 0)
+    iterations = int(params.iterations) - int(metrics.get("resumed_from") or 0)
+    if images_per_s <= 0 or iterations <= 0:
+        return previous
+    step_s = params.batch_size / images_per_s
+    overhead = previous.step_overhead_s if previous else 0.0
+    compute_s = step_s - overhead
+    if compute_s <= 0:
+        return previous
+    gflops = step_flops(params) / compute_s / 1e9
+    loop_s = iterations * step_s
+    report_s = yardstick_flops(params) / (gflops * 1e9)
+    run_overhead = max(0.0, total_s - loop_s - report_s)
+    if previous is not None:
+        gflops = math.exp(
+            (1 - RUN_WEIGHT) * math.log(previous.gflops_per_s) + RUN_WEIGHT * math.log(gflops)
+        )
+        run_overhead = (1 - RUN_WEIGHT) * previous.run_overhead_s + RUN_WEIGHT * run_overhead
+    device = previous.device if previous else str(metrics.get("device", "?"))
+    return DeviceSpeed(device, gflops, overhead, run_overhead, time.time(), "runs")
+
+
+def calibrate_in_child(
+    redis_url: str, device: str, max_age_s: float, timeout_s: float = 600
+) -> None:
+    """Run the calibration in a child process unless a fresh one is published.
+
+    Failures are logged, never raised: a worker without an estimate still trains.
+    """
+    try:
+        known = read(Redis.from_url(redis_url), device)
+    except Exception as exc:
+        log.warning("could not read the published training speed: %s", exc)
+        known = None
+    if known is not None and time.time() - known.measured_at < max_age_s:
+        log.info(
+            "training speed of %s: %.1f GFLOP/s (%s, kept)",
+            device,
+            known.gflops_per_s,
+            known.source,
+        )
+        return
+    started = time.monotonic()
+    command = [sys.executable, "-m", "worker.speed", redis_url, device]
+    try:
+        done = subprocess.run(
+            command, timeout=timeout_s, capture_output=True, text=True, check=False
+        )
+    except subprocess.TimeoutExpired:
+        log.warning("training speed calibration took over %d s; skipped", timeout_s)
+        return
+    if done.returncode != 0:
+        log.warning("training speed calibration failed:\n%s", done.stderr[-2000:])
+        return
+    log.info("%s (%.1f s)", done.stdout.strip(), time.monotonic() - started)
+
+
+def _main(argv: list[str]) -> int:
+    redis_url, setting = argv
+    from .jobs import resolve_device  # initializes CUDA: this runs in a child process
+
+    device = resolve_device(setting)
+    speed = calibrate(device)
+    publish(Redis.from_url(redis_url), setting, speed)
+    print(
+        f"training speed of {speed.device}: {speed.gflops_per_s:.1f} GFLOP/s, "
+        f"{speed.step_overhead_s * 1000:.0f} ms per step overhead"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
