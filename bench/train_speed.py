@@ -13,6 +13,7 @@ on the machine hits them alike; medians are reported with the load average.
     OMP_NUM_THREADS=2 python bench/train_speed.py                 # 256 px, batch 4
     python bench/train_speed.py --size 128 --repeats 3 --compile  # + torch.compile
     python bench/train_speed.py --device cuda --compile           # on a GPU
+    python bench/train_speed.py --device cuda --recipe-run data/content-320  # + whole runs
 
 Prints a table and writes JSON (``--out``, default bench/results/train-speed-<device>.json).
 """
@@ -208,6 +209,51 @@ def our_step(
     return TrainStep(generator, loss, optimizer, device, options)
 
 
+def variant_options(device: torch.device) -> dict[str, StepOptions]:
+    """The step options each variant name stands for on ``device``."""
+    best = StepOptions.for_device(device)
+    return {
+        "ours": best,
+        "ours-nchw": replace(best, generator_channels_last=False, lossnet_channels_last=False),
+        "ours+cl": replace(best, generator_channels_last=True, lossnet_channels_last=True),
+        "ours+fp32": replace(best, autocast=None),
+        "ours+bf16": replace(best, autocast=torch.bfloat16),
+        "ours+compile": replace(best, compile=True),
+    }
+
+
+def recipe_runs(
+    device: torch.device, content: Path, iterations: int, names: list[str]
+) -> list[dict[str, Any]]:
+    """Seconds of whole default-recipe trainings (what a user waits for), per variant."""
+    from stylenet import train
+
+    style = Path(__file__).resolve().parents[1] / "demo_styles/scream/style.jpg"
+    params = TrainParams(iterations=iterations, yardstick_steps=0, checkpoint_every=0)
+    rows = []
+    for name in names:
+        options = variant_options(device)[name]
+        started = time.perf_counter()
+        result = train(style, content, params, device=device, options=options)
+        wall = time.perf_counter() - started
+        metrics = result.metrics
+        row = {
+            "variant": name,
+            "options": options.describe(),
+            "iterations": iterations,
+            "wall_s": round(wall, 1),
+            "iterations_per_s": round(metrics["images_per_s"] / params.batch_size, 2),
+            "final_train_loss": metrics["final_train_loss"],
+            "holdout_loss": metrics["holdout_loss"],
+        }
+        print(
+            f"recipe {name:<14} {iterations} iterations in {wall:.1f} s "
+            f"({row['iterations_per_s']} it/s), held-out loss {metrics['holdout_loss']}"
+        )
+        rows.append(row)
+    return rows
+
+
 def _timed(step: Any, batch: torch.Tensor, device: torch.device, steps: int) -> float:
     _sync(device)
     started = time.perf_counter()
@@ -230,7 +276,16 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
-    parser.add_argument("--variants", default="ours,ours-nchw,ours+vgg-cl,reference")
+    parser.add_argument("--variants", default="ours,ours-nchw,ours+cl,reference")
+    parser.add_argument(
+        "--recipe-run",
+        type=Path,
+        metavar="CONTENT_DIR",
+        help="also time whole trainings of the default recipe (--recipe-iterations) on "
+        "these photos, once per --recipe-variants",
+    )
+    parser.add_argument("--recipe-iterations", type=int, default=2000)
+    parser.add_argument("--recipe-variants", default="ours,ours+cl,ours+compile")
     parser.add_argument(
         "--compile", action="store_true", help="add ours+compile (compile time reported)"
     )
@@ -248,19 +303,15 @@ def main() -> None:
     torch.manual_seed(0)
     batch = (torch.rand(args.batch_size, 3, args.size, args.size) * 255).to(device)
     style = torch.rand(1, 3, args.size, args.size) * 255
-    best = StepOptions.for_device(device)
-    options = {
-        "ours": best,
-        "ours-nchw": replace(best, generator_channels_last=False, lossnet_channels_last=False),
-        "ours+vgg-cl": replace(best, generator_channels_last=True, lossnet_channels_last=True),
-    }
+    options = variant_options(device)
+    names = [n for n in args.variants.split(",") if n]
     if args.bf16:
-        options["ours+bf16"] = replace(best, autocast=torch.bfloat16)
+        names.append("ours+bf16")
     if args.compile:
-        options["ours+compile"] = replace(best, compile=True)
-    names = [n for n in args.variants.split(",") if n] + [
-        n for n in ("ours+bf16", "ours+compile") if n in options
-    ]
+        names.append("ours+compile")
+    unknown = [n for n in names if n != "reference" and n not in options]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: reference, {', '.join(options)}")
     loss = build_loss(params, device, None)
     vgg_state = {k: v.cpu() for k, v in loss.vgg.layers.state_dict().items()}
     steps: dict[str, Any] = {}
@@ -328,6 +379,9 @@ def main() -> None:
         "steps_per_repeat": args.steps,
         "rows": rows,
     }
+    if args.recipe_run:
+        names = [n for n in args.recipe_variants.split(",") if n]
+        report["recipe_runs"] = recipe_runs(device, args.recipe_run, args.recipe_iterations, names)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
 

@@ -17,12 +17,13 @@ from redis_server import free_port
 
 @contextmanager
 def running_stack(
-    root: Path, ready_timeout_s: float = 180
+    root: Path, ready_timeout_s: float = 180, env_overrides: dict[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run ``python -m service.cli up`` with its data under ``root/data`` on a free port.
 
     Yields the API's URL (once ``/readyz`` is 200) and the launcher process; kills it on
-    exit if it still runs. The launcher's output goes to ``root/stack.log``.
+    exit if it still runs. The launcher's output goes to ``root/stack.log``;
+    ``env_overrides`` are extra ``STYLIZE_*`` settings.
     """
     data = root / "data"
     port = free_port()
@@ -31,8 +32,12 @@ def running_stack(
     env.update(
         STYLIZE_DEVICE="cpu", STYLIZE_PROGRESS_INTERVAL_S="0.5", STYLIZE_MIN_CONTENT_PHOTOS="1"
     )
+    # The worker's start-up speed calibration, at the small steps these tests train with
+    # (the default goes up to 256 px: a minute on a busy 2-core CPU before the first job).
+    env["STYLIZE_CALIBRATION_SHAPES"] = "32x1,32x4"
     if "STYLIZE_CACHE_DIR" in os.environ:
         env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
+    env.update(env_overrides or {})
     log_path = root / "stack.log"
     command = [sys.executable, "-m", "service.cli", "up", "--data-dir", str(data)]
     with log_path.open("wb") as log:

@@ -53,6 +53,7 @@ class WorkerSettings(BaseSettings):
             under bf16 autocast.
         calibrate: measure the device's training speed at start (a child process, a
             few seconds) and publish it for the API's ``estimated_seconds``.
+        calibration_shapes: ``SIZExBATCH`` steps the calibration times (comma-separated).
         calibration_max_age_s: a published speed younger than this is kept (it is
             also refined after every run).
         log_level: logging level of the worker process.
@@ -78,6 +79,7 @@ class WorkerSettings(BaseSettings):
     log_level: str = "INFO"
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     calibrate: bool = True
+    calibration_shapes: str = "32x1,32x4,64x4,128x4,256x4"
     calibration_max_age_s: float = Field(7 * 24 * 3600.0, ge=0)
 
     @field_validator("redis_url")
@@ -135,6 +137,18 @@ class WorkerSettings(BaseSettings):
         if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    @field_validator("calibration_shapes")
+    @classmethod
+    def _check_shapes(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+x\d+(,\d+x\d+)*", value.replace(" ", "")):
+            raise ValueError(f"must be SIZExBATCH pairs like 64x4,256x4, got {value!r}")
+        return value.replace(" ", "")
+
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Return the calibration's ``(image size, batch size)`` pairs."""
+        pairs = (item.split("x") for item in self.calibration_shapes.split(","))
+        return tuple((int(size), int(batch)) for size, batch in pairs)
 
     def loss_cache_dir(self) -> Path:
         """Return the loss-network cache directory (the setting, or stylenet's default)."""

@@ -19,22 +19,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import socket
 import subprocess
 import sys
 import time
 from typing import Any
 
+import torch
 from redis import Redis
 
 from stylenet import TrainParams
-from stylenet.cost import SPEED_KEY, DeviceSpeed, calibrate, step_flops, yardstick_flops
+from stylenet.cost import SPEED_KEY, DeviceSpeed, calibrate, report_seconds, step_flops
+
+from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-#: Weight of a finished run against what was known before (an exponential average over runs).
-RUN_WEIGHT = 0.5
 
 
 def field_name(device: str) -> str:
@@ -64,31 +63,21 @@ def refine(
     """Blend what a finished run measured into the device's speed.
 
     Args:
-        previous: the speed known before the run (None: the run alone decides).
+        previous: the speed known before the run (None: nothing to refine, kept None).
         params: the run's parameters.
-        metrics: ``stylenet.train``'s metrics (``images_per_s`` of the loop, ``train_seconds``).
+        metrics: ``stylenet.train``'s metrics (``images_per_s`` of the loop).
         total_s: seconds from the job's start to its publish.
     """
     images_per_s = float(metrics.get("images_per_s") or 0)
     iterations = int(params.iterations) - int(metrics.get("resumed_from") or 0)
-    if images_per_s <= 0 or iterations <= 0:
+    if previous is None or images_per_s <= 0 or iterations <= 0:
         return previous
     step_s = params.batch_size / images_per_s
-    overhead = previous.step_overhead_s if previous else 0.0
-    compute_s = step_s - overhead
-    if compute_s <= 0:
-        return previous
-    gflops = step_flops(params) / compute_s / 1e9
-    loop_s = iterations * step_s
-    report_s = yardstick_flops(params) / (gflops * 1e9)
-    run_overhead = max(0.0, total_s - loop_s - report_s)
-    if previous is not None:
-        gflops = math.exp(
-            (1 - RUN_WEIGHT) * math.log(previous.gflops_per_s) + RUN_WEIGHT * math.log(gflops)
-        )
-        run_overhead = (1 - RUN_WEIGHT) * previous.run_overhead_s + RUN_WEIGHT * run_overhead
-    device = previous.device if previous else str(metrics.get("device", "?"))
-    return DeviceSpeed(device, gflops, overhead, run_overhead, time.time(), "runs")
+    gflop = step_flops(params) / 1e9
+    # What the run spent besides its steps and its report (both priced by the curve).
+    report_s = report_seconds(params, previous)
+    run_overhead = max(0.0, total_s - iterations * step_s - report_s)
+    return previous.with_point(gflop, step_s, run_overhead, time.time())
 
 
 def calibrate_in_child(
@@ -126,17 +115,43 @@ def calibrate_in_child(
     log.info("%s (%.1f s)", done.stdout.strip(), time.monotonic() - started)
 
 
+#: Seconds a job spends around its training (style image, lease, publish, final preview).
+JOB_OVERHEAD_S = 2.0
+
+
+def measure_run_overhead(device: torch.device, settings: WorkerSettings) -> float:
+    """Seconds a run takes besides its steps: a one-step training on the real content.
+
+    Loading and verifying the loss network, listing the photos, evaluating the held-out
+    ones; the one step itself is a few milliseconds at 32 px.
+    """
+    from PIL import Image
+
+    from stylenet import train
+
+    params = TrainParams(iterations=1, image_size=32, style_size=32, yardstick_steps=0)
+    started = time.monotonic()
+    train(
+        Image.new("RGB", (32, 32), (120, 80, 40)),
+        settings.content_dir,
+        params,
+        device=device,
+        cache_dir=settings.loss_cache_dir(),
+    )
+    return time.monotonic() - started + JOB_OVERHEAD_S
+
+
 def _main(argv: list[str]) -> int:
     redis_url, setting = argv
     from .jobs import resolve_device  # initializes CUDA: this runs in a child process
 
     device = resolve_device(setting)
-    speed = calibrate(device)
+    settings = WorkerSettings()
+    overhead = measure_run_overhead(device, settings)
+    speed = calibrate(device, shapes=settings.shapes(), run_overhead_s=overhead)
     publish(Redis.from_url(redis_url), setting, speed)
-    print(
-        f"training speed of {speed.device}: {speed.gflops_per_s:.1f} GFLOP/s, "
-        f"{speed.step_overhead_s * 1000:.0f} ms per step overhead"
-    )
+    curve = ", ".join(f"{g:.0f} GFLOP in {s:.2f} s" for g, s in speed.points)
+    print(f"training speed of {speed.device}: {curve}; {speed.run_overhead_s:.1f} s per run")
     return 0
 
 

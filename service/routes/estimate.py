@@ -31,8 +31,9 @@ class EstimateOut(BaseModel):
         "measured its speed yet)"
     )
     speed: dict[str, Any] = Field(
-        description="The measured speed used: `device`, `gflops_per_s`, `step_overhead_s`, "
-        "`run_overhead_s`, `measured_at`, `source` (`calibration` or `runs`)"
+        description="The measured speed used: `measured`, and when true `device`, `points` "
+        "([GFLOP per step, seconds per step]), `run_overhead_s`, `measured_at` (Unix time), "
+        "`source` (`calibration` or `runs`)"
     )
 
 

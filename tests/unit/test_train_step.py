@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from stylenet import TrainParams, build_generator
-from stylenet.cost import DeviceSpeed, calibrate, estimate_seconds, step_flops, yardstick_flops
+from stylenet.cost import (
+    DeviceSpeed,
+    calibrate,
+    estimate_seconds,
+    report_seconds,
+    step_flops,
+    yardstick_flops,
+)
 from stylenet.losses import LossTerms
 from stylenet.speed import RateMeter
 from stylenet.step import StepOptions, TrainStep
@@ -140,21 +147,36 @@ def test_cost_model_scales_with_the_work_and_prices_a_run() -> None:
     assert step_flops(large) == pytest.approx(4 * step_flops(small), rel=0.1)
     assert step_flops(replace(TINY, batch_size=4)) == pytest.approx(2 * step_flops(TINY), rel=0.01)
     assert yardstick_flops(replace(TINY, yardstick_steps=0)) == 0
-    speed = DeviceSpeed("cpu", 100.0, 0.01, 5.0, 0.0)
-    expected = (
-        5.0 + TINY.iterations * (0.01 + step_flops(TINY) / 100e9) + yardstick_flops(TINY) / 100e9
-    )
+    # Small steps run at 10 GFLOP/s, large ones at 100: interpolated log-log between.
+    speed = DeviceSpeed("cpu", ((1000.0, 10.0), (1.0, 0.1)), 5.0, 0.0)
+    assert speed.points == ((1.0, 0.1), (1000.0, 10.0))
+    assert speed.seconds_for(0.5) == pytest.approx(0.05)
+    assert speed.seconds_for(2000) == pytest.approx(20.0)
+    assert speed.seconds_for(31.6227766) == pytest.approx(math.sqrt(0.1 * 10), rel=1e-6)
+    assert speed.gflops_per_s == pytest.approx(100.0)
+    step_s = speed.seconds_for(step_flops(TINY) / 1e9)
+    expected = 5.0 + TINY.iterations * step_s + report_seconds(TINY, speed)
     assert estimate_seconds(TINY, speed) == pytest.approx(expected)
+    assert report_seconds(TINY, speed) > 0
+    assert report_seconds(replace(TINY, yardstick_steps=0), speed) == 0
     assert estimate_seconds(TINY, speed, remaining=0) == pytest.approx(
-        5.0 + yardstick_flops(TINY) / 100e9
+        5.0 + report_seconds(TINY, speed)
     )
     assert DeviceSpeed.from_dict(speed.to_dict() | {"extra": 1}) == speed
+    # A finished run's point replaces the one near it, half way in log space.
+    refined = speed.with_point(1.1, 0.4, 7.0, 1.0)
+    assert refined.points == (
+        (1.1, pytest.approx(1.1 * math.sqrt(0.1 * 0.4 / 1.1))),
+        (1000.0, 10.0),
+    )
+    assert refined.run_overhead_s == 6.0 and refined.source == "runs"
 
 
-def test_calibration_measures_a_positive_speed() -> None:
-    speed = calibrate("cpu", sizes=(32, 48), steps=1)
-    assert speed.gflops_per_s > 0.1
-    assert speed.step_overhead_s >= 0
+def test_calibration_measures_a_speed_curve() -> None:
+    speed = calibrate("cpu", shapes=((32, 2), (48, 2)))
+    assert len(speed.points) == 2
+    assert all(seconds > 0 for _, seconds in speed.points)
+    assert speed.points[0][0] < speed.points[1][0]
     assert speed.source == "calibration"
 
 
