@@ -14,6 +14,7 @@ on the machine hits them alike; medians are reported with the load average.
     python bench/train_speed.py --size 128 --repeats 3 --compile  # + torch.compile
     python bench/train_speed.py --device cuda --compile           # on a GPU
     python bench/train_speed.py --device cuda --recipe-run data/content-320  # + whole runs
+    python bench/train_speed.py --curves data/content      # loss curves: fp32 NCHW/CL, bf16
 
 Prints a table and writes JSON (``--out``, default bench/results/train-speed-<device>.json).
 """
@@ -254,6 +255,55 @@ def recipe_runs(
     return rows
 
 
+def loss_curves(
+    content: Path, iterations: int, size: int, names: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Train the same small run once per variant; return each one's loss curve.
+
+    Same seed, crops and initialization: only how the step is computed differs, so the
+    curves show whether a variant changes the result beyond float noise.
+    """
+    from stylenet import train
+
+    style = Path(__file__).resolve().parents[1] / "demo_styles/scream/style.jpg"
+    params = TrainParams(
+        iterations=iterations,
+        image_size=size,
+        style_size=size,
+        batch_size=2,
+        width=0.5,
+        holdout=2,
+        progress_every=10,
+        yardstick_steps=0,
+        checkpoint_every=0,
+    )
+    curves: dict[str, dict[str, Any]] = {}
+    for name in names:
+        points: list[tuple[int, float]] = []
+        started = time.perf_counter()
+        result = train(
+            style,
+            content,
+            params,
+            options=variant_options(torch.device("cpu"))[name],
+            on_progress=lambda p, points=points: points.append((p.iteration, p.losses["total"])),
+        )
+        curves[name] = {
+            "seconds": round(time.perf_counter() - started, 1),
+            "total_loss": points,
+            "holdout_loss": result.metrics["holdout_loss"],
+        }
+    print(f"loss curves, {iterations} iterations at {size} px, batch 2, width 0.5 (total loss)")
+    print("iteration " + "".join(f"{n:>14}" for n in names))
+    for index, (iteration, _) in enumerate(curves[names[0]]["total_loss"]):
+        if iteration % 50 == 0 or iteration == iterations:
+            row = "".join(f"{curves[n]['total_loss'][index][1]:>14.4f}" for n in names)
+            print(f"{iteration:>9} {row}")
+    held = "".join(f"{curves[n]['holdout_loss']['total']:>14.4f}" for n in names)
+    print(f"{'held-out':>9} {held}")
+    return curves
+
+
 def _timed(step: Any, batch: torch.Tensor, device: torch.device, steps: int) -> float:
     _sync(device)
     started = time.perf_counter()
@@ -285,6 +335,15 @@ def main() -> None:
         "these photos, once per --recipe-variants",
     )
     parser.add_argument("--recipe-iterations", type=int, default=2000)
+    parser.add_argument(
+        "--curves",
+        type=Path,
+        metavar="CONTENT_DIR",
+        help="only train small runs per --curve-variants and print their loss curves",
+    )
+    parser.add_argument("--curve-iterations", type=int, default=300)
+    parser.add_argument("--curve-size", type=int, default=32)
+    parser.add_argument("--curve-variants", default="ours-nchw,ours,ours+bf16")
     parser.add_argument("--recipe-variants", default="ours,ours+cl,ours+compile")
     parser.add_argument(
         "--compile", action="store_true", help="add ours+compile (compile time reported)"
@@ -297,6 +356,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.curves:
+        names = [n for n in args.curve_variants.split(",") if n]
+        curves = loss_curves(args.curves, args.curve_iterations, args.curve_size, names)
+        out = args.out or Path("bench/results/train-curves-cpu.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(curves, indent=2))
+        print(f"wrote {out}")
+        return
     params = TrainParams(
         preset="johnson", image_size=args.size, style_size=args.size, batch_size=args.batch_size
     )

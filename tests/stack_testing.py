@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,5 +64,11 @@ def running_stack(
         yield url, process
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            # Ctrl-C, as a person stops it: the launcher stops Redis, the worker (and its
+            # work horse) and the API. A plain kill would leave them running, orphaned.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

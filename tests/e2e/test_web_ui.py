@@ -240,3 +240,37 @@ def test_the_page_does_not_shadow_the_api(stack) -> None:
     assert httpx.get(f"{url}/styles", timeout=10).json()["items"]
     schema = httpx.get(f"{url}/openapi.json", timeout=10).json()
     assert "/" not in schema["paths"]
+
+
+def test_presets_show_their_cost_and_a_long_run_asks_first(page, stack) -> None:
+    url, _ = stack
+    # The worker publishes its measured speed shortly after start.
+    for _ in range(120):
+        priced = httpx.post(f"{url}/training/estimate", json={"params": {}}, timeout=10).json()
+        if priced["estimated_seconds"] is not None:
+            break
+        page.wait_for_timeout(1000)
+    assert priced["speed"]["device"] == "cpu", priced
+    page.goto(url + "/")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#preset option')].every(o => o.textContent.includes('≈'))"
+    )
+    labels = page.locator("#preset option").all_text_contents()
+    assert all("≈" in label for label in labels), labels
+    assert page.input_value("#preset") == "fast"  # a CPU worker: the fast preset by default
+    # The quality preset takes hours on this CPU: the page asks, and "no" starts nothing.
+    page.select_option("#preset", "quality")
+    page.set_input_files("#painting", str(REPO / "demo_styles/scream/style.jpg"))
+    page.fill("#style-name", "Too long")
+    questions: list[str] = []
+
+    def decline(dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", decline)
+    page.click("#train-btn")
+    page.wait_for_timeout(1500)
+    assert len(questions) == 1 and "Start it?" in questions[0], questions
+    names = [s["name"] for s in httpx.get(f"{url}/styles", timeout=10).json()["items"]]
+    assert "Too long" not in names
