@@ -9,9 +9,10 @@ losses, weights and optimizer are the same with any options.
 What measured faster on the 2-core AVX2 CPU this project develops on
 (``bench/train_speed.py``, README "Training your own style"):
 
-* the generator in ``channels_last``: oneDNN's NCHW backward of the last 9×9 conv
-  (32 → 3 channels) ran at a few GFLOP/s, several times slower than the same
-  convolution in channels_last;
+* the generator's last convolution (9×9, 32 → 3 channels) in ``channels_last``:
+  oneDNN's NCHW backward of it runs at a few GFLOP/s, several times slower than the
+  same convolution in channels_last (the whole generator in channels_last measured
+  slower: instance norm and the other convolutions lose more than that one gains);
 * the content targets computed only up to the content layer (``relu2_2`` for the
   ``johnson`` preset) instead of the whole loss network (:class:`PerceptualLoss`).
 
@@ -45,6 +46,8 @@ class StepOptions:
             for float32. Grams and losses are float32 whatever it is.
         generator_channels_last: keep the generator's weights and activations in
             channels_last.
+        output_conv_channels_last: run only the generator's last convolution (the one
+            with 3 output channels) in channels_last, its input and output converted.
         lossnet_channels_last: run the loss network in channels_last.
         compile: ``torch.compile`` the generator and the loss network (a one-off
             compile, minutes on a small CPU).
@@ -52,6 +55,7 @@ class StepOptions:
 
     autocast: torch.dtype | None = None
     generator_channels_last: bool = False
+    output_conv_channels_last: bool = False
     lossnet_channels_last: bool = False
     compile: bool = False
 
@@ -74,7 +78,7 @@ class StepOptions:
         if cpu_dtype not in CPU_DTYPES:
             raise ValueError(f"cpu_dtype must be one of {CPU_DTYPES}, got {cpu_dtype!r}")
         bf16 = cpu_dtype == "bfloat16" or (cpu_dtype == "auto" and cpu_has_native_bf16())
-        return cls(torch.bfloat16 if bf16 else None, generator_channels_last=True)
+        return cls(torch.bfloat16 if bf16 else None, output_conv_channels_last=True)
 
     def autocast_context(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         """Return the autocast region these options ask for (a no-op for float32)."""
@@ -87,6 +91,7 @@ class StepOptions:
         return {
             "autocast": str(self.autocast).removeprefix("torch.") if self.autocast else None,
             "generator_channels_last": self.generator_channels_last,
+            "output_conv_channels_last": self.output_conv_channels_last,
             "lossnet_channels_last": self.lossnet_channels_last,
             "compile": self.compile,
         }
@@ -121,11 +126,35 @@ class TrainStep:
         self.input_format = _format(options.generator_channels_last)
         generator.to(memory_format=self.input_format)
         loss.vgg.to(memory_format=_format(options.lossnet_channels_last))
+        self._hooks: list[Any] = []
+        if options.output_conv_channels_last and not options.generator_channels_last:
+            self._output_conv_channels_last(generator)
         self._forward: Any = generator
         self._loss: Any = loss
         if options.compile:
             self._forward = torch.compile(generator)
             self._loss = torch.compile(loss)
+
+    def _output_conv_channels_last(self, generator: nn.Module) -> None:
+        convs = [m for m in generator.modules() if isinstance(m, nn.Conv2d)]
+        if not convs or convs[-1].out_channels != 3:
+            return
+        conv = convs[-1].to(memory_format=torch.channels_last)
+        to_cl = torch.channels_last
+        self._hooks += [
+            conv.register_forward_pre_hook(
+                lambda _m, args: (args[0].contiguous(memory_format=to_cl),)
+            ),
+            conv.register_forward_hook(lambda _m, _args, out: out.contiguous()),
+        ]
+
+    def close(self) -> None:
+        """Undo the layout changes: hooks removed, the generator's weights back to NCHW."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        self.generator.to(memory_format=torch.contiguous_format)
+        self.loss.vgg.to(memory_format=torch.contiguous_format)
 
     def __call__(self, batch: torch.Tensor, lr: float) -> LossTerms:
         """Run one step on ``batch`` (N×3×H×W, pixel convention) at learning rate ``lr``."""

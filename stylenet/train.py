@@ -284,8 +284,7 @@ def train(
     _sync(device)
     loop_seconds = time.monotonic() - loop_started
 
-    generator = generator.to(memory_format=torch.contiguous_format)
-    loss.vgg.to(memory_format=torch.contiguous_format)
+    step.close()
     holdout = evaluate(generator, loss, held_images, device) if held_images else {}
     metrics = {
         "iterations": params.iterations,

@@ -82,12 +82,34 @@ def test_float32_step_runs_no_bf16_and_layouts_change_nothing() -> None:
     reference = plain(batch, 1e-3).as_floats()
     assert seen == {"generator": {torch.float32}, "lossnet": {torch.float32}}
     for options in (
+        StepOptions(output_conv_channels_last=True),
         StepOptions(generator_channels_last=True),
         StepOptions(generator_channels_last=True, lossnet_channels_last=True),
     ):
         terms = _step(options)(batch, 1e-3).as_floats()
         for key, value in reference.items():
             assert terms[key] == pytest.approx(value, rel=1e-4), (options, key)
+
+
+def test_only_the_output_conv_runs_channels_last_and_close_undoes_it() -> None:
+    step = _step(StepOptions(output_conv_channels_last=True))
+    convs = [m for m in step.generator.modules() if isinstance(m, nn.Conv2d)]
+    layouts: list[bool] = []
+    for conv in convs:
+        conv.register_forward_hook(
+            lambda _m, args, _out: layouts.append(
+                args[0].is_contiguous(memory_format=torch.channels_last)
+                and not args[0].is_contiguous()
+            )
+        )
+    output = step.generator(torch.rand(2, 3, 32, 32) * 255)
+    assert layouts == [False] * (len(convs) - 1) + [True]
+    assert output.is_contiguous()  # the loss network gets NCHW
+    step.close()
+    layouts.clear()
+    step.generator(torch.rand(2, 3, 32, 32) * 255)
+    assert layouts == [False] * len(convs)
+    assert all(p.is_contiguous() for p in step.generator.parameters())
 
 
 def test_cpu_options_follow_the_cpu_dtype_setting(monkeypatch: pytest.MonkeyPatch) -> None:
