@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything this project measures on a GPU, in one run that fits a lent GPU's time
-# (about 11 minutes on an H100), most important first: the demo styles retrained on the
+# (about 15 minutes on an H100), most important first: the demo styles retrained on the
 # content corpus with the adopted recipe and scored old vs new by the yardstick (issue
 # #12; publish them afterwards with `python bench/demo_styles.py publish --run
-# $OUT/demo-styles`), the gpu tests, the quality ablation at 256 px / 3,000 iterations
+# $OUT/demo-styles`), the gpu tests, the training speed and the seconds of a default-recipe
+# style per step variant (issue #13), the quality ablation at 256 px / 3,000 iterations
 # (issue #7), the generator benchmark and the HTTP service benchmark.
 #
 #   bash bench/gpu_session.sh                     # results under $OUT (default bench/results/gpu)
@@ -16,7 +17,9 @@
 #
 # Needs the loss-network weights in $STYLIZE_CACHE_DIR (or ~/.cache/stylize): on a machine
 # without internet, carry keras-vgg19.safetensors and its .sha256 there (52 MB), and the
-# content corpus as $CONTENT: a 320-px copy is 8.5 MiB, so both fit the 64 MiB carry:
+# content corpus as $CONTENT: a 320-px copy is 8.5 MiB, so both fit the 64 MiB carry (the
+# train-speed step also needs keras-vgg16.safetensors and its .sha256, 40 MB: carry it in
+# a second session if both do not fit):
 #   python bench/demo_styles.py shrink --content ~/.cache/stylize/content --dest data/content-320 A step whose
 # modules are missing is skipped with a note; the others still run. Each step has its own
 # time limit, so one slow step cannot eat the whole session.
@@ -35,6 +38,8 @@ if [ -n "${QUICK:-}" ]; then
   DEMO=(--params '{"iterations": 4, "image_size": 64, "batch_size": 2}' --size 64 --steps 3)
   PROCESSES=(--processes 1,2 --sizes 64 --clients 2 --per-client 2 --rounds 1 --bare-repeat 2)
   TILED=(--sizes 256 --seam-size 256 --seam-tile 128)
+  TRAIN_SPEED=(--size 64 --repeats 1 --steps 1 --variants ours,reference
+    --recipe-run "$CONTENT" --recipe-iterations 4 --recipe-variants ours)
 else
   QUALITY=(--size 256 --iterations 3000 --batch-size 4 --baseline-steps 500)
   SERVICE=(--sizes 256 --clients 32 --per-client 8 --bare-batches 1,16)
@@ -45,6 +50,12 @@ else
   PROCESSES=(--processes "1,${WORKERS:-4}" --sizes 256,512 --clients 64 --per-client 8
              --rounds 1 --bare-repeat 6)
   TILED=(--sizes 2048,4096,8192x5464 --whole-max 16777216)
+  # Issue #13: steps of our trainer vs the pytorch/examples-style loop (bf16 autocast,
+  # channels_last, torch.compile), then whole default-recipe trainings (2,000 iterations,
+  # 256 px, batch 4), seconds per variant.
+  TRAIN_SPEED=(--repeats 5 --steps 20 --variants ours,ours-nchw,ours+cl,ours+fp32,reference
+    --compile --recipe-run "$CONTENT" --recipe-iterations 2000
+    --recipe-variants ours,ours+cl,ours+compile)
 fi
 
 step() {  # step NAME LIMIT_S MODULES COMMAND...: run COMMAND unless a module is missing
@@ -88,6 +99,8 @@ step service-processes 240 "fastapi,uvicorn,httpx,redis,rq" \
 step tiled 150 "torch,PIL" \
   "$PYTHON" bench/bench_tiled.py --device "$DEVICE" "${TILED[@]}" --out "$OUT/tiled.json" \
   --figure "$OUT/tiled-seams.jpg"
+step train-speed 420 "torch,PIL" \
+  "$PYTHON" bench/train_speed.py --device "$DEVICE" "${TRAIN_SPEED[@]}" --out "$OUT/train-speed.json"
 step stylenet 120 "torch,PIL" \
   "$PYTHON" bench/bench_stylenet.py --device "$DEVICE" "${STYLENET[@]}" --out "$OUT/stylenet.json"
 step service 240 "fastapi,uvicorn,httpx,redis,rq" \

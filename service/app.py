@@ -28,7 +28,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.openapi import install_openapi
 from service.processes import ProcessGroup
-from service.routes import events, health, styles, stylize
+from service.routes import estimate, events, health, styles, stylize
 from service.runtime import InferenceRuntime
 from service.settings import ServiceSettings
 from service.training import TrainingQueue
@@ -109,7 +109,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         total_timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    for module in (stylize, styles, events, health):
+    for module in (stylize, styles, events, health, estimate):
         app.include_router(module.router)
     _mount_api_docs(app)
     _mount_web_page(app)

@@ -141,6 +141,11 @@ class StyleOut(BaseModel):
     params: dict[str, Any]
     versions: list[VersionOut]
     links: StyleLinks
+    estimated_seconds: float | None = Field(
+        None,
+        description="While queued or training: estimated seconds until the run is done, "
+        "from the training speed the workers measured (service/estimate.py); null otherwise",
+    )
 
     @classmethod
     def from_record(cls, rec: StyleRecord) -> StyleOut:

@@ -11,14 +11,18 @@ presets' default weights (content 1e-5, style 1.5e-4) bring them to single digit
 style/content ratio was chosen by eye on The Scream (2,000 iterations at 256 px on an
 H100): 5e-5 left the content dominant, 4e-4 started to erase it.
 
-Targets of the style image are computed once per style (:meth:`PerceptualLoss.set_style`).
+Targets of the style image are computed once per style (:meth:`PerceptualLoss.set_style`);
+content targets once per batch, without gradient, through the loss network only as deep
+as the content layers (:meth:`PerceptualLoss.content_features`).
 Grams are accumulated in float32 even under bf16 autocast: they sum H·W products.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +81,10 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     n, c, h, w = features.shape
     # Autocast would run bmm in bf16 whatever its inputs are; a Gram sums H·W products,
     # so it is computed with autocast off.
-    with torch.autocast(features.device.type, enabled=False):
+    kind = features.device.type
+    # (The meta device, used to count FLOPs, has no autocast.)
+    off = torch.autocast(kind, enabled=False) if kind != "meta" else contextlib.nullcontext()
+    with off:
         flat = features.float().reshape(n, c, h * w)
         return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
@@ -136,6 +143,18 @@ class PerceptualLoss(nn.Module):
         self.tv_weight = tv_weight
         self.style_targets: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def from_settings(cls, vgg: VGGFeatures, settings: Mapping[str, Any]) -> PerceptualLoss:
+        """Build the loss of ``TrainParams.resolved()`` settings over ``vgg``."""
+        return cls(
+            vgg,
+            settings["content_layers"],
+            settings["style_layers"],
+            settings["content_weight"],
+            settings["style_weight"],
+            settings["tv_weight"],
+        )
+
     @torch.no_grad()
     def set_style(self, style: torch.Tensor) -> None:
         """Compute the Gram targets of a 1×3×H×W style image (pixel convention)."""
@@ -143,9 +162,14 @@ class PerceptualLoss(nn.Module):
         self.style_targets = {k: gram_matrix(features[k]).detach() for k in self.style_layers}
 
     def content_features(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return the content-layer features of ``content`` (no gradient)."""
+        """Return the content-layer features of ``content`` (no gradient).
+
+        The loss network stops at the deepest content layer: with the ``johnson``
+        preset (content ``relu2_2``, style down to ``relu4_3``) that is a third of
+        the full pass.
+        """
         with torch.no_grad():
-            features = self.vgg(content)
+            features = self.vgg(content, taps=self.content_layers)
         return {k: features[k].detach() for k in self.content_layers}
 
     def forward(self, output: torch.Tensor, content: torch.Tensor) -> LossTerms:

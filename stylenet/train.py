@@ -39,6 +39,8 @@ from .losses import LossTerms, PerceptualLoss
 from .lossnet import load_vgg
 from .params import TrainParams
 from .pixels import image_to_tensor
+from .speed import RateMeter
+from .step import StepOptions, TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -105,27 +107,12 @@ def style_tensor(style: Image.Image | Path | str, size: int) -> torch.Tensor:
     return image_to_tensor(image)
 
 
-def build_loss(
-    params: TrainParams,
-    device: torch.device,
-    cache_dir: Path | None,
-    *,
-    channels_last: bool = False,
-) -> PerceptualLoss:
+def build_loss(params: TrainParams, device: torch.device, cache_dir: Path | None) -> PerceptualLoss:
     """Build the perceptual loss these params ask for, on ``device``."""
     settings = params.resolved()
     taps = [*settings["content_layers"], *settings["style_layers"]]
     vgg = load_vgg(settings["lossnet"], taps, cache_dir=cache_dir, device=device)
-    if channels_last and device.type == "cuda":
-        vgg = vgg.to(memory_format=torch.channels_last)
-    return PerceptualLoss(
-        vgg,
-        settings["content_layers"],
-        settings["style_layers"],
-        settings["content_weight"],
-        settings["style_weight"],
-        settings["tv_weight"],
-    )
+    return PerceptualLoss.from_settings(vgg, settings)
 
 
 @torch.no_grad()
@@ -148,6 +135,18 @@ def evaluate(
     return totals
 
 
+def yardstick_steps(params: TrainParams, held_out: int) -> int:
+    """Optimization steps per held-out photo of the run's quality report (0: none)."""
+    if not params.yardstick_steps or held_out <= 0:
+        return 0
+    # Capped at a tenth of the training's image passes (an optimization step is one
+    # image pass, cheaper than a training one): a short run (tests, a quick look) must
+    # not spend as long on its report as on its training. The default 2000 × 4 crops
+    # over 4 photos gives exactly the default 200 steps.
+    budget = params.iterations * params.batch_size // (10 * held_out)
+    return max(1, min(params.yardstick_steps, budget))
+
+
 def _yardstick(
     generator: nn.Module,
     loss: PerceptualLoss,
@@ -157,12 +156,7 @@ def _yardstick(
 ) -> dict[str, Any]:
     from .yardstick import yardstick  # local: the yardstick builds on this module
 
-    # Capped at a tenth of the training's image passes (an optimization step is one
-    # image pass, cheaper than a training one): a short run (tests, a quick look) must
-    # not spend as long on its report as on its training. The default 2000 × 4 crops
-    # over 4 photos gives exactly the default 200 steps.
-    budget = params.iterations * params.batch_size // (10 * len(held))
-    steps = max(1, min(params.yardstick_steps, budget))
+    steps = yardstick_steps(params, len(held))
     report = yardstick(
         generator,
         loss,
@@ -201,6 +195,8 @@ def train(
     device: torch.device | str = "cpu",
     cache_dir: Path | None = None,
     channels_last: bool = False,
+    options: StepOptions | None = None,
+    progress_interval_s: float = math.inf,
 ) -> TrainResult:
     """Train a generator for ``style_image`` on the photos under ``content_dir``.
 
@@ -209,13 +205,19 @@ def train(
         content_dir: folder searched recursively for jpg/png/webp content photos;
             ``params.holdout`` of them are kept out of training for evaluation.
         params: the training parameters.
-        on_progress: called every ``params.progress_every`` iterations and at the end;
+        on_progress: called every ``params.progress_every`` iterations, after any step
+            that ends ``progress_interval_s`` after the previous call, and at the end;
             raising from it aborts training (the last checkpoint stays for a resume).
+            ``eta_s`` and ``images_per_s`` are smoothed (:class:`stylenet.speed.RateMeter`).
         checkpoint_dir: where checkpoints go; a checkpoint found there is resumed.
         device: ``cpu`` or ``cuda[:N]``; on CUDA training uses bf16 autocast.
         cache_dir: loss-network weight cache (default: ``stylenet.lossnet.default_cache_dir``).
         channels_last: on CUDA, train in channels_last memory format (off by default: with
             instance norm it measured slower on an H100, see bench/bench_stylenet.py).
+        options: how each step is computed (default: :meth:`StepOptions.for_device`);
+            options change speed, not the recipe.
+        progress_interval_s: also report progress after a step that ends this long
+            after the previous report (slow devices: a timer besides ``progress_every``).
 
     Returns:
         The trained generator (on CPU, eval mode) and its metrics; with held-out photos
@@ -237,15 +239,14 @@ def train(
     held_named = [(p.name, im) for p, im in central_crops(held_paths, params.image_size)]
     held_images = [image for _, image in held_named]
 
-    loss = build_loss(params, device, cache_dir, channels_last=channels_last)
+    options = options or StepOptions.for_device(device, channels_last=channels_last)
+    loss = build_loss(params, device, cache_dir)
     loss.set_style(style.to(device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
         generator = build_generator(params.generator_config).to(device).train()
-    use_cl = channels_last and device.type == "cuda"
-    memory_format = torch.channels_last if use_cl else torch.contiguous_format
-    generator = generator.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(generator.parameters(), lr=params.lr)
+    step = TrainStep(generator, loss, optimizer, device, options)
 
     folder = Path(checkpoint_dir) if checkpoint_dir else None
     start = load_checkpoint(folder, generator, optimizer, params) if folder else 0
@@ -253,32 +254,26 @@ def train(
         log.info("resuming from checkpoint at iteration %d", start)
     terms: LossTerms | None = None
     loop_started = time.monotonic()
-    rate, window_start, window_iters = 0.0, time.monotonic(), 0
+    meter = RateMeter()
+    last_report = time.monotonic()
     for iteration, batch in _batches(params, content, start):
         lr = learning_rate(params, iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device):
-            terms = loss(generator(batch), batch)
-        terms.total.backward()
-        optimizer.step()
+        terms = step(batch, lr)
         done = iteration + 1
-        window_iters += 1
+        meter.tick(done)
         if folder and params.checkpoint_every and done % params.checkpoint_every == 0:
             save_checkpoint(folder, generator, optimizer, done, params)
-        if on_progress and (done % params.progress_every == 0 or done == params.iterations):
-            elapsed = time.monotonic() - window_start
-            rate = window_iters * params.batch_size / max(elapsed, 1e-9)
-            window_start, window_iters = time.monotonic(), 0
+        due = done % params.progress_every == 0 or done == params.iterations
+        if on_progress and (due or time.monotonic() - last_report >= progress_interval_s):
+            last_report = time.monotonic()
+            rate = meter.iterations_per_s()
             on_progress(
                 Progress(
                     iteration=done,
                     total=params.iterations,
                     losses=terms.as_floats(),
-                    images_per_s=rate,
-                    eta_s=(params.iterations - done) * params.batch_size / max(rate, 1e-9),
+                    images_per_s=rate * params.batch_size,
+                    eta_s=meter.eta_s(params.iterations - done),
                     lr=lr,
                     elapsed_s=time.monotonic() - started,
                     generator=generator,
@@ -289,7 +284,7 @@ def train(
     _sync(device)
     loop_seconds = time.monotonic() - loop_started
 
-    generator = generator.to(memory_format=torch.contiguous_format)
+    step.close()
     holdout = evaluate(generator, loss, held_images, device) if held_images else {}
     metrics = {
         "iterations": params.iterations,
@@ -303,6 +298,7 @@ def train(
         "holdout_images": [p.name for p in held_paths],
         "holdout_loss": holdout,
         "content_images": len(train_paths),
+        "step_options": options.describe(),
     }
     if params.yardstick_steps and held_named:
         metrics["yardstick"] = _yardstick(generator, loss, held_named, params, device)

@@ -124,14 +124,27 @@ class VGGFeatures(nn.Module):
         """Keep the loss network in eval mode whatever the caller asks."""
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return ``{tap: activation}`` for pixel-convention images ``x``."""
+    def forward(
+        self, x: torch.Tensor, taps: Iterable[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Return ``{tap: activation}`` for pixel-convention images ``x``.
+
+        Args:
+            x: N×3×H×W images, RGB 0–255.
+            taps: a subset of :attr:`taps` to return (default: all); the network stops
+                at the deepest of them, so e.g. content targets at ``relu2_2`` do not
+                pay for the style layers below it.
+        """
+        wanted = self.taps if taps is None else tuple(dict.fromkeys(taps))
+        unknown = [t for t in wanted if t not in self.taps]
+        if unknown:
+            raise LossNetworkError(f"layers {unknown} are not tapped (taps: {self.taps})")
         out: dict[str, torch.Tensor] = {}
         x = self.preprocess(x)
         for name, layer in self.layers.items():
             x = layer(x)
-            if name in self.taps:
+            if name in wanted:
                 out[name] = x
-                if len(out) == len(self.taps):
+                if len(out) == len(wanted):
                     break
         return out

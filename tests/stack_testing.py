@@ -95,6 +95,9 @@ def stack_env(**overrides: str) -> dict[str, str]:
     env.update(
         STYLIZE_DEVICE="cpu", STYLIZE_PROGRESS_INTERVAL_S="0.5", STYLIZE_MIN_CONTENT_PHOTOS="1"
     )
+    # The worker's start-up speed calibration, at the small steps these tests train with
+    # (the default goes up to 256 px: a minute on a busy 2-core CPU before the first job).
+    env["STYLIZE_CALIBRATION_SHAPES"] = "32x1,32x4"
     if "STYLIZE_CACHE_DIR" in os.environ:
         env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
     env.update(overrides)

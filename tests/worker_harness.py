@@ -243,6 +243,8 @@ def worker_env(
         "STYLIZE_PROGRESS_INTERVAL_S": "0.2",
         "STYLIZE_PREVIEW_EVERY": "4",
         "STYLIZE_LOCK_TTL_S": "5",
+        # The speed calibration at start is tested with the whole stack (tests/e2e).
+        "STYLIZE_CALIBRATE": "false",
         "OMP_NUM_THREADS": "1",  # two workers on two cores must not oversubscribe
         **{f"STYLIZE_{k}": v for k, v in settings.items()},
     }

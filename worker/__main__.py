@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = build_worker(settings, store, name=args.name)  # waits for Redis
         if restarted:  # our own registration from the loop that ended, if still there
             worker.connection.delete(worker.key)
+        elif settings.calibrate:  # once, with Redis up (it publishes the speed there)
+            from .speed import calibrate_in_child
+
+            calibrate_in_child(settings.redis_url, settings.device, settings.calibration_max_age_s)
         # Guard the fork-safety promise: a CUDA context made here would break every job.
         assert not torch.cuda.is_initialized(), "CUDA was initialized before forking jobs"
         log.info(

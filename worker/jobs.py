@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +45,9 @@ from stylenet.checkpoint import fingerprint
 from stylenet.data import find_images, open_image, split_holdout
 from stylenet.devices import pick_device
 from stylenet.errors import DeviceUnavailable as StylenetDeviceUnavailable
+from stylenet.step import StepOptions
 
+from . import speed
 from .errors import (
     Canceled,
     DeviceUnavailable,
@@ -132,6 +135,7 @@ class TrainingRun:
         self.style_id, self.settings, self.store = style_id, settings, store
         self.job = get_current_job()
         self.device = ""
+        self._started = time.monotonic()
         self._parent_pid = os.getppid()
         self._stop_reason: str | None = None
         self._lock: StyleLock | None = None
@@ -238,6 +242,10 @@ class TrainingRun:
             checkpoint_dir=self._prepare_scratch(params),
             device=self.device,
             cache_dir=self.settings.loss_cache_dir(),
+            options=StepOptions.for_device(self.device, cpu_dtype=self.settings.cpu_dtype),
+            # Slow devices report between progress_every iterations too (the reporter
+            # throttles writes to the same interval).
+            progress_interval_s=self.settings.progress_interval_s,
         )
 
     def _publish(self, params: TrainParams, result: TrainResult) -> dict[str, Any]:
@@ -279,7 +287,24 @@ class TrainingRun:
         )
         self._clear_scratch()
         log.info("style %s: published version %d", self.style_id, version.version)
+        self._record_speed(params, metrics)
         return {"status": "ready", "style_id": self.style_id, "version": version.version}
+
+    def _record_speed(self, params: TrainParams, metrics: dict[str, Any]) -> None:
+        """Refine this device's published training speed with what this run took."""
+        if self.job is None:
+            return
+        try:
+            connection: Redis = self.job.connection
+            previous = speed.read(connection, self.settings.device)
+            total_s = time.monotonic() - self._started
+            refined = speed.refine(previous, params, metrics, total_s)
+            if refined is not None:
+                speed.publish(connection, self.settings.device, refined)
+        except Exception:  # an estimate is a nicety: never fail a published training
+            log.warning(
+                "style %s: could not record the training speed", self.style_id, exc_info=True
+            )
 
     # --- failure handling ----------------------------------------------------------------
 

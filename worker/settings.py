@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -59,6 +60,15 @@ class WorkerSettings(FileVariablesSettings):
         redis_retry_max_s: longest wait between attempts to reach Redis again when it
             is down (the wait doubles from 1 s up to this).
         worker_name: RQ worker name (default: RQ's random one).
+        cpu_dtype: training compute dtype on CPU: ``float32``, ``bfloat16`` (autocast;
+            Grams and losses stay float32), or ``auto`` (bfloat16 where the CPU has
+            AVX512-BF16 or AMX, where it pays; emulated bf16 is slower). CUDA trains
+            under bf16 autocast.
+        calibrate: measure the device's training speed at start (a child process, a
+            few seconds) and publish it for the API's ``estimated_seconds``.
+        calibration_shapes: ``SIZExBATCH`` steps the calibration times (comma-separated).
+        calibration_max_age_s: a published speed younger than this is kept (it is
+            also refined after every run).
         log_level: logging level of the worker process.
     """
 
@@ -85,6 +95,10 @@ class WorkerSettings(FileVariablesSettings):
     redis_retry_max_s: float = Field(30.0, ge=1)
     worker_name: str | None = None
     log_level: str = "INFO"
+    cpu_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    calibrate: bool = True
+    calibration_shapes: str = "32x1,32x4,64x4,128x4,256x4"
+    calibration_max_age_s: float = Field(7 * 24 * 3600.0, ge=0)
 
     @field_validator("redis_url")
     @classmethod
@@ -141,6 +155,18 @@ class WorkerSettings(FileVariablesSettings):
         if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    @field_validator("calibration_shapes")
+    @classmethod
+    def _check_shapes(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+x\d+(,\d+x\d+)*", value.replace(" ", "")):
+            raise ValueError(f"must be SIZExBATCH pairs like 64x4,256x4, got {value!r}")
+        return value.replace(" ", "")
+
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Return the calibration's ``(image size, batch size)`` pairs."""
+        pairs = (item.split("x") for item in self.calibration_shapes.split(","))
+        return tuple((int(size), int(batch)) for size, batch in pairs)
 
     def loss_cache_dir(self) -> Path:
         """Return the loss-network cache directory (the setting, or stylenet's default)."""

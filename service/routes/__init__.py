@@ -1,5 +1,5 @@
 """HTTP routes, one module per resource."""
 
-from service.routes import events, health, styles, stylize
+from service.routes import estimate, events, health, styles, stylize
 
-__all__ = ["events", "health", "styles", "stylize"]
+__all__ = ["estimate", "events", "health", "styles", "stylize"]

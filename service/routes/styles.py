@@ -29,6 +29,7 @@ from service import imaging
 from service.auth import KeyFirstRoute
 from service.deps import MetricsDep, RequireKey, RuntimeDep, SettingsDep, StoreDep, TrainingDep
 from service.errors import BadRequest, Conflict, InvalidOption, ServiceError
+from service.estimate import estimate_for_record
 from service.schemas import ErrorOut, StyleOut, StylePage
 from service.settings import ServiceSettings
 from service.training import TrainingQueue
@@ -37,6 +38,13 @@ from stylenet import TrainParams
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/styles", tags=["styles"], route_class=KeyFirstRoute)
 IMAGE_FIELD = "image"
+
+
+def _priced(rec: StyleRecord, training: TrainingQueue) -> StyleOut:
+    """Return the style's document with ``estimated_seconds`` (queued or training only)."""
+    out = StyleOut.from_record(rec)
+    out.estimated_seconds = estimate_for_record(training.redis, rec)
+    return out
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -121,7 +129,7 @@ async def create_style(
     )
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return StyleOut.from_record(rec)
+    return await anyio.to_thread.run_sync(_priced, rec, training)  # reads the speed (Redis)
 
 
 def _create(
@@ -176,7 +184,7 @@ async def train_style_again(
     rec = await anyio.to_thread.run_sync(_train_again, store, training, style_id, new_params)
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return StyleOut.from_record(rec)
+    return await anyio.to_thread.run_sync(_priced, rec, training)  # reads the speed (Redis)
 
 
 def _train_again(
@@ -234,9 +242,9 @@ def list_styles(
     summary="A style: status, progress, ETA, metrics, links",
     responses=_errors(404, 500),
 )
-def get_style(style_id: str, store: StoreDep) -> StyleOut:
-    """Return the style's current record."""
-    return StyleOut.from_record(store.get(style_id))
+def get_style(style_id: str, store: StoreDep, training: TrainingDep) -> StyleOut:
+    """Return the style's current record (with ``estimated_seconds`` while queued or training)."""
+    return _priced(store.get(style_id), training)
 
 
 def _sha256(data: bytes) -> str:

@@ -1,5 +1,7 @@
 // stylize web page: plain ES module, public HTTP API only, same origin, no dependencies.
 
+import { confirmCost, showSpeedEstimates } from "./estimate.js";
+
 const $ = (sel, root = document) => root.querySelector(sel);
 
 // The page's training speeds; "preset" is the API's word for the loss recipe.
@@ -365,14 +367,15 @@ async function loadStyles() {
 // A new run with the style's last parameters; its current version serves until the
 // run publishes the next one. RQ records the previous job finished a moment after the
 // style is ready: the API answers 409 job_exists with Retry-After until then.
-async function trainAgain(id, attempts = 5) {
+async function trainAgain(id, attempts = 5, confirmed = false) {
+  if (!confirmed && !(await confirmCost(styles.get(id)?.params ?? {}, "Training it again"))) return;
   try {
     const response = await api(`/styles/${id}/train`, { method: "POST" });
     update(await response.json());
     showError($("#styles-error"), null);
   } catch (err) {
     if (err.code === "job_exists" && attempts > 1) {
-      setTimeout(() => trainAgain(id, attempts - 1), 1000);
+      setTimeout(() => trainAgain(id, attempts - 1, true), 1000);
       return;
     }
     showError($("#styles-error"), err);
@@ -604,6 +607,7 @@ $("#new-form").addEventListener("submit", async (e) => {
       return showError(errorEl, new LocalError(`The training parameters are not JSON: ${err.message}`));
     }
   }
+  if (!(await confirmCost(params))) return;
   const form = new FormData();
   form.append("image", file, file.name);
   form.append("name", name);
@@ -636,3 +640,4 @@ if (new URLSearchParams(location.search).has("tiny")) {
 }
 
 loadStyles();
+showSpeedEstimates($("#speed"), SPEEDS, "draft");

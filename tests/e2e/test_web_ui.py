@@ -639,3 +639,37 @@ def test_focus_ring_borders_disabled_text_touch_targets_and_help(browser, stack)
         page.screenshot(path=ARTIFACTS / "a11y-phone-focus.png")
     finally:
         context.close()
+
+
+def test_training_speeds_show_their_cost_and_a_long_run_asks_first(page, stack) -> None:
+    url, _ = stack
+    # The worker publishes its measured speed shortly after start.
+    for _ in range(120):
+        priced = httpx.post(f"{url}/training/estimate", json={"params": {}}, timeout=10).json()
+        if priced["estimated_seconds"] is not None:
+            break
+        page.wait_for_timeout(1000)
+    assert priced["speed"]["device"] == "cpu", priced
+    page.goto(url + "/")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#speed option')].every(o => o.textContent.includes('≈'))"
+    )
+    labels = page.locator("#speed option").all_text_contents()
+    assert all("≈" in label for label in labels), labels
+    assert page.input_value("#speed") == "draft"  # a CPU worker: the quick draft by default
+    # The best quality takes hours on this CPU: the page asks, and "no" starts nothing.
+    page.select_option("#speed", "best")
+    page.set_input_files("#painting", str(REPO / "demo_styles/scream/style.jpg"))
+    page.fill("#style-name", "Too long")
+    questions: list[str] = []
+
+    def decline(dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", decline)
+    page.click("#train-btn")
+    page.wait_for_timeout(1500)
+    assert len(questions) == 1 and "Start it?" in questions[0], questions
+    names = [s["name"] for s in httpx.get(f"{url}/styles", timeout=10).json()["items"]]
+    assert "Too long" not in names

@@ -1,0 +1,86 @@
+"""Cost before commitment, end to end: the worker calibrates its speed at start, the API
+prices a training before it runs, and the price holds for a real 200-iteration CPU run."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from stack_testing import running_stack
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: 200 iterations, small enough to take about a minute on a 2-core CPU.
+PARAMS = {
+    "iterations": 200,
+    "image_size": 32,
+    "style_size": 32,
+    "batch_size": 2,
+    "width": 0.5,
+    "holdout": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # running_stack calibrates at 32 px (batch 1 and 4): this run's step lies between.
+    env = {"STYLIZE_PROGRESS_INTERVAL_S": "1"}
+    with running_stack(tmp_path_factory.mktemp("stack"), **env) as (url, _):
+        yield url
+
+
+def _estimate(url: str, params: dict) -> dict:
+    response = httpx.post(f"{url}/training/estimate", json={"params": params}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_estimated_seconds_holds_for_a_200_iteration_cpu_training(stack: str) -> None:
+    url = stack
+    deadline = time.monotonic() + 300
+    while (priced := _estimate(url, PARAMS))["estimated_seconds"] is None:
+        assert time.monotonic() < deadline, "the worker never published its training speed"
+        time.sleep(1)
+    assert priced["speed"]["measured"] is True
+    assert priced["speed"]["source"] == "calibration"
+    assert len(priced["speed"]["points"]) == 2
+    # The default recipe costs far more than this small run, on the same device.
+    assert _estimate(url, {})["estimated_seconds"] > 20 * priced["estimated_seconds"]
+
+    started = time.monotonic()
+    with (REPO / "demo_styles/scream/style.jpg").open("rb") as handle:
+        created = httpx.post(
+            f"{url}/styles",
+            files={"image": ("s.jpg", handle, "image/jpeg")},
+            data={"name": "priced", "params": json.dumps(PARAMS)},
+            timeout=30,
+        )
+    assert created.status_code == 202, created.text
+    style = created.json()
+    estimate = style["estimated_seconds"]
+    assert estimate is not None and estimate > 0
+    seen_while_running = []
+    while True:
+        record = httpx.get(f"{url}/styles/{style['id']}", timeout=10).json()
+        if record["status"] in ("ready", "failed", "canceled"):
+            break
+        seen_while_running.append(record["estimated_seconds"])
+        assert time.monotonic() - started < 900, record
+        time.sleep(1)
+    actual = time.monotonic() - started
+    assert record["status"] == "ready", record
+    assert record["estimated_seconds"] is None  # no longer queued or training
+    assert seen_while_running and all(s is not None for s in seen_while_running)
+    print(f"estimated {estimate:.1f} s, took {actual:.1f} s")
+    assert 0.7 * actual <= estimate <= 1.3 * actual, (estimate, actual)
+
+    # The run refined the published speed (recorded after its publish; the API rereads
+    # the published speeds every few seconds).
+    deadline = time.monotonic() + 30
+    while (speed := _estimate(url, PARAMS)["speed"])["source"] != "runs":
+        assert time.monotonic() < deadline, speed
+        time.sleep(1)

@@ -1,0 +1,159 @@
+"""The worker's training speed, measured and published so the API can price a training.
+
+The speed of a device is a :class:`stylenet.cost.DeviceSpeed` (effective GFLOP/s of
+training steps, a per-step and a per-run overhead). It is stored in the Redis hash
+:data:`stylenet.cost.SPEED_KEY`, one field per ``<host>:<device>``, as JSON:
+
+* at start (``STYLIZE_CALIBRATE``, default on) ``python -m worker`` runs
+  ``python -m worker.speed`` in a child process — a few real steps at two small sizes,
+  seconds on a CPU — unless that field holds a measurement younger than
+  ``STYLIZE_CALIBRATION_MAX_AGE_S``. A child process, because the parent must never
+  initialize CUDA (its jobs fork from it);
+* after every finished training, the job refines it with what the run took
+  (:func:`refine`), so estimates follow the machine's real load.
+
+The service reads the newest field (``service/estimate.py``); nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+from redis import Redis
+
+from stylenet import TrainParams
+from stylenet.cost import SPEED_KEY, DeviceSpeed, calibrate, report_seconds, step_flops
+
+from .settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def field_name(device: str) -> str:
+    """Return the hash field of this host's ``device`` (e.g. ``gpu-host-1:cuda:0``)."""
+    return f"{socket.gethostname()}:{device}"
+
+
+def read(redis: Redis, device: str) -> DeviceSpeed | None:
+    """Return the published speed of this host's ``device`` (None: none or unreadable)."""
+    raw = redis.hget(SPEED_KEY, field_name(device))
+    if raw is None:
+        return None
+    try:
+        return DeviceSpeed.from_dict(json.loads(raw))
+    except (ValueError, TypeError):
+        return None
+
+
+def publish(redis: Redis, device: str, speed: DeviceSpeed) -> None:
+    """Store ``speed`` as this host's ``device`` speed."""
+    redis.hset(SPEED_KEY, field_name(device), json.dumps(speed.to_dict()))
+
+
+def refine(
+    previous: DeviceSpeed | None, params: TrainParams, metrics: dict[str, Any], total_s: float
+) -> DeviceSpeed | None:
+    """Blend what a finished run measured into the device's speed.
+
+    Args:
+        previous: the speed known before the run (None: nothing to refine, kept None).
+        params: the run's parameters.
+        metrics: ``stylenet.train``'s metrics (``images_per_s`` of the loop).
+        total_s: seconds from the job's start to its publish.
+    """
+    images_per_s = float(metrics.get("images_per_s") or 0)
+    iterations = int(params.iterations) - int(metrics.get("resumed_from") or 0)
+    if previous is None or images_per_s <= 0 or iterations <= 0:
+        return previous
+    step_s = params.batch_size / images_per_s
+    gflop = step_flops(params) / 1e9
+    # What the run spent besides its steps and its report (both priced by the curve).
+    report_s = report_seconds(params, previous)
+    run_overhead = max(0.0, total_s - iterations * step_s - report_s)
+    return previous.with_point(gflop, step_s, run_overhead, time.time())
+
+
+def calibrate_in_child(
+    redis_url: str, device: str, max_age_s: float, timeout_s: float = 600
+) -> None:
+    """Run the calibration in a child process unless a fresh one is published.
+
+    Failures are logged, never raised: a worker without an estimate still trains.
+    """
+    try:
+        known = read(Redis.from_url(redis_url), device)
+    except Exception as exc:
+        log.warning("could not read the published training speed: %s", exc)
+        known = None
+    if known is not None and time.time() - known.measured_at < max_age_s:
+        log.info(
+            "training speed of %s: %.1f GFLOP/s (%s, kept)",
+            device,
+            known.gflops_per_s,
+            known.source,
+        )
+        return
+    started = time.monotonic()
+    command = [sys.executable, "-m", "worker.speed", redis_url, device]
+    try:
+        done = subprocess.run(
+            command, timeout=timeout_s, capture_output=True, text=True, check=False
+        )
+    except subprocess.TimeoutExpired:
+        log.warning("training speed calibration took over %d s; skipped", timeout_s)
+        return
+    if done.returncode != 0:
+        log.warning("training speed calibration failed:\n%s", done.stderr[-2000:])
+        return
+    log.info("%s (%.1f s)", done.stdout.strip(), time.monotonic() - started)
+
+
+#: Seconds a job spends around its training (style image, lease, publish, final preview).
+JOB_OVERHEAD_S = 2.0
+
+
+def measure_run_overhead(device: torch.device, settings: WorkerSettings) -> float:
+    """Seconds a run takes besides its steps: a one-step training on the real content.
+
+    Loading and verifying the loss network, listing the photos, evaluating the held-out
+    ones; the one step itself is a few milliseconds at 32 px.
+    """
+    from PIL import Image
+
+    from stylenet import train
+
+    params = TrainParams(iterations=1, image_size=32, style_size=32, yardstick_steps=0)
+    started = time.monotonic()
+    train(
+        Image.new("RGB", (32, 32), (120, 80, 40)),
+        settings.content_dir,
+        params,
+        device=device,
+        cache_dir=settings.loss_cache_dir(),
+    )
+    return time.monotonic() - started + JOB_OVERHEAD_S
+
+
+def _main(argv: list[str]) -> int:
+    redis_url, setting = argv
+    from .jobs import resolve_device  # initializes CUDA: this runs in a child process
+
+    device = resolve_device(setting)
+    settings = WorkerSettings()
+    overhead = measure_run_overhead(device, settings)
+    speed = calibrate(device, shapes=settings.shapes(), run_overhead_s=overhead)
+    publish(Redis.from_url(redis_url), setting, speed)
+    curve = ", ".join(f"{g:.0f} GFLOP in {s:.2f} s" for g, s in speed.points)
+    print(f"training speed of {speed.device}: {curve}; {speed.run_overhead_s:.1f} s per run")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
