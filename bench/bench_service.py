@@ -270,6 +270,11 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="STYLIZE_TORCH_THREADS of every server (default: the service's, cores/processes)",
+    )
+    parser.add_argument(
         "--cpu-dtype",
         default="auto",
         choices=("auto", "float32", "bfloat16"),
@@ -371,6 +376,8 @@ def process_scaling(
         samples.sample("astronaut").resize((size, size)).save(buf, "JPEG", quality=90)
         jpeg = buf.getvalue()
         env = {"STYLIZE_WARM_SIDES": str(size), "STYLIZE_QUEUE_SIZE": "256"}
+        if args.torch_threads:
+            env["STYLIZE_TORCH_THREADS"] = str(args.torch_threads)
         device = torch.device(args.device)
         dtype = inference_dtype(device, args.cpu_dtype)
         # The bare batched forward at the service's batch limit: what the server could reach.

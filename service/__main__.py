@@ -9,8 +9,15 @@ and metrics those of one server.
 
 from __future__ import annotations
 
-import logging
 import os
+
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. The device
+# thread's OpenMP team shares the cores with the HTTP loop and the codec threads; spinning,
+# one 2-core process served 8.4 img/s at 128² under 8 clients, sleeping 34 (bench/
+# bench_service.py --processes); at 512² no change (1.0 vs 0.9 img/s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import logging
 import shutil
 import sys
 import tempfile
