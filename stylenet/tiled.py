@@ -8,10 +8,10 @@ network runs layer by layer over horizontal bands of the image (full width, ``ti
 output positions a band), and every norm layer uses the statistics of the whole image:
 
 * each convolution's output is either **stored** (host memory, or an unlinked temporary
-  file for images too large for memory) while its per-channel sums and sums of squares
-  are accumulated, or **recomputed** band by band where its consumer reads it (the
-  full-resolution 32-channel layers at both ends of the residual generator: storing one
-  costs 128 bytes a pixel, recomputing it ~10 % of the forward);
+  file for images too large for memory) while its per-channel means and variances are
+  accumulated, or, on disk, **recomputed** band by band where its consumer reads it (the
+  full-resolution 32-channel layers at both ends of the residual generator: writing one
+  costs 128 bytes a pixel, recomputing it about a quarter of the forward);
 * a norm layer becomes a per-channel scale and shift (from those statistics) applied,
   with the activation, when the next layer reads its input;
 * a band reads the rows it needs from the layer below with the same reflection at the
@@ -45,9 +45,10 @@ Storage = Literal["auto", "memory", "disk"]
 STORAGES: tuple[str, ...] = ("auto", "memory", "disk")
 #: Smallest tile side: the generators' widest halo is 4 px a side (the 9×9 convolutions).
 MIN_TILE = MIN_SIDE
-#: ``storage="auto"`` keeps activations in memory up to this many image pixels
-#: (4096², about 2 GB of stored activations for the residual generator), on disk above.
-AUTO_MEMORY_PIXELS = 4096 * 4096
+#: ``storage="auto"`` keeps activations in memory up to this many image pixels (2048²:
+#: about 1.3 GB above the images for the residual generator), on disk above, where the
+#: process stays near 1 GB whatever the size (bench/bench_tiled.py).
+AUTO_MEMORY_PIXELS = 2048 * 2048
 
 
 class _Source(Protocol):
@@ -69,12 +70,6 @@ def _gather(source: _Source, rows: torch.Tensor) -> torch.Tensor:
     if rows.numel() == hi - lo and bool((rows == torch.arange(lo, hi)).all()):
         return band
     return band.index_select(2, (rows - lo).to(band.device))
-
-
-def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Map indices into ``0..size-1`` the way :class:`torch.nn.ReflectionPad2d` does."""
-    index = index.abs()
-    return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
 def _nearest(source_size: int, size: int) -> torch.Tensor:
@@ -161,11 +156,16 @@ class _Conv:
         self.width = (source.width + 2 * pad - self.kernel) // self.stride + 1
 
     def read(self, lo: int, hi: int) -> torch.Tensor:
-        first = self.stride * lo - self.pad
-        rows = torch.arange(first, self.stride * (hi - 1) - self.pad + self.kernel)
-        x = _gather(self.source, _reflect(rows, self.source.height))
-        if self.pad:
-            x = F.pad(x, (self.pad, self.pad, 0, 0), mode="reflect")
+        first = self.stride * lo - self.pad  # rows of the padded input this band needs
+        last = self.stride * (hi - 1) - self.pad + self.kernel
+        height = self.source.height
+        x = self.source.read(max(first, 0), min(last, height))
+        # Rows outside the image exist only in the bands at its top and bottom, where the
+        # band starts (ends) at the image's edge: reflecting the band's rows there is
+        # reflecting the image's, as ReflectionPad2d does; one pad for rows and columns.
+        top, bottom = max(0, -first), max(0, last - height)
+        if self.pad or top or bottom:
+            x = F.pad(x, (self.pad, self.pad, top, bottom), mode="reflect")
         return F.conv2d(x, self.conv.weight, self.conv.bias, stride=self.stride)
 
 
@@ -176,11 +176,12 @@ class _Upsampled:
         self.source = source
         self.channels, (self.height, self.width) = source.channels, size
         self._rows = _nearest(source.height, self.height)
-        self._cols = _nearest(source.width, self.width)
 
     def read(self, lo: int, hi: int) -> torch.Tensor:
         x = _gather(self.source, self._rows[lo:hi])
-        return x.index_select(3, self._cols.to(x.device))
+        # Columns by torch itself: the height is unchanged (an identity map), the width
+        # maps as in the whole-image forward, as the band spans the whole width.
+        return F.interpolate(x, size=(x.shape[2], self.width), mode="nearest")
 
 
 class _Concat:
@@ -209,8 +210,10 @@ class _Sum:
 class _Stats:
     """Per-channel count, mean and variance of an activation, accumulated band by band.
 
-    Sums are taken around a per-channel centre (the first band's mean), in float64, so
-    the variance does not cancel when the mean is large against the spread.
+    Sums of values and of squares are taken around a per-channel centre (the first
+    band's mean), so the variance does not cancel when the mean is large against the
+    spread; each band sums in float32 (a band is at most ``tile²`` positions), the bands
+    add up in float64. Twice as fast as a per-band :func:`torch.var_mean` here.
     """
 
     def __init__(self) -> None:
@@ -222,13 +225,11 @@ class _Stats:
     def add(self, band: torch.Tensor) -> None:
         if self.centre is None:
             self.centre = band.mean(dim=(0, 2, 3), keepdim=True)
-            self.sum = torch.zeros(band.shape[1], dtype=torch.float64, device=band.device)
-            self.squares = torch.zeros_like(self.sum)
-        assert self.sum is not None
-        assert self.squares is not None
         centred = band - self.centre
-        self.sum += centred.sum(dim=(0, 2, 3), dtype=torch.float64)
-        self.squares += centred.square().sum(dim=(0, 2, 3), dtype=torch.float64)
+        total = centred.sum(dim=(0, 2, 3)).double()
+        squares = centred.square_().sum(dim=(0, 2, 3)).double()
+        self.sum = total if self.sum is None else self.sum + total
+        self.squares = squares if self.squares is None else self.squares + squares
         self.count += band.shape[0] * band.shape[2] * band.shape[3]
 
     def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,7 +311,7 @@ def _residual(net: ResidualGenerator, image: _Source, run: _Runner) -> _Source:
     for index, layer in enumerate(net.down):
         sizes.append((x.height, x.width))
         conv = _Conv(x, *_conv_of(layer[0]))
-        if index == 0:  # full resolution, cheap to recompute: statistics only
+        if index == 0 and run.disk:  # full resolution: recomputed, not written to disk
             x = run.normalize(conv, layer[1], _relu)
         else:
             stored, stats = run.store(conv)
@@ -323,7 +324,7 @@ def _residual(net: ResidualGenerator, image: _Source, run: _Runner) -> _Source:
         x, _ = run.store(_Sum(x, run.normalize(stored, norm2, None, stats)))
     for index, (layer, size) in enumerate(zip(net.up, reversed(sizes[1:]), strict=True)):
         conv = _Conv(_Upsampled(x, size), *_conv_of(layer[0]))
-        if index == len(net.up) - 1:  # full resolution again: recomputed by the last conv
+        if index == len(net.up) - 1 and run.disk:  # full resolution again: recomputed
             x = run.normalize(conv, layer[1], _relu)
         else:
             stored, stats = run.store(conv)
