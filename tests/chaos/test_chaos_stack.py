@@ -23,8 +23,11 @@ LONG = {**TINY, "iterations": 24}
 FAST = {"STYLIZE_RECONCILE_INTERVAL_S": "2", "STYLIZE_RECONCILE_GRACE_S": "3"}
 
 
-def _child(launcher: int, marker: str) -> int:
-    """The pid of the launcher's direct child whose command line contains ``marker``."""
+def _child(launcher: int, marker: str, required: bool = True) -> int | None:
+    """The pid of the launcher's direct child whose command line contains ``marker``.
+
+    With ``required=False``, ``None`` when there is none (yet): a child being restarted.
+    """
     for pid in descendants(launcher):
         try:
             with open(f"/proc/{pid}/stat") as handle:
@@ -34,6 +37,8 @@ def _child(launcher: int, marker: str) -> int:
             continue
         if ppid == launcher and marker in cmdline:
             return pid
+    if not required:
+        return None
     raise AssertionError(f"no child {marker!r} of {launcher}")
 
 
@@ -70,7 +75,12 @@ def test_item3_stack_keeps_serving_while_redis_is_lost(tmp_path: Path) -> None:
         os.kill(redis, signal.SIGKILL)
         lost = Stopwatch()
         assert _stylize(url) == 200  # inference needs no Redis
-        wait_for(lambda: _child(launcher.pid, "redis-server") != redis, 30, "a new Redis", 0.2)
+        wait_for(
+            lambda: _child(launcher.pid, "redis-server", required=False) not in (None, redis),
+            30,
+            "a new Redis",
+            0.2,
+        )
 
         def healthy() -> bool:
             body = httpx.get(f"{url}/readyz", timeout=10).json()
