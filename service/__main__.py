@@ -30,17 +30,9 @@ from service.demo_styles import register_demo_styles
 from service.processes import METRICS_SUBDIR
 from service.server import uvicorn_config, uvicorn_options
 from service.settings import ServiceSettings, cpu_count, load_settings
-from stylenet.device import EXIT_CONFIG, device_problem
+from stylenet.devices import EXIT_CONFIG, device_problem, pick_device
 
 log = logging.getLogger("service")
-
-
-def _device_type(settings: ServiceSettings) -> str:
-    if settings.device != "auto":
-        return settings.device.split(":")[0]
-    import torch  # NVML-based check (stylenet.device): no CUDA context in this parent
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _serve_group(settings: ServiceSettings, workers: int) -> None:
@@ -84,7 +76,8 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    workers = settings.effective_workers(_device_type(settings))
+    # The device was checked just above (device_problem), so pick_device does not raise.
+    workers = settings.effective_workers(pick_device(settings.device).type)
     if workers == 1:
         # One process: the runtime owns the device; concurrency comes from batching.
         uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()

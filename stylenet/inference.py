@@ -146,14 +146,14 @@ def stylize_tiled(
     The same result as :func:`stylize_tensor` in float32 (:mod:`stylenet.tiled`), in
     memory bounded by ``tile`` instead of the image size; runs in float32.
     """
-    device = _device_of(generator)
+    image = image.to(_device_of(generator))
     was_training = generator.training
     generator.eval()
     try:
-        out = forward_tiled(generator, image.to(device), tile=tile)
+        out = forward_tiled(generator, image, tile=tile)
     finally:
         generator.train(was_training)
-    return blend(image.to(device), out, strength, preserve_color)
+    return blend(image, out, strength, preserve_color)
 
 
 def stylize(

@@ -251,20 +251,22 @@ class _Runner:
         """Rows a band of ``source`` has: about ``tile²`` positions."""
         return max(1, self.tile * self.tile // source.width)
 
-    def stats(self, source: _Source) -> _Stats:
-        stats, step = _Stats(), self.step(source)
-        for lo in range(0, source.height, step):
-            stats.add(source.read(lo, min(lo + step, source.height)))
-        return stats
-
-    def store(self, source: _Source) -> tuple[_Stored, _Stats]:
-        stored = _Stored(source.channels, source.height, source.width, self.device, self.disk)
+    def stats(
+        self, source: _Source, sink: Callable[[int, torch.Tensor], None] | None = None
+    ) -> _Stats:
+        """Sweep ``source`` band by band for its statistics, handing each band to ``sink``."""
         stats, step = _Stats(), self.step(source)
         for lo in range(0, source.height, step):
             band = source.read(lo, min(lo + step, source.height))
             stats.add(band)
-            stored.write(lo, band)
-        return stored, stats
+            if sink is not None:
+                sink(lo, band)
+        return stats
+
+    def store(self, source: _Source) -> tuple[_Stored, _Stats]:
+        """Materialize ``source``, with its statistics from the same sweep."""
+        stored = _Stored(source.channels, source.height, source.width, self.device, self.disk)
+        return stored, self.stats(source, stored.write)
 
     def normalize(
         self,

@@ -43,6 +43,21 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def children(pid: int, marker: str) -> list[int]:
+    """Return the live direct children of ``pid`` whose command line contains ``marker``."""
+    found = []
+    for child, parent in _parents().items():
+        if parent != pid:
+            continue
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(child)
+    return sorted(found)
+
+
 def alive(pids: set[int]) -> set[int]:
     """Return those of ``pids`` still running (not zombies)."""
     return set(_parents()) & pids

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from stylenet.device import EXIT_CONFIG, device_problem
+    from stylenet.devices import EXIT_CONFIG, device_problem
 
     problem = device_problem(settings.device)
     if problem:

@@ -198,7 +198,6 @@ async def _process(
         load.cancel()  # no-op when done; otherwise stop waiting (the load itself goes on)
     if runtime.is_large(*decoded.pixels.shape[:2]):
         # Exact tiled inference in the large-image lane: minutes on a CPU, not seconds.
-        runtime.check_large_capacity()
         limit.extend(settings.large_request_timeout_s)
     blend = BlendOptions(options.strength, options.preserve_color)
     result = await runtime.stylize(generator, decoded.pixels, blend, limit.deadline)

@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from stylenet.devices import pick_device
+from stylenet.errors import DeviceUnavailable
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -27,17 +30,12 @@ def resolve_device(name: str) -> torch.device:
     """Turn the ``device`` setting into a :class:`torch.device` (``auto``: CUDA if present).
 
     Raises:
-        RuntimeError: CUDA was asked for but is not available.
+        RuntimeError: CUDA, or that GPU, was asked for but is not available.
     """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"STYLIZE_DEVICE={name} but CUDA is not available")
-        if device.index is None:  # an explicit index: torch.cuda.set_device needs one
-            device = torch.device("cuda", torch.cuda.current_device())
-    return device
+    try:
+        return pick_device(name)
+    except DeviceUnavailable as exc:
+        raise RuntimeError(f"STYLIZE_DEVICE={name} but {exc}") from None
 
 
 class DeviceExecutor:

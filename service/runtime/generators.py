@@ -150,8 +150,8 @@ def stylize_large(
     statistics (:func:`stylenet.inference.stylize_tiled`): memory bounded by ``tile``.
     """
     with torch.inference_mode():
-        # The decoded array is read-only; the float copy is needed anyway.
-        tensor = torch.from_numpy(image.copy()).permute(2, 0, 1).unsqueeze(0).float()
+        # One float copy of the (read-only) decoded array.
+        tensor = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0)
         out = stylize_tiled(
             tensor,
             loaded.model,

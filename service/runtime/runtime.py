@@ -195,7 +195,7 @@ class InferenceRuntime:
         """Whether an image of this size goes to the large-image lane (tiled)."""
         return height * width > self.settings.tile_pixels
 
-    def check_large_capacity(self) -> None:
+    def _check_large_capacity(self) -> None:
         """Raise :class:`Overloaded` if the large-image lane is full."""
         if self._large_slots >= self.settings.large_queue_size:
             self.metrics.rejected.labels(reason="large_queue_full").inc()
@@ -213,7 +213,7 @@ class InferenceRuntime:
         options: BlendOptions,
         deadline: float,
     ) -> Batched[np.ndarray]:
-        self.check_large_capacity()
+        self._check_large_capacity()
         if self._large_pool is None:
             raise RuntimeError("the inference runtime is not started")
         self._large_slots += 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 from chaos_helpers import CONVERGE_S, Stopwatch, report
-from stack_testing import alive, create_style, descendants, running_stack
+from stack_testing import alive, children, create_style, descendants, running_stack
 from worker_harness import TINY, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,15 +28,9 @@ def _child(launcher: int, marker: str, required: bool = True) -> int | None:
 
     With ``required=False``, ``None`` when there is none (yet): a child being restarted.
     """
-    for pid in descendants(launcher):
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if ppid == launcher and marker in cmdline:
-            return pid
+    found = children(launcher, marker)
+    if found:
+        return found[0]
     if not required:
         return None
     raise AssertionError(f"no child {marker!r} of {launcher}")

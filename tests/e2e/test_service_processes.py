@@ -21,24 +21,14 @@ import pytest
 from PIL import Image
 from redis_server import free_port
 from service_testing import build_store, image_bytes, metric
+from stack_testing import children
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _children(pid: int) -> list[int]:
     """Live HTTP processes under the server (uvicorn spawns them with multiprocessing)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == pid and b"spawn_main" in cmdline and stat[0] != "Z":
-            found.append(int(entry.name))
-    return sorted(found)
+    return children(pid, "spawn_main")
 
 
 def _ready(client: httpx.Client, timeout: float) -> dict:

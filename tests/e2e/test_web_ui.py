@@ -101,9 +101,7 @@ def page(browser, stack, request: pytest.FixtureRequest) -> Iterator[object]:
     """A fresh page on the service that fails the test if it fetches anything elsewhere."""
     url, _ = stack
     origin = urlsplit(url).netloc
-    context = browser.new_context(viewport=LAPTOP)
-    _block_foreign_requests(context, origin)
-    page = context.new_page()
+    context, page = _offline_page(browser, url, LAPTOP)
     foreign: list[str] = []
     page_errors: list[str] = []
     page.on(
@@ -153,6 +151,13 @@ def _block_foreign_requests(context, origin: str) -> None:
             route.abort("internetdisconnected")
 
     context.route("**/*", route)
+
+
+def _offline_page(browser, url: str, viewport: dict) -> tuple[object, object]:
+    """A new context (mobile at the phone's size) and page that block requests leaving ``url``."""
+    context = browser.new_context(viewport=viewport, is_mobile=viewport is PHONE)
+    _block_foreign_requests(context, urlsplit(url).netloc)
+    return context, context.new_page()
 
 
 def _card(page, name: str):
@@ -487,9 +492,7 @@ def test_style_tiles_show_the_painting_with_its_preview(page, stack) -> None:
 
 def test_on_a_phone_the_result_comes_into_view(browser, stack) -> None:
     url, root = stack
-    context = browser.new_context(viewport=PHONE, is_mobile=True)
-    _block_foreign_requests(context, urlsplit(url).netloc)
-    page = context.new_page()
+    context, page = _offline_page(browser, url, PHONE)
     try:
         page.goto(url + "/")
         page.wait_for_selector("#gallery input[value=scream]", state="attached")
@@ -528,9 +531,7 @@ def test_no_serious_accessibility_violations(browser, stack, axe_js: Path, viewp
         )
     assert created.status_code == 202, created.text
     style_id = created.json()["id"]
-    context = browser.new_context(viewport=viewport, is_mobile=viewport is PHONE)
-    _block_foreign_requests(context, urlsplit(url).netloc)
-    page = context.new_page()
+    context, page = _offline_page(browser, url, viewport)
     name = "phone" if viewport is PHONE else "laptop"
     try:
         page.goto(url + "/")
@@ -579,9 +580,7 @@ CONTRAST_JS = """
 def test_focus_ring_borders_disabled_text_touch_targets_and_help(browser, stack) -> None:
     """What axe-core cannot see: non-text contrast, focus, disabled text, help lines."""
     url, _ = stack
-    context = browser.new_context(viewport=PHONE, is_mobile=True)
-    _block_foreign_requests(context, urlsplit(url).netloc)
-    page = context.new_page()
+    context, page = _offline_page(browser, url, PHONE)
     try:
         page.goto(url + "/")
         page.wait_for_selector("#gallery input[value=scream]", state="attached")
