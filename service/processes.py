@@ -27,13 +27,26 @@ METRICS_SUBDIR = "metrics"
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not).
+
+    A killed process stays a zombie until its parent (uvicorn's supervisor, which polls
+    every half second) reaps it, and ``kill(pid, 0)`` still succeeds on a zombie: read its
+    state where ``/proc`` exists.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # gone meanwhile; or no /proc at all (macOS): trust kill()
+        return not Path("/proc/self").exists()
+    except OSError:
         return True
-    return True
+    # Fields after the command name (which may hold spaces and parentheses): state first.
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 class ProcessGroup:
