@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -144,8 +145,15 @@ def encode(pixels: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
     ``quality`` (1–100) applies to JPEG and WebP (default 90); PNG is lossless and uses
     a fast compression level, since encoding sits on every request's critical path.
     """
-    image = Image.fromarray(np.ascontiguousarray(pixels))
     out = io.BytesIO()
+    encode_into(out, pixels, fmt, quality)
+    return out.getvalue()
+
+
+def encode_into(out: BinaryIO, pixels: np.ndarray, fmt: str, quality: int | None = None) -> int:
+    """Encode as :func:`encode` does, into the file ``out``; return the bytes written."""
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    start = out.tell()
     if fmt == "jpeg":
         image.save(out, "JPEG", quality=quality or 90)
     elif fmt == "webp":
@@ -154,4 +162,4 @@ def encode(pixels: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
         image.save(out, "PNG", compress_level=3)
     else:
         raise InvalidOption(f"unknown output format {fmt!r}", field="format")
-    return out.getvalue()
+    return out.tell() - start

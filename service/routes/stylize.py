@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
+from starlette.types import Receive, Scope, Send
 
 from service.auth import KeyFirstRoute
 from service.deps import RequireStylizeKey, RuntimeDep, SettingsDep
@@ -204,22 +207,65 @@ async def _process(
     timings["queue"] = result.queue_wait_s
     timings["infer"] = result.run_s
     fmt = options.format or decoded.format
+    width, height = decoded.size
+    headers = {
+        "X-Style-Id": target.style_id,
+        "X-Style-Version": str(target.version),
+        "X-Batch-Size": str(result.batch_size),
+        "X-Image-Size": f"{width}x{height}",
+    }
     started = time.perf_counter()
+    if runtime.is_large(height, width):
+        spooled, size = await runtime.encode_spooled(result.value, fmt, options.quality)
+        del result  # the pixels (hundreds of MB at 8K) are not needed while it streams
+        timings["encode"] = time.perf_counter() - started
+        timings["total"] = time.monotonic() - arrival
+        headers["Server-Timing"] = _server_timing(timings)
+        return SpooledResponse(spooled, size, media_type=MEDIA_TYPES[fmt], headers=headers)
     body = await runtime.encode(result.value, fmt, options.quality)
     timings["encode"] = time.perf_counter() - started
     timings["total"] = time.monotonic() - arrival
-    width, height = decoded.size
-    return Response(
-        content=body,
-        media_type=MEDIA_TYPES[fmt],
-        headers={
-            "X-Style-Id": target.style_id,
-            "X-Style-Version": str(target.version),
-            "X-Batch-Size": str(result.batch_size),
-            "X-Image-Size": f"{width}x{height}",
-            "Server-Timing": ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items()),
-        },
-    )
+    headers["Server-Timing"] = _server_timing(timings)
+    return Response(content=body, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+def _server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items())
+
+
+class SpooledResponse(StreamingResponse):
+    """An encoded large output streamed from its spooled file in ``CHUNK_BYTES`` pieces.
+
+    The length is known, so it is sent as ``Content-Length`` (no chunked encoding) and
+    clients can show progress. The server's flow control pauses the reads while the
+    client is slow; the file is closed (deleted) when the response ends, however it ends.
+    """
+
+    CHUNK_BYTES = 1 << 20
+
+    def __init__(
+        self, file: BinaryIO, size: int, *, media_type: str, headers: dict[str, str]
+    ) -> None:
+        """Stream ``size`` bytes of ``file`` (rewound), then close it."""
+        self.file = file
+        super().__init__(
+            self._chunks(), media_type=media_type, headers={**headers, "Content-Length": str(size)}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the response, then close the file, however the sending ends.
+
+        A client that hangs up mid-body cancels the sending, and the chunk generator may
+        then never be finalized: closing here is the one sure place.
+        """
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.file.close()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while chunk := await anyio.to_thread.run_sync(self.file.read, self.CHUNK_BYTES):
+            yield chunk
 
 
 async def _unless_disconnected(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import tempfile
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import anyio.to_thread
 import numpy as np
@@ -43,6 +44,9 @@ from stylenet.inference import inference_dtype
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Encoded large outputs above this size go to a temporary file (see encode_spooled).
+SPOOL_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,27 @@ class InferenceRuntime:
         data = await self._codec(imaging.encode, pixels, fmt, quality)
         self.metrics.codec.labels(op="encode").observe(time.perf_counter() - started)
         return data
+
+    async def encode_spooled(
+        self, pixels: np.ndarray, fmt: str, quality: int | None
+    ) -> tuple[BinaryIO, int]:
+        """Encode a large result into a spooled temporary file, rewound; and its size.
+
+        A print-size output is 10–60 MB encoded. Kept in memory it would stay there for
+        as long as a slow client takes to read it; on disk (past ``SPOOL_BYTES``) the
+        route streams it out in chunks and the memory is bounded whatever the client.
+        """
+        started = time.perf_counter()
+        # Not a with-block: on success the file belongs to the response, which closes it.
+        out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, prefix="stylize-out-")  # noqa: SIM115
+        try:
+            size = await self._codec(imaging.encode_into, out, pixels, fmt, quality)
+            out.seek(0)
+        except BaseException:
+            out.close()
+            raise
+        self.metrics.codec.labels(op="encode").observe(time.perf_counter() - started)
+        return out, size
 
     async def generator(self, target: ServeTarget) -> LoadedGenerator:
         """Return the cached generator of ``target`` (loading it on a miss)."""
