@@ -16,10 +16,12 @@ overload run with a small queue. Prints a Markdown table; writes JSON
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import statistics
@@ -207,26 +209,90 @@ def sequential(base: str, jpeg: bytes, n: int) -> dict[str, Any]:
     }
 
 
+async def _lean_client(
+    host: str, port: int, request: bytes, count: int, start: asyncio.Event
+) -> list[tuple[int, float, dict[str, str]]]:
+    """One keep-alive connection sending the same prebuilt request ``count`` times.
+
+    Parses only the status line and the headers it needs: a load generator as cheap as
+    wrk's, so on a machine where the clients share the server's cores they take little
+    of them (see ``--client``).
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    await start.wait()
+    results = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name:
+                    headers[name.strip().lower()] = value.strip()
+            await reader.readexactly(int(headers.get("content-length", "0")))
+            results.append((int(lines[0].split()[1]), time.perf_counter() - started, headers))
+    finally:
+        writer.close()
+    return results
+
+
+def _lean_run(base: str, jpeg: bytes, clients: int, per_client: int) -> list[Any]:
+    host, port = base.removeprefix("http://").split(":")
+    request = (
+        f"POST /stylize?style=bench&format=jpeg HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+    ).encode() + jpeg
+
+    async def run() -> list[Any]:
+        start = asyncio.Event()
+        tasks = [
+            asyncio.ensure_future(_lean_client(host, int(port), request, per_client, start))
+            for _ in range(clients)
+        ]
+        await asyncio.sleep(0.1)  # connections open before the clock starts
+        start.set()
+        return [r for rs in await asyncio.gather(*tasks) for r in rs]
+
+    return asyncio.run(run())
+
+
 def concurrent(
-    base: str, jpeg: bytes, clients: int, per_client: int, pid: int = 0
+    base: str,
+    jpeg: bytes,
+    clients: int,
+    per_client: int,
+    pid: int = 0,
+    client: str = "httpx",
 ) -> dict[str, Any]:
     """``clients`` closed-loop clients, each sending ``per_client`` requests.
 
     With the service's ``pid``, also reports its CPU time per answered request: on a GPU
     host that is the Python HTTP path's cost, the bound on one process's throughput.
+    ``client``: ``httpx`` (a thread and an httpx client each) or ``lean`` (one asyncio
+    loop, raw keep-alive connections, prebuilt requests); the CPU time the clients took
+    per request is reported too, since on a small machine they share the server's cores.
     """
     barrier = threading.Barrier(clients)
 
     def client_loop(_: int) -> list[tuple[int, float, dict[str, str]]]:
-        with httpx.Client(base_url=base, timeout=600) as client:
+        with httpx.Client(base_url=base, timeout=600) as session:
             barrier.wait()
-            return [post(client, jpeg) for _ in range(per_client)]
+            return [post(session, jpeg) for _ in range(per_client)]
 
+    own_before = resource.getrusage(resource.RUSAGE_SELF)
     started, cpu_before = time.perf_counter(), cpu_seconds(pid) if pid else 0.0
-    with ThreadPoolExecutor(clients) as pool:
-        results = [r for rs in pool.map(client_loop, range(clients)) for r in rs]
+    if client == "lean":
+        results = _lean_run(base, jpeg, clients, per_client)
+    else:
+        with ThreadPoolExecutor(clients) as pool:
+            results = [r for rs in pool.map(client_loop, range(clients)) for r in rs]
     elapsed = time.perf_counter() - started
     server_cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = own.ru_utime + own.ru_stime - own_before.ru_utime - own_before.ru_stime
     ok = [(t, h) for code, t, h in results if code == 200]
     rejected = [t for code, t, _ in results if code == 429]
     batch_sizes = [int(h.get("x-batch-size", "1")) for _, h in ok]
@@ -244,6 +310,8 @@ def concurrent(
         "rejected_p99_ms": round(percentile(rejected, 99) * 1000, 1),
         "mean_batch": round(statistics.fmean(batch_sizes), 2) if batch_sizes else 0,
         "server_cpu_ms_per_ok": round(server_cpu * 1000 / max(1, len(ok)), 2),
+        "client": client,
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / max(1, len(results)), 2),
     }
 
 
@@ -269,6 +337,13 @@ def main() -> None:
         "clients, --rounds times interleaved, instead of the default runs",
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--client",
+        choices=("httpx", "lean"),
+        default="lean",
+        help="load generator of --processes runs: lean (raw asyncio connections, about "
+        "as cheap as wrk) leaves the cores to the servers; httpx is what the default runs use",
+    )
     parser.add_argument(
         "--torch-threads",
         type=int,
@@ -391,7 +466,9 @@ def process_scaling(
                     store_url, args.device, env | {"STYLIZE_WORKERS": str(count)}, log
                 ) as (base, pid):
                     sequential(base, jpeg, 2)  # every process's first shapes
-                    run = concurrent(base, jpeg, args.clients, args.per_client, pid)
+                    run = concurrent(
+                        base, jpeg, args.clients, args.per_client, pid, client=args.client
+                    )
                 run |= {"size": size, "processes": count, "round": round_}
                 print(f"{size}² {count} process(es), round {round_}: {run}", flush=True)
                 runs.append(run)
@@ -402,8 +479,8 @@ def processes_table(runs: list[dict[str, Any]]) -> str:
     """Medians over rounds, and each count's throughput relative to the first count."""
     lines = [
         "| size | processes | img/s (median of rounds) | vs first | p50 ms | p99 ms | "
-        "server CPU ms/img | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "server CPU ms/img | client CPU ms/req | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for size in sorted({r["size"] for r in runs}):
         base_ips = None
@@ -411,7 +488,7 @@ def processes_table(runs: list[dict[str, Any]]) -> str:
         if bare:
             lines.append(
                 f"| {size} | bare forward, batch {bare['batch']} | {bare['images_per_s']} | | "
-                f"| | | |"
+                f"| | | | |"
             )
         for count in dict.fromkeys(
             r["processes"] for r in runs if r["size"] == size and "bare" not in r
@@ -424,6 +501,7 @@ def processes_table(runs: list[dict[str, Any]]) -> str:
                 f"{statistics.median(r['accepted_p50_ms'] for r in mine)} | "
                 f"{statistics.median(r['accepted_p99_ms'] for r in mine)} | "
                 f"{statistics.median(r['server_cpu_ms_per_ok'] for r in mine)} | "
+                f"{statistics.median(r.get('client_cpu_ms_per_request', 0) for r in mine)} | "
                 f"{sum(r['other_errors'] + r['rejected_429'] for r in mine)} |"
             )
     return "\n".join(lines)
