@@ -221,7 +221,9 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--seam-size", type=int, default=1024)
     parser.add_argument("--seam-tile", type=int, default=512)
-    parser.add_argument("--figure", type=Path, default=REPO / "bench" / "results" / "tiled-seams.jpg")
+    parser.add_argument(
+        "--figure", type=Path, default=REPO / "bench" / "results" / "tiled-seams.jpg"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tiled-cpu.json")
     parser.add_argument(
         "--poster", help="WxH: only stylize one print-size image and draw --poster-figure"

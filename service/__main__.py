@@ -24,9 +24,11 @@ import tempfile
 from pathlib import Path
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from service.app import create_app
 from service.demo_styles import register_demo_styles
+from service.listeners import BALANCES, ReusePortSocket
 from service.processes import METRICS_SUBDIR
 from service.server import uvicorn_config, uvicorn_options
 from service.settings import ServiceSettings, cpu_count, load_settings
@@ -60,7 +62,10 @@ def _serve_group(settings: ServiceSettings, workers: int) -> None:
             "factory": True,
             "workers": workers,
         }
-        uvicorn.run("service.app:create_app", **options)
+        config = uvicorn.Config("service.app:create_app", **options)
+        # A listening socket per process where the kernel balances them (service.listeners).
+        sock = ReusePortSocket.bind_to(settings.host, settings.port) if BALANCES else None
+        Multiprocess(config, sockets=[sock or config.bind_socket()]).run()
     finally:
         shutil.rmtree(group_dir, ignore_errors=True)
 

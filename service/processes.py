@@ -12,6 +12,9 @@ what must look like one service is kept in a folder the launcher makes for the g
   the same folder): each process writes its samples to memory-mapped files and
   ``/metrics`` in any process sums them (gauges per their ``multiprocess_mode``).
 
+Each process listens on a socket of its own on the port (:mod:`service.listeners`), so
+the kernel spreads the connections over them.
+
 One process (the default on a CPU) uses none of this.
 """
 

@@ -1,12 +1,18 @@
-"""The shared folder of a group of HTTP processes: readiness with dead members."""
+"""A group of HTTP processes: readiness with dead members, a listening socket each."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
 import time
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
+import pytest
+
+from service.listeners import BALANCES, ReusePortSocket
 from service.processes import METRICS_SUBDIR, ProcessGroup
 from service.settings import ServiceSettings
 
@@ -57,3 +63,38 @@ def test_workers_and_threads_defaults() -> None:
     assert ServiceSettings(workers=3).effective_workers("cpu") == 3
     assert ServiceSettings(workers=64, torch_threads=0).effective_torch_threads() == 1
     assert ServiceSettings(workers=2, torch_threads=5).effective_torch_threads() == 5
+
+
+@pytest.mark.skipif(not BALANCES, reason="SO_REUSEPORT balances connections on Linux only")
+def test_each_process_gets_a_listening_socket_of_its_own_and_a_share() -> None:
+    """What uvicorn's process manager sends to each new process (pickled) becomes a new
+    socket on the same port there; the parent's reserves the port without listening."""
+    parent = ReusePortSocket.bind_to("127.0.0.1", 0)
+    port = parent.getsockname()[1]
+    listeners = [ForkingPickler.loads(ForkingPickler.dumps(parent)) for _ in range(2)]
+    try:
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))  # another program cannot take the port
+        for sock in listeners:
+            assert type(sock) is socket.socket and sock.fileno() != parent.fileno()
+            assert sock.getsockname() == ("127.0.0.1", port)
+            sock.listen(128)
+            sock.setblocking(False)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        accepted = [0, 0]
+        deadline = time.monotonic() + 10
+        while sum(accepted) < len(clients):
+            assert time.monotonic() < deadline
+            for i, sock in enumerate(listeners):
+                with contextlib.suppress(BlockingIOError):
+                    sock.accept()[0].close()
+                    accepted[i] += 1
+        # The kernel hashes connections over both listeners (a share under 13 of 64 has
+        # a chance of about 1e-6); the parent's bound socket takes none.
+        assert min(accepted) >= 13, accepted
+        for client in clients:
+            client.close()
+    finally:
+        parent.close()
+        for sock in listeners:
+            sock.close()
