@@ -117,13 +117,15 @@ def test_full_queue_is_rejected_at_once_with_retry_after(
 
 
 def test_request_timeout_counts_from_arrival(make_client: MakeClient, small_jpeg: bytes):
-    with make_client(request_timeout_s=0.5) as client:
+    # 2 s, not less: on a loaded CI machine the free requests around the held one must
+    # still be answered in time (0.5 s failed under load).
+    with make_client(request_timeout_s=2.0) as client:
         runtime = _runtime(client)
         assert _stylize(client, small_jpeg).status_code == 200
         with device_held(client):
             started = time.monotonic()
             r = _stylize(client, small_jpeg)
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 8
             assert_error(r, 504, "timeout")
             assert runtime.batcher.depth == 0
         assert _stylize(client, small_jpeg).status_code == 200
