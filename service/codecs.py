@@ -214,11 +214,13 @@ class ImageCodecs:
         self.device = device
         self._decode = _Coalescer(self._decode_batch, max_batch)
         self._encode = _Coalescer(self._encode_batch, max_batch)
-        #: Images decoded / encoded by torchvision.io (tests and diagnostics).
+        #: Images decoded / encoded by torchvision.io (tests and diagnostics); counted in
+        #: the batch functions, which run one at a time, so no update is lost.
         self.device_decodes = 0
         self.device_encodes = 0
         if device is not None:
             self._self_test()
+            self.device_decodes = self.device_encodes = 0
 
     @property
     def on_device(self) -> bool:
@@ -248,10 +250,11 @@ class ImageCodecs:
             mode = image.mode
             orientation = _orientation(image)
         # Resizing stays with PIL: it decodes at 1/2, 1/4 or 1/8 scale in the DCT domain
-        # (draft) and then Lanczos-filters, which GPU kernels cannot reproduce (torch has
-        # no Lanczos; bicubic differs by several levels at edges). A photo that needs
+        # (draft) and then Lanczos-filters (stylenet.pixels.resize_within), which the
+        # GPU cannot reproduce (torch has no Lanczos; its antialiased bilinear/bicubic
+        # are other filters, and nvJPEG has no DCT-domain scaling). A photo that needs
         # downscaling therefore gets the same pixels whatever the switch says, and PIL
-        # decodes only a fraction of its pixels, which is cheap on the host anyway.
+        # decodes only a fraction of its pixels, which keeps that host cost small.
         if fit_within((width, height), max_side) != (width, height):
             return imaging.decode(data, max_pixels=max_pixels, max_side=max_side)
         frame = jpeg_frame(data)
@@ -261,25 +264,28 @@ class ImageCodecs:
             # nonsense orientation: PIL decides (and raises the usual 400 where it fails).
             return imaging.decode(data, max_pixels=max_pixels, max_side=max_side)
         try:
-            chw = self._decode(data)
+            hwc = self._decode((data, orientation))
         except RuntimeError as exc:
             log.info("device JPEG decode failed (%s); decoding with PIL", exc)
             return imaging.decode(data, max_pixels=max_pixels, max_side=max_side)
-        hwc = chw.permute(1, 2, 0)  # a view: the consumer makes NCHW again
-        if orientation in _ORIENT:
-            hwc = _ORIENT[orientation](hwc)
         imaging.check_min_side(hwc.shape[1], hwc.shape[0])
-        self.device_decodes += 1
         return DecodedImage(hwc, kind, (width, height))
 
-    def _decode_batch(self, blobs: list[bytes]) -> list[torch.Tensor]:
+    def _decode_batch(self, items: list[tuple[bytes, int]]) -> list[torch.Tensor]:
+        """Decode ``(jpeg, orientation)`` pairs into upright ``H×W×3`` device tensors."""
         assert self.device is not None
-        inputs = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+        inputs = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob, _ in items]
         images = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=self.device)
+        upright = []
+        for chw, (_, orientation) in zip(images, items, strict=True):
+            hwc = chw.permute(1, 2, 0)  # a view: the consumer makes NCHW again
+            upright.append(_ORIENT[orientation](hwc) if orientation in _ORIENT else hwc)
         # Complete before the device thread reads them (nvJPEG runs on its own stream
-        # and orders itself before the current one; this waits for that one).
+        # and orders itself before the current one; this waits for that one and the
+        # flips).
         wait_idle(self.device)
-        return images
+        self.device_decodes += len(items)
+        return upright
 
     # --- encode -----------------------------------------------------------------------------
 
@@ -291,14 +297,10 @@ class ImageCodecs:
         """
         if self.device is not None and fmt == "jpeg" and isinstance(pixels, torch.Tensor):
             try:
-                data = self._encode((pixels.permute(2, 0, 1).contiguous(), quality or 90))
-                self.device_encodes += 1
-                return data
+                return self._encode((pixels.permute(2, 0, 1).contiguous(), quality or 90))
             except RuntimeError as exc:
                 log.info("device JPEG encode failed (%s); encoding with PIL", exc)
-        if isinstance(pixels, torch.Tensor):
-            pixels = pixels.cpu().numpy()
-        return imaging.encode(pixels, fmt, quality)
+        return imaging.encode(host_pixels(pixels), fmt, quality)
 
     def _encode_batch(self, items: list[tuple[torch.Tensor, int]]) -> list[bytes]:
         assert self.device is not None
@@ -309,13 +311,14 @@ class ImageCodecs:
             encoded = encode_jpeg([items[i][0] for i in which], quality=quality)
             for i, blob in zip(which, encoded, strict=True):
                 out[i] = blob.cpu().numpy().tobytes()
+        self.device_encodes += len(items)
         return out
 
     def _self_test(self) -> None:
         """Fail at start-up, not per request, if torchvision.io cannot run on the device."""
         probe = torch.full((3, 16, 16), 128, dtype=torch.uint8, device=self.device)
-        decoded = self._decode_batch(self._encode_batch([(probe, 90)]))[0]
-        if decoded.shape != probe.shape or decoded.device != probe.device:
+        decoded = self._decode_batch([(self._encode_batch([(probe, 90)])[0], 1)])[0]
+        if decoded.shape != (16, 16, 3) or decoded.device != probe.device:
             raise RuntimeError(f"torchvision.io JPEG on {self.device} returned {decoded.shape}")
 
 
@@ -329,7 +332,16 @@ def _orientation(image: Image.Image) -> int | None:
 
 
 def host_pixels(pixels: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Return pixels as a host numpy array (a device tensor is copied back)."""
-    if isinstance(pixels, torch.Tensor):
-        return pixels.cpu().numpy()
-    return pixels
+    """Return pixels as a host numpy array; a CUDA tensor comes back through pinned memory.
+
+    The copy is non-blocking into pinned memory, then a sleeping wait: a pageable
+    ``.cpu()`` would stage through a driver buffer and may spin a core while it waits.
+    """
+    if not isinstance(pixels, torch.Tensor):
+        return pixels
+    if pixels.device.type != "cuda":
+        return pixels.numpy()
+    host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
+    host.copy_(pixels, non_blocking=True)
+    wait_idle(pixels.device)
+    return host.numpy()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.codecs import host_pixels
 from stylenet import GeneratorInfo, load_generator, stylize_tensor
 from stylenet.devices import wait_idle
 from stylenet.inference import blend, stylize_tiled
@@ -144,7 +145,7 @@ def stylize_batch(
     if on_device:
         wait_idle(device)  # the codec threads read these tensors
         return list(out_u8.permute(0, 2, 3, 1))
-    return list(_to_host(out_u8.permute(0, 2, 3, 1).contiguous()))
+    return list(host_pixels(out_u8.permute(0, 2, 3, 1).contiguous()))
 
 
 def _device_batch(
@@ -168,16 +169,6 @@ def _device_batch(
             part = part.pin_memory()
         parts.append(part.to(device, non_blocking=True))
     return torch.stack(parts)
-
-
-def _to_host(tensor: torch.Tensor) -> np.ndarray:
-    """Copy a device tensor to a host array (pinned, non-blocking, a sleeping wait on CUDA)."""
-    if tensor.device.type != "cuda":
-        return tensor.numpy()
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    wait_idle(tensor.device)
-    return host.numpy()
 
 
 def stylize_large(

@@ -110,7 +110,11 @@ class InferenceRuntime:
             share = 0.9 / self.settings.workers
             await self.executor.run(torch.cuda.set_per_process_memory_fraction, share, self.device)
         self._codec_pool = ThreadPoolExecutor(
-            max_workers=self.settings.codec_threads, thread_name_prefix="stylize-codec"
+            max_workers=self.settings.codec_threads,
+            thread_name_prefix="stylize-codec",
+            # The device codecs run there: their CUDA calls go to the service's GPU.
+            initializer=torch.cuda.set_device if self.device.type == "cuda" else None,
+            initargs=(self.device,) if self.device.type == "cuda" else (),
         )
         self._large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylize-large")
         if self.settings.uses_gpu_codecs(self.device.type):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
-from service import imaging
+from service import ServiceSettings, imaging
 from service.codecs import ImageCodecs, _Coalescer, jpeg_frame
 from service.errors import BadRequest, InvalidOption, TooManyPixels, UnsupportedMediaType
 from stylenet import samples
@@ -296,3 +297,22 @@ def test_nvjpeg_encode_round_trips(cuda_codecs, photo: Image.Image) -> None:
     assert cuda_codecs.device_encodes == 1
     reference = np.asarray(Image.open(io.BytesIO(imaging.encode(pixels, "jpeg", 90))))
     assert_close(np.asarray(Image.open(io.BytesIO(data))), reference, mean=2.0)
+
+
+# --- the switch -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "on_cpu", "on_cuda"),
+    [("auto", False, True), ("on", True, True), ("off", False, False)],
+)
+def test_gpu_codecs_setting(monkeypatch, value: str, on_cpu: bool, on_cuda: bool) -> None:
+    monkeypatch.setenv("STYLIZE_GPU_CODECS", value)
+    settings = ServiceSettings()
+    assert (settings.uses_gpu_codecs("cpu"), settings.uses_gpu_codecs("cuda")) == (on_cpu, on_cuda)
+
+
+def test_gpu_codecs_setting_is_checked(monkeypatch) -> None:
+    monkeypatch.setenv("STYLIZE_GPU_CODECS", "yes")
+    with pytest.raises(ValidationError):
+        ServiceSettings()

@@ -88,9 +88,11 @@ def test_bad_jpegs_get_the_same_answers(on, small) -> None:
 
 def test_concurrent_jpeg_and_png_of_one_shape_share_batches(make_client, small) -> None:
     jpeg, png = image_bytes(small, "JPEG", quality=90), image_bytes(small, "PNG")
-    with make_client(gpu_codecs="on", max_batch_size=8, batch_timeout_ms=50) as client:
-        with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda d: _stylize(client, d), [jpeg, png] * 3))
+    with (
+        make_client(gpu_codecs="on", max_batch_size=8, batch_timeout_ms=50) as client,
+        ThreadPoolExecutor(6) as pool,
+    ):
+        answers = list(pool.map(lambda d: _stylize(client, d), [jpeg, png] * 3))
     assert [a.status_code for a in answers] == [200] * 6
     assert max(int(a.headers["x-batch-size"]) for a in answers) > 1
 
@@ -115,3 +117,18 @@ def test_stylize_batch_takes_tensors_and_keeps_results_on_the_device(on, small) 
     assert all(isinstance(t, torch.Tensor) and t.shape == (64, 96, 3) for t in mixed)
     for want, got in zip(host, mixed, strict=True):
         np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.gpu
+def test_cuda_service_decodes_and_encodes_jpeg_on_the_gpu(make_client, off, small) -> None:
+    data = image_bytes(small, "JPEG", quality=90)
+    with make_client(device="cuda", gpu_codecs="auto") as client:
+        answers = [_stylize(client, data) for _ in range(3)]
+        codecs = _runtime(client).codecs
+        assert codecs.on_device and codecs.device.type == "cuda"
+        assert (codecs.device_decodes, codecs.device_encodes) == (3, 3)
+    want = _stylize(off, data)
+    for got in answers:
+        assert got.status_code == 200
+        # bf16 on CUDA against float32 on CPU, nvJPEG against libjpeg: close, not equal.
+        assert np.abs(_pixels(got.content) - _pixels(want.content)).mean() < 6.0
