@@ -92,7 +92,8 @@ step demo-styles 330 "torch,PIL" \
   "$PYTHON" bench/demo_styles.py train --content "$CONTENT" --out "$OUT/demo-styles" \
   --device "$DEVICE" "${DEMO[@]}"
 if [ "$DEVICE" = cuda ]; then
-  step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py
+  step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu \
+    tests/unit/test_gpu.py tests/unit/test_codecs.py
 fi
 # Issue #16: end-to-end img/s with 64 clients, 1 and N HTTP processes (STYLIZE_WORKERS),
 # beside the bare batched forward, at 256² and 512².
