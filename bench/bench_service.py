@@ -11,6 +11,7 @@ overload run with a small queue. Prints a Markdown table; writes JSON
     python bench/bench_service.py --compile             # + a torch.compile service run
     python bench/bench_service.py --device cuda --sizes 256,512 --clients 32
     python bench/bench_service.py --processes 1,2 --width 0.25 --sizes 128   # STYLIZE_WORKERS
+    python bench/bench_service.py --device cuda --sizes 256,512 --gpu-codecs off,on
 """
 
 from __future__ import annotations
@@ -355,6 +356,12 @@ def main() -> None:
         choices=("auto", "float32", "bfloat16"),
         help="CPU compute dtype of the service and the bare forward (STYLIZE_CPU_DTYPE)",
     )
+    parser.add_argument(
+        "--gpu-codecs",
+        default="auto",
+        help="STYLIZE_GPU_CODECS of the service runs; a list (off,on) runs each, same size, "
+        "one after the other, to compare server CPU ms per image",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -394,9 +401,14 @@ def main() -> None:
         jpeg_buf = io.BytesIO()
         samples.sample("astronaut").resize((size, size)).save(jpeg_buf, "JPEG", quality=90)
         jpeg = jpeg_buf.getvalue()
-        variants = [("eager", False)] + ([("compile", True)] if args.compile else [])
-        for name, compiled in variants:
-            run: dict[str, Any] = {"size": size, "variant": name}
+        modes = args.gpu_codecs.split(",")
+        variants = [
+            (name if len(modes) == 1 else f"{name}, codecs {mode}", compiled, mode)
+            for name, compiled in [("eager", False)] + ([("compile", True)] if args.compile else [])
+            for mode in modes
+        ]
+        for name, compiled, codecs in variants:
+            run: dict[str, Any] = {"size": size, "variant": name, "gpu_codecs": codecs}
             run["bare_before"] = [
                 bare_forward(data, device, size, int(b), args.bare_repeat, compiled, dtype)
                 for b in args.bare_batches.split(",")
@@ -409,6 +421,7 @@ def main() -> None:
                 "STYLIZE_TORCH_COMPILE": str(compiled).lower(),
                 "STYLIZE_CODEC_THREADS": str(args.codec_threads),
                 "STYLIZE_CPU_DTYPE": args.cpu_dtype,
+                "STYLIZE_GPU_CODECS": codecs,
             }
             if args.max_batch:
                 env["STYLIZE_MAX_BATCH_SIZE"] = str(args.max_batch)
@@ -417,7 +430,7 @@ def main() -> None:
                 print(f"  sequential: {run['sequential']}", flush=True)
                 run["concurrent"] = concurrent(base, jpeg, args.clients, args.per_client, pid)
                 print(f"  {args.clients} clients: {run['concurrent']}", flush=True)
-            if name == "eager" and size == sizes[0] and args.overload_clients:
+            if name == variants[0][0] and size == sizes[0] and args.overload_clients:
                 env |= {"STYLIZE_QUEUE_SIZE": str(args.overload_queue)}
                 with running_service(store_url, args.device, env, log) as (base, _):
                     sequential(base, jpeg, 1)

@@ -5,15 +5,16 @@
 # #12; publish them afterwards with `python bench/demo_styles.py publish --run
 # $OUT/demo-styles`), the gpu tests, the training speed and the seconds of a default-recipe
 # style per step variant (issue #13), the quality ablation at 256 px / 3,000 iterations
-# (issue #7), the generator benchmark and the HTTP service benchmark.
+# (issue #7), the generator benchmark, the HTTP service benchmark, and the service's CPU
+# milliseconds per image with PIL codecs and with nvJPEG (issue #16 item 2).
 #
 #   bash bench/gpu_session.sh                     # results under $OUT (default bench/results/gpu)
 #   DEVICE=cpu QUICK=1 bash bench/gpu_session.sh  # a minutes-long smoke run of the script itself
 #   STEPS="demo-styles service-processes" bash bench/gpu_session.sh   # only these steps
 #
 # Order (each step has its own time limit; the sum is more than one 15-minute lease, so
-# later steps are cut first): demo-styles, gpu-tests, service-processes, tiled, the
-# training speed, stylenet, service, quality.
+# later steps are cut first): demo-styles, gpu-tests, service-processes, gpu-codecs,
+# tiled, the training speed, stylenet, service, quality.
 #
 # Needs the loss-network weights in $STYLIZE_CACHE_DIR (or ~/.cache/stylize): on a machine
 # without internet, carry keras-vgg19.safetensors and its .sha256 there (52 MB), and the
@@ -38,6 +39,7 @@ if [ -n "${QUICK:-}" ]; then
   DEMO=(--params '{"iterations": 4, "image_size": 64, "batch_size": 2}' --size 64 --steps 3)
   PROCESSES=(--processes 1,2 --sizes 64 --clients 2 --per-client 2 --rounds 1 --bare-repeat 2)
   TILED=(--sizes 256 --seam-size 256 --seam-tile 128)
+  CODECS=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
   TRAIN_SPEED=(--size 64 --repeats 1 --steps 1 --variants ours,reference
     --recipe-run "$CONTENT" --recipe-iterations 4 --recipe-variants ours)
 else
@@ -50,6 +52,8 @@ else
   PROCESSES=(--processes "1,${WORKERS:-4}" --sizes 256,512 --clients 64 --per-client 8
              --rounds 1 --bare-repeat 6)
   TILED=(--sizes 2048,4096,8192x5464 --whole-max 16777216)
+  CODECS=(--sizes 256,512 --sequential 12 --clients 64 --per-client 8 --overload-clients 0
+          --bare-repeat 6)
   # Issue #13: steps of our trainer vs the pytorch/examples-style loop (bf16 autocast,
   # channels_last, torch.compile), then whole default-recipe trainings (2,000 iterations,
   # 256 px, batch 4), seconds per variant.
@@ -88,13 +92,20 @@ step demo-styles 330 "torch,PIL" \
   "$PYTHON" bench/demo_styles.py train --content "$CONTENT" --out "$OUT/demo-styles" \
   --device "$DEVICE" "${DEMO[@]}"
 if [ "$DEVICE" = cuda ]; then
-  step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py
+  step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu \
+    tests/unit/test_gpu.py tests/unit/test_codecs.py
 fi
 # Issue #16: end-to-end img/s with 64 clients, 1 and N HTTP processes (STYLIZE_WORKERS),
 # beside the bare batched forward, at 256² and 512².
 step service-processes 240 "fastapi,uvicorn,httpx,redis,rq" \
   "$PYTHON" bench/bench_service.py --device "$DEVICE" "${PROCESSES[@]}" \
   --out "$OUT/service-processes.json"
+# Issue #16 item 2: server CPU ms per image (and img/s) with STYLIZE_GPU_CODECS=off (PIL)
+# then on (nvJPEG decode onto the GPU, encode there), same JPEG, same clients. On a CPU
+# device "on" is torchvision's libjpeg-turbo: the smoke run checks the step, not a gain.
+step gpu-codecs 300 "fastapi,uvicorn,httpx,redis,rq,torchvision" \
+  "$PYTHON" bench/bench_service.py --device "$DEVICE" "${CODECS[@]}" --gpu-codecs off,on \
+  --out "$OUT/gpu-codecs.json"
 # Issue #17: exact tiled inference on the GPU (time, host RSS, CUDA peak memory).
 step tiled 150 "torch,PIL" \
   "$PYTHON" bench/bench_tiled.py --device "$DEVICE" "${TILED[@]}" --out "$OUT/tiled.json" \

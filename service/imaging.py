@@ -12,8 +12,10 @@ convention. These functions block; the runtime calls them in its codec thread po
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,6 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from service.errors import BadRequest, InvalidOption, TooManyPixels, UnsupportedMediaType
 from stylenet.generators import MIN_SIDE
 from stylenet.pixels import fit_within, resize_within, to_rgb
+
+if TYPE_CHECKING:
+    import torch
 
 #: Output formats and their media types; inputs are sniffed into the same names.
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
@@ -47,12 +52,14 @@ class DecodedImage:
     """A decoded request image.
 
     Attributes:
-        pixels: ``H×W×3`` uint8 RGB, upright, already downscaled to ``max_side``.
+        pixels: ``H×W×3`` uint8 RGB, upright, already downscaled to ``max_side``: a
+            numpy array from this module, or a (possibly strided) ``torch.Tensor`` on the
+            runtime's device from :class:`service.codecs.ImageCodecs`' JPEG path.
         format: the input's family (``jpeg``, ``png`` or ``webp``).
         source_size: ``(width, height)`` as stored in the file, before any resizing.
     """
 
-    pixels: np.ndarray
+    pixels: np.ndarray | torch.Tensor
     format: str
     source_size: tuple[int, int]
 
@@ -91,6 +98,32 @@ def decode(data: bytes, *, max_pixels: int, max_side: int | None) -> DecodedImag
         TooManyPixels: the header declares more than ``max_pixels`` pixels.
         InvalidOption: the (resized) image is smaller than the generators accept.
     """
+    kind = check_kind(data)
+    # formats=[...]: only the sniffed decoder runs, never PIL's whole plugin zoo.
+    with (
+        pil_errors(kind, max_pixels),
+        Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]]) as image,
+    ):
+        width, height = image.size
+        check_pixels(width, height, max_pixels)
+        target = fit_within((width, height), max_side)
+        if kind == "jpeg" and target != (width, height):
+            # DCT-domain downscaling (1/2, 1/4, 1/8) while decoding: a 4000 px photo
+            # asked at 1024 px decodes ~10× faster. Never below the target size.
+            image.draft("RGB", target)
+        image.load()
+        rgb = resize_within(to_rgb(image), max_side)
+    check_min_side(rgb.width, rgb.height)
+    return DecodedImage(np.asarray(rgb, dtype=np.uint8), kind, (width, height))
+
+
+def check_kind(data: bytes) -> str:
+    """Return the format of ``data`` if the service decodes it (``jpeg``, ``png``, ``webp``).
+
+    Raises:
+        BadRequest: empty input (``empty_image``) or not an image (``not_an_image``).
+        UnsupportedMediaType: an image, but not JPEG, PNG or WebP.
+    """
     if not data:
         raise BadRequest("the image is empty (0 bytes)", code="empty_image")
     kind = sniff(data)
@@ -100,25 +133,40 @@ def decode(data: bytes, *, max_pixels: int, max_side: int | None) -> DecodedImag
         raise UnsupportedMediaType(
             f"{kind} images are not supported; send JPEG, PNG or WebP", format=kind
         )
+    return kind
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Raise :class:`TooManyPixels` if a header's ``width × height`` exceeds ``max_pixels``."""
+    if width * height > max_pixels:
+        raise TooManyPixels(
+            f"the image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}",
+            width=width,
+            height=height,
+            limit=max_pixels,
+        )
+
+
+def check_min_side(width: int, height: int) -> None:
+    """Raise :class:`InvalidOption` if a (resized) image is smaller than generators accept."""
+    if min(width, height) < MIN_SIDE:
+        raise InvalidOption(
+            f"the image is {width}×{height} after resizing; "
+            f"both sides must be at least {MIN_SIDE} px",
+            code="image_too_small",
+        )
+
+
+@contextmanager
+def pil_errors(kind: str, max_pixels: int) -> Iterator[None]:
+    """Map what PIL raises while opening or decoding ``kind`` bytes to the service's errors.
+
+    Raises:
+        TooManyPixels: PIL's own decompression-bomb guard fired.
+        BadRequest: corrupt or truncated (``invalid_image``).
+    """
     try:
-        # formats=[...]: only the sniffed decoder runs, never PIL's whole plugin zoo.
-        with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]]) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise TooManyPixels(
-                    f"the image is {width}×{height} = {width * height} pixels; "
-                    f"the limit is {max_pixels}",
-                    width=width,
-                    height=height,
-                    limit=max_pixels,
-                )
-            target = fit_within((width, height), max_side)
-            if kind == "jpeg" and target != (width, height):
-                # DCT-domain downscaling (1/2, 1/4, 1/8) while decoding: a 4000 px photo
-                # asked at 1024 px decodes ~10× faster. Never below the target size.
-                image.draft("RGB", target)
-            image.load()
-            rgb = resize_within(to_rgb(image), max_side)
+        yield
     except Image.DecompressionBombError as exc:
         # PIL's own guard fires first for the most extreme headers (> ~179 MP).
         raise TooManyPixels(
@@ -130,13 +178,11 @@ def decode(data: bytes, *, max_pixels: int, max_side: int | None) -> DecodedImag
         raise BadRequest(
             f"cannot decode the {kind} image: {exc}", code="invalid_image", format=kind
         ) from exc
-    if min(rgb.size) < MIN_SIDE:
-        raise InvalidOption(
-            f"the image is {rgb.width}×{rgb.height} after resizing; "
-            f"both sides must be at least {MIN_SIDE} px",
-            code="image_too_small",
-        )
-    return DecodedImage(np.asarray(rgb, dtype=np.uint8), kind, (width, height))
+
+
+def pil_format(kind: str) -> str:
+    """Return PIL's format name for a sniffed ``kind`` (``jpeg`` -> ``JPEG``)."""
+    return _PIL_FORMATS[kind]
 
 
 def encode(pixels: np.ndarray, fmt: str, quality: int | None = None) -> bytes:

@@ -98,6 +98,15 @@ class ServiceSettings(FileVariablesSettings):
         process_dir: set by ``python -m service`` for the processes it starts (shared
             readiness and metrics, :mod:`service.processes`); not a user setting.
         codec_threads: threads decoding and encoding images, beside the device.
+        gpu_codecs: JPEG through torchvision.io on the service's device
+            (:mod:`service.codecs`): requests that need no resizing are decoded by nvJPEG
+            straight onto the GPU, and JPEG answers are encoded there, so the host handles
+            only compressed bytes; PNG, WebP, resized and unusual JPEGs stay with PIL.
+            ``auto``: on when the device is CUDA; ``off``: PIL only, exactly the codecs
+            of before; ``on``: also on a CPU device (torchvision's libjpeg-turbo; for
+            tests and comparisons). Start-up fails if ``on`` cannot encode and decode a
+            probe image; ``auto`` then logs a warning and uses PIL. The CPU ms saved per
+            image need a GPU to measure (``bench/gpu_session.sh``, step ``gpu-codecs``).
         tile_pixels: images over this many pixels are stylized by exact tiled inference
             (:mod:`stylenet.tiled`, whole-image statistics, memory bounded by the tile) in
             a lane of their own, one at a time, beside the batcher.
@@ -149,6 +158,7 @@ class ServiceSettings(FileVariablesSettings):
     workers: int = Field(0, ge=0, le=64)
     process_dir: Path | None = None
     codec_threads: int = Field(2, ge=1, le=64)
+    gpu_codecs: Literal["auto", "on", "off"] = "auto"
     tile_pixels: int = Field(2048 * 2048, ge=MIN_SIDE * MIN_SIDE)
     tile_side: int = Field(512, ge=MIN_SIDE, le=8192)
     large_queue_size: int = Field(2, ge=1, le=1000)
@@ -221,6 +231,10 @@ class ServiceSettings(FileVariablesSettings):
         if self.max_batch_size is not None:
             return self.max_batch_size
         return 16 if device_type == "cuda" else 1
+
+    def uses_gpu_codecs(self, device_type: str) -> bool:
+        """Whether JPEG goes through torchvision.io on a device of this type (``gpu_codecs``)."""
+        return self.gpu_codecs == "on" or (self.gpu_codecs == "auto" and device_type == "cuda")
 
     def effective_workers(self, device_type: str) -> int:
         """Return how many HTTP processes to run on a device type (``cpu`` or ``cuda``).

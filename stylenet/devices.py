@@ -41,6 +41,19 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cuda", index)
 
 
+def wait_idle(device: torch.device) -> None:
+    """Block until the work queued so far on ``device``'s current stream has finished.
+
+    A blocking-sync event: the thread sleeps instead of spinning (what
+    ``torch.cuda.synchronize`` and a pageable ``.cpu()`` may do), so the wait costs no
+    host CPU. Needed before a tensor crosses threads. A no-op on CPU.
+    """
+    if device.type == "cuda":
+        event = torch.cuda.Event(blocking=True)
+        event.record(torch.cuda.current_stream(device))
+        event.synchronize()
+
+
 #: Exit status of a process whose configuration cannot work on this host (sysexits' EX_CONFIG).
 EXIT_CONFIG = 78
 

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.codecs import host_pixels
 from stylenet import GeneratorInfo, load_generator, stylize_tensor
+from stylenet.devices import wait_idle
 from stylenet.inference import blend, stylize_tiled
 
 log = logging.getLogger(__name__)
@@ -105,22 +107,24 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def stylize_batch(
     loaded: LoadedGenerator,
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray | torch.Tensor],
     options: Sequence[BlendOptions],
     dtype: torch.dtype,
-) -> list[np.ndarray]:
+    *,
+    on_device: bool = False,
+) -> list[np.ndarray] | list[torch.Tensor]:
     """Stylize same-shape ``H×W×3`` uint8 images in one forward; return uint8 images.
 
     Runs on the device thread, computing in ``dtype`` (see
     :func:`stylenet.inference.inference_dtype`). ``options`` apply per image after the
-    shared forward.
+    shared forward. Images are host arrays or tensors already on the device (device
+    JPEG decode). With ``on_device`` the results are ``H×W×3`` views of one uint8 tensor
+    on the device, complete when returned, for the device JPEG encoder; otherwise
+    numpy arrays.
     """
     device = next(loaded.model.parameters()).device
-    host = torch.from_numpy(np.stack(images))  # N×H×W×3 uint8
-    if device.type == "cuda":
-        host = host.pin_memory()
     # .contiguous(): the permuted view has channels_last strides; keep NCHW (see above).
-    batch = host.to(device, non_blocking=True).permute(0, 3, 1, 2).float().contiguous()
+    batch = _device_batch(images, device).permute(0, 3, 1, 2).float().contiguous()
     height, width = batch.shape[-2:]
     if loaded.compiled is not None and (height, width) in loaded.compiled_shapes:
         # Compiled graphs exist for batch size 1 only; on CPU a batch buys little anyway.
@@ -137,8 +141,34 @@ def stylize_batch(
             out[i : i + 1] = blend(
                 batch[i : i + 1], out[i : i + 1], opt.strength, opt.preserve_color
             )
-    pixels = out.round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    return list(pixels)
+    out_u8 = out.round_().to(torch.uint8)
+    if on_device:
+        wait_idle(device)  # the codec threads read these tensors
+        return list(out_u8.permute(0, 2, 3, 1))
+    return list(host_pixels(out_u8.permute(0, 2, 3, 1).contiguous()))
+
+
+def _device_batch(
+    images: Sequence[np.ndarray | torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """Stack ``H×W×3`` uint8 images into an N×H×W×3 tensor on ``device``.
+
+    On CUDA, host arrays go through pinned memory with a non-blocking copy; device
+    tensors (device-decoded JPEG) are stacked where they are.
+    """
+    if all(isinstance(image, np.ndarray) for image in images):
+        host = torch.from_numpy(np.stack(images))  # type: ignore[arg-type]
+        if device.type == "cuda":
+            host = host.pin_memory()
+        return host.to(device, non_blocking=True)
+    parts = []
+    for image in images:
+        # np.array: a copy, as np.stack makes (decoded arrays are read-only).
+        part = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else image
+        if device.type == "cuda" and part.device.type == "cpu":
+            part = part.pin_memory()
+        parts.append(part.to(device, non_blocking=True))
+    return torch.stack(parts)
 
 
 def stylize_large(

@@ -24,6 +24,7 @@ import torch
 
 from model_store import ModelStore
 from service import imaging
+from service.codecs import ImageCodecs, host_pixels
 from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
 from service.runtime.batcher import Batched, Batcher
@@ -61,7 +62,7 @@ class BatchKey:
 @dataclass(frozen=True)
 class _Item:
     generator: LoadedGenerator
-    pixels: np.ndarray
+    pixels: np.ndarray | torch.Tensor
     options: BlendOptions
 
 
@@ -76,6 +77,8 @@ class InferenceRuntime:
         self.device = resolve_device(settings.device)
         self.dtype = inference_dtype(self.device, settings.cpu_dtype)
         self.executor: DeviceExecutor | None = None
+        #: PIL until :meth:`start` sets up the device codecs (``gpu_codecs``).
+        self.codecs = ImageCodecs(None)
         self._codec_pool: ThreadPoolExecutor | None = None
         # Large images (over ``tile_pixels``) have a lane of their own: one at a time, by
         # exact tiled inference, on their own thread, so they never hold up the batcher.
@@ -111,10 +114,27 @@ class InferenceRuntime:
             share = 0.9 / self.settings.workers
             await self.executor.run(torch.cuda.set_per_process_memory_fraction, share, self.device)
         self._codec_pool = ThreadPoolExecutor(
-            max_workers=self.settings.codec_threads, thread_name_prefix="stylize-codec"
+            max_workers=self.settings.codec_threads,
+            thread_name_prefix="stylize-codec",
+            # The device codecs run there: their CUDA calls go to the service's GPU.
+            initializer=torch.cuda.set_device if self.device.type == "cuda" else None,
+            initargs=(self.device,) if self.device.type == "cuda" else (),
         )
         self._large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylize-large")
+        if self.settings.uses_gpu_codecs(self.device.type):
+            self.codecs = await self._codec(self._device_codecs)
         self.batcher.start()
+
+    def _device_codecs(self) -> ImageCodecs:
+        """Build the torchvision.io codecs on the device (codec pool), or PIL on ``auto``."""
+        batch = self.settings.effective_max_batch_size(self.device.type)
+        try:
+            return ImageCodecs(self.device, max_batch=batch)
+        except Exception as exc:
+            if self.settings.gpu_codecs == "on":
+                raise RuntimeError(f"STYLIZE_GPU_CODECS=on but {exc}") from exc
+            log.warning("JPEG on %s unavailable (%s); using PIL", self.device, exc)
+            return ImageCodecs(None)
 
     async def warm_up(self) -> None:
         """Load ``warm_styles`` and run each at ``warm_sides``; then mark the runtime warm.
@@ -157,18 +177,20 @@ class InferenceRuntime:
     # --- request path ---------------------------------------------------------------------
 
     async def decode(self, data: bytes, max_side: int) -> imaging.DecodedImage:
-        """Decode request bytes in the codec pool (see :func:`service.imaging.decode`)."""
+        """Decode request bytes in the codec pool (see :meth:`ImageCodecs.decode`)."""
         started = time.perf_counter()
         decoded = await self._codec(
-            imaging.decode, data, max_pixels=self.settings.max_pixels, max_side=max_side
+            self.codecs.decode, data, max_pixels=self.settings.max_pixels, max_side=max_side
         )
         self.metrics.codec.labels(op="decode").observe(time.perf_counter() - started)
         return decoded
 
-    async def encode(self, pixels: np.ndarray, fmt: str, quality: int | None) -> bytes:
-        """Encode pixels in the codec pool (see :func:`service.imaging.encode`)."""
+    async def encode(
+        self, pixels: np.ndarray | torch.Tensor, fmt: str, quality: int | None
+    ) -> bytes:
+        """Encode pixels in the codec pool (see :meth:`ImageCodecs.encode`)."""
         started = time.perf_counter()
-        data = await self._codec(imaging.encode, pixels, fmt, quality)
+        data = await self._codec(self.codecs.encode, pixels, fmt, quality)
         self.metrics.codec.labels(op="encode").observe(time.perf_counter() - started)
         return data
 
@@ -200,11 +222,14 @@ class InferenceRuntime:
     async def stylize(
         self,
         generator: LoadedGenerator,
-        pixels: np.ndarray,
+        pixels: np.ndarray | torch.Tensor,
         options: BlendOptions,
         deadline: float,
-    ) -> Batched[np.ndarray]:
+    ) -> Batched[np.ndarray | torch.Tensor]:
         """Queue one image for the device; batches with same-shape, same-model requests.
+
+        ``pixels`` may be a device tensor (device JPEG decode); the result is then a
+        device tensor too, for :meth:`encode` (see :func:`stylize_batch`).
 
         Raises:
             Overloaded: the queue is full.
@@ -212,7 +237,9 @@ class InferenceRuntime:
         """
         height, width = pixels.shape[:2]
         if self.is_large(height, width):
-            return await self._stylize_large(generator, pixels, options, deadline)
+            # The tiled lane works on the host, memory bounded by its tile.
+            large = host_pixels(pixels)
+            return await self._stylize_large(generator, large, options, deadline)
         key = BatchKey(generator.key, height, width)  # type: ignore[arg-type]
         return await self.batcher.submit(key, _Item(generator, pixels, options), deadline)
 
@@ -291,7 +318,9 @@ class InferenceRuntime:
     async def _release(self) -> None:
         await self._device().run(release_memory, self.device)
 
-    async def _run_batch(self, key: Hashable, items: Sequence[Any]) -> list[np.ndarray]:
+    async def _run_batch(
+        self, key: Hashable, items: Sequence[Any]
+    ) -> list[np.ndarray] | list[torch.Tensor]:
         generator = items[0].generator
         return await self._device().run(
             stylize_batch,
@@ -299,4 +328,5 @@ class InferenceRuntime:
             [i.pixels for i in items],
             [i.options for i in items],
             self.dtype,
+            on_device=self.codecs.on_device,
         )
