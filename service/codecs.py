@@ -316,10 +316,18 @@ class ImageCodecs:
 
     def _self_test(self) -> None:
         """Fail at start-up, not per request, if torchvision.io cannot run on the device."""
-        probe = torch.full((3, 16, 16), 128, dtype=torch.uint8, device=self.device)
+        # Two flat halves, so a decoder that returns the wrong pixels (not only the wrong
+        # shape: e.g. a stream read before it was written) fails here, not per request.
+        probe = torch.full((3, 16, 16), 64, dtype=torch.uint8, device=self.device)
+        probe[:, :, 8:] = 192
         decoded = self._decode_batch([(self._encode_batch([(probe, 90)])[0], 1)])[0]
         if decoded.shape != (16, 16, 3) or decoded.device != probe.device:
             raise RuntimeError(f"torchvision.io JPEG on {self.device} returned {decoded.shape}")
+        error = (decoded.permute(2, 0, 1).float() - probe.float()).abs().mean().item()
+        if error > 8:
+            raise RuntimeError(
+                f"torchvision.io JPEG on {self.device} is off by {error:.1f} of 255 on average"
+            )
 
 
 def _orientation(image: Image.Image) -> int | None:
