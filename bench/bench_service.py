@@ -511,8 +511,8 @@ def processes_table(runs: list[dict[str, Any]]) -> str:
             base_ips = base_ips or ips
             lines.append(
                 f"| {size} | {count} | {ips:.1f} | {ips / base_ips:.2f}× | "
-                f"{statistics.median(r['accepted_p50_ms'] for r in mine)} | "
-                f"{statistics.median(r['accepted_p99_ms'] for r in mine)} | "
+                f"{statistics.median(r['accepted_p50_ms'] for r in mine):.1f} | "
+                f"{statistics.median(r['accepted_p99_ms'] for r in mine):.1f} | "
                 f"{statistics.median(r['server_cpu_ms_per_ok'] for r in mine)} | "
                 f"{statistics.median(r.get('client_cpu_ms_per_request', 0) for r in mine)} | "
                 f"{sum(r['other_errors'] + r['rejected_429'] for r in mine)} |"
