@@ -21,8 +21,8 @@
 # content corpus as $CONTENT: a 320-px copy is 8.5 MiB, so both fit the 64 MiB carry (the
 # train-speed step also needs keras-vgg16.safetensors and its .sha256, 40 MB: carry it in
 # a second session if both do not fit):
-#   python bench/demo_styles.py shrink --content ~/.cache/stylize/content --dest data/content-320 A step whose
-# modules are missing is skipped with a note; the others still run. Each step has its own
+#   python bench/demo_styles.py shrink --content ~/.cache/stylize/content --dest data/content-320
+# A step whose modules are missing is skipped with a note; the others still run. Each step has its own
 # time limit, so one slow step cannot eat the whole session.
 set -u
 cd "$(dirname "$0")/.."
