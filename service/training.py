@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis import Redis
+from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
@@ -55,11 +55,24 @@ class QueueHealth:
         return ["no_training_worker"] if not self.workers else []
 
 
+def _short_timeout_client(redis: Redis, timeout_s: float) -> Redis:
+    """Return a client of the same server as ``redis`` that gives up after ``timeout_s``."""
+    pool = redis.connection_pool
+    kwargs = dict(pool.connection_kwargs, socket_timeout=timeout_s)
+    if "socket_connect_timeout" in kwargs:
+        kwargs["socket_connect_timeout"] = timeout_s
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
 class TrainingQueue:
     """Enqueues and cancels training jobs on the RQ queue."""
 
     #: ``/readyz`` may be probed often: Redis is asked at most this often.
     health_ttl_s = 2.0
+    #: Seconds ``/readyz`` waits for Redis. A Redis that hangs (paused, partitioned) would
+    #: otherwise hold the probe for the operational client's 5 s timeout, longer than the
+    #: health checks' own timeouts, and a replica that serves fine would be marked down.
+    health_timeout_s = 1.0
 
     def __init__(self, redis: Redis, *, queue_name: str, job_timeout_s: int) -> None:
         """Use queue ``queue_name`` on ``redis``; jobs get ``job_timeout_s``."""
@@ -67,6 +80,9 @@ class TrainingQueue:
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self.job_timeout_s = job_timeout_s
         self._health: tuple[float, QueueHealth] | None = None
+        self._probe_queue = Queue(
+            queue_name, connection=_short_timeout_client(redis, self.health_timeout_s)
+        )
 
     def health(self) -> QueueHealth:
         """Return whether Redis answers and how many workers listen (cached briefly)."""
@@ -74,7 +90,7 @@ class TrainingQueue:
         if self._health is not None and now - self._health[0] < self.health_ttl_s:
             return self._health[1]
         try:
-            health = QueueHealth(True, Worker.count(connection=self.redis, queue=self.queue))
+            health = QueueHealth(True, Worker.count(queue=self._probe_queue))
         except RedisError:
             health = QueueHealth(False, None)
         self._health = (now, health)

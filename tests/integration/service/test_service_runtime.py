@@ -9,6 +9,7 @@ would behind a slow forward pass.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from service_testing import assert_error, http_scope, image_bytes, metric, wait_
 
 from service import create_app
 from service.runtime import InferenceRuntime
+from service.training import TrainingQueue
 
 MakeClient = Callable[..., AbstractContextManager[TestClient]]
 
@@ -301,6 +303,27 @@ def test_readyz_names_a_down_queue_and_stylizing_goes_on(
         body = client.get("/readyz").json()
         assert body["degraded"] == ["queue_unavailable"] and body["training_workers"] is None
         assert _stylize(client, small_jpeg).status_code == 200
+
+
+def test_readyz_answers_quickly_while_redis_hangs(make_client: MakeClient, small_jpeg: bytes):
+    # A Redis that accepts connections and never answers (paused, or behind a partition):
+    # the kernel completes the handshake in the backlog, and every read waits.
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)
+    try:
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        with make_client(redis_url=url) as client:
+            wait_ready(client)
+            time.sleep(TrainingQueue.health_ttl_s)  # past the cached answer
+            start = time.monotonic()
+            body = client.get("/readyz").json()
+            # The operational client waits 5 s; a health check's own timeout is shorter.
+            assert time.monotonic() - start < 2.5
+            assert body["degraded"] == ["queue_unavailable"] and body["status"] == "ready"
+            assert _stylize(client, small_jpeg).status_code == 200
+    finally:
+        hung.close()
 
 
 def test_readyz_names_a_missing_training_worker(client: TestClient):
