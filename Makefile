@@ -14,10 +14,11 @@ TORCH ?= $(shell cat requirements/torch.txt)
 endif
 # Without an NVIDIA GPU, the CPU-only build (about 0.7 GB instead of 6 GB of CUDA
 # libraries) from PyTorch's CPU wheel index: its `+cpu` versions win over PyPI's when the
-# index is reachable; where it is not (as on machines limited to PyPI), pip warns and
-# takes the default wheels.
+# index is reachable; where it is not (as on machines limited to PyPI), the default
+# wheels. Asked once (3 s at most), and only when the venv is being built (`=`, not `:=`),
+# instead of a pip retry warning for every package.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-TORCH_INDEX := $(shell nvidia-smi -L >/dev/null 2>&1 || echo --extra-index-url $(TORCH_CPU_INDEX) --retries 1 --timeout 15)
+TORCH_INDEX = $(shell nvidia-smi -L >/dev/null 2>&1 || { $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/", timeout=3)' $(TORCH_CPU_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_CPU_INDEX) --retries 1 --timeout 15; })
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile requirements/torch.txt | sha1sum | cut -c1-12)
 LOSSNET_DIR := $(shell $(PYTHON) -c 'import os,pathlib; print(pathlib.Path(os.environ.get("STYLIZE_CACHE_DIR") or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home()/".cache")/"stylize")/"lossnet")' 2>/dev/null)
 LOSSNET := $(LOSSNET_DIR)/keras-vgg19.safetensors $(LOSSNET_DIR)/keras-vgg16.safetensors

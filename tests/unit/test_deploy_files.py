@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -293,11 +295,53 @@ def test_image_installs_only_from_the_locks() -> None:
     assert any("pip check" in run for run in runs)
 
 
-def test_make_setup_prefers_cpu_torch_without_a_gpu() -> None:
+def _torch_index(tmp_path: Path, *, gpu: bool, index_url: str) -> str:
+    """What `make setup` passes pip for torch, on a host with or without an NVIDIA GPU."""
+    fake = tmp_path / ("gpu" if gpu else "no-gpu")
+    fake.mkdir(exist_ok=True)
+    smi = fake / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\nexit {0 if gpu else 1}\n")
+    smi.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "TORCH_CPU_INDEX": index_url}
+    out = subprocess.run(
+        [
+            "make",
+            "-s",
+            "--eval",
+            "print-torch-index: ; @echo '[$(TORCH_INDEX)]'",
+            "print-torch-index",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_setup_prefers_cpu_torch_without_a_gpu(tmp_path: Path) -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "TORCH ?= $(shell cat requirements/torch.txt)" in makefile
-    assert re.search(r"nvidia-smi -L .*\|\| echo --extra-index-url \$\(TORCH_CPU_INDEX\)", makefile)
     assert "$(BIN)/pip install -q $(TORCH_INDEX) $(TORCH)" in makefile
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reachable = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        # No GPU, the CPU index answers: its CPU-only wheels are asked for.
+        assert _torch_index(tmp_path, gpu=False, index_url=reachable) == (
+            f"[--extra-index-url {reachable} --retries 1 --timeout 15]"
+        )
+        # A GPU: the default (CUDA) wheels, whatever the index.
+        assert _torch_index(tmp_path, gpu=True, index_url=reachable) == "[]"
+    finally:
+        server.shutdown()
+        server.server_close()
+    # No GPU and the index unreachable (as on machines limited to PyPI): the default
+    # wheels, without a pip retry warning per package.
+    assert _torch_index(tmp_path, gpu=False, index_url=reachable) == "[]"
 
 
 def test_readme_deployment_commands_match_the_files(compose: dict[str, Any]) -> None:
