@@ -16,22 +16,36 @@
 # later steps are cut first): demo-styles, gpu-tests, service-processes, gpu-codecs,
 # tiled, the training speed, stylenet, service, quality.
 #
-# Needs the loss-network weights in $STYLIZE_CACHE_DIR (or ~/.cache/stylize): on a machine
-# without internet, carry keras-vgg19.safetensors and its .sha256 there (52 MB), and the
-# content corpus as $CONTENT: a 320-px copy is 8.5 MiB, so both fit the 64 MiB carry (the
-# train-speed step also needs keras-vgg16.safetensors and its .sha256, 40 MB: carry it in
-# a second session if both do not fit):
-#   python bench/demo_styles.py shrink --content ~/.cache/stylize/content --dest data/content-320
+# On the lent machine (Python 3.12 with torch, no internet, 64 MiB for the working tree and
+# what a call carries) the steps need one of two carries, each made here and checked to fit
+# by bench/gpu_carry.py (this script unpacks whatever came: weights into the cache, wheels
+# into /tmp/site):
+#   python bench/gpu_carry.py train   # VGG19 packed losslessly + photos at 320 px: the
+#                                     # steps that train (demo-styles, stylenet, quality)
+#   python bench/gpu_carry.py serve   # the service stack's wheels: gpu-tests and the
+#                                     # service steps (tiled needs neither)
+# A lease is 15 minutes in all, the machine's start (1-2 min) included, and a call brings
+# back at most 8 files: run two calls in a row while the machine is warm, each ending in
+# one archive, with inner time limits that leave room for the tar, e.g.
+#   run(command="OUT=bench/results/gpu STEPS=demo-styles timeout 380 bash bench/gpu_session.sh; tar czf $OUT/train.tgz -C bench/results gpu", carry=[".devcache/train"], timeout_s=420)
+#   run(command="OUT=bench/results/gpu STEPS='gpu-tests service-processes' timeout 380 bash bench/gpu_session.sh; tar czf $OUT/serve.tgz -C bench/results gpu", carry=[".devcache/serve"], timeout_s=420)
+# (gpu-tests needs the serve carry: the codec tests import the service. train-speed also
+# needs keras-vgg16.safetensors, which does not fit beside VGG19.)
 # A step whose modules are missing is skipped with a note; the others still run. Each step has its own
 # time limit, so one slow step cannot eat the whole session.
 set -u
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-bench/results/gpu}
-CONTENT=${CONTENT:-data/content-320}
+CONTENT=${CONTENT:-$( [ -d .devcache/train/content-320 ] && echo .devcache/train/content-320 || echo data/content-320)}
 PYTHON=${PYTHON:-$(command -v .venv/bin/python || command -v python3)}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
+if [ -d .devcache ]; then  # what bench/gpu_carry.py packed for this machine
+  SITE=${SITE:-/tmp/site}
+  "$PYTHON" bench/gpu_carry.py unpack --site "$SITE" 2>&1 | tee "$OUT/carry.log"
+  [ -d "$SITE" ] && export PYTHONPATH=$PYTHONPATH:$SITE
+fi
 if [ -n "${QUICK:-}" ]; then
   QUALITY=(--size 64 --iterations 4 --batch-size 2 --baseline-steps 3 --baseline-images 1)
   SERVICE=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
