@@ -36,9 +36,11 @@ def _start_training(
     style_image: Image.Image,
     retries: int = 2,
     intervals: list[int] | None = None,
+    params: dict | None = None,
 ):
-    style_id = worker_env.create_style(style_image, LONG)
-    job = worker_env.enqueue(style_id, LONG, retries=retries, intervals=intervals)
+    params = params or LONG
+    style_id = worker_env.create_style(style_image, params)
+    job = worker_env.enqueue(style_id, params, retries=retries, intervals=intervals)
     worker = worker_env.start_worker()
     return style_id, job, worker
 
@@ -178,7 +180,10 @@ def test_warm_shutdown_requeues_without_using_a_retry(
 def test_a_job_run_twice_never_trains_twice_at_once(
     worker_env: WorkerEnv, style_image: Image.Image
 ) -> None:
-    style_id, job, first = _start_training(worker_env, style_image)
+    # The first run must outlast a second worker's start (4.5 s on a loaded CI machine,
+    # where 24 iterations had ended 4.3 s after they began): about 15 s of training.
+    params = {**LONG, "iterations": 100}
+    style_id, job, first = _start_training(worker_env, style_image, params=params)
     worker_env.wait_horse(style_id, min_iteration=2)
     second = worker_env.start_worker()
     wait_for(lambda: worker_env.rq_worker_state(second) == "idle", 30, "the second worker")
