@@ -3,11 +3,12 @@
 A device call sends the working tree plus the paths it names in ``carry``, 64 MiB in all.
 The VGG19 loss network alone is 51.8 MB and the tree about 9 MB, so the demo-style
 retraining (weights + content photos) does not fit as plain files, and the device's
-Python 3.12 image has torch but not the service stack (fastapi, uvicorn, redis, rq, a
-redis-server). Two carries, one per kind of ``gpu_session.sh`` step, each checked to fit:
+Python 3.12 image has torch but neither the service stack (fastapi, uvicorn, redis, rq, a
+redis-server) nor pydantic, which stylenet itself imports. Two carries, one per kind of
+``gpu_session.sh`` step, each checked to fit:
 
-    python bench/gpu_carry.py train   # .devcache/train: VGG19 packed losslessly (43 MB)
-                                      # and the content photos at 320 px
+    python bench/gpu_carry.py train   # .devcache/train: VGG19 packed losslessly (43 MB),
+                                      # the content photos at 320 px, pydantic's wheels
     python bench/gpu_carry.py serve   # .devcache/serve: the service stack's wheels, CPython 3.12
     python bench/gpu_carry.py unpack  # there (gpu_session.sh runs it): weights into the cache,
                                       # wheels into /tmp/site
@@ -59,6 +60,21 @@ SERVICE_WHEELS = (
     "typing-extensions",  # pydantic needs >= 4.16; ahead of the image's on PYTHONPATH
     "typing-inspection",
     "uvicorn",
+)
+# stylenet's own needs beyond the image (pydantic for TrainParams, pydantic-settings for
+# its settings), carried with the training steps.
+TRAIN_WHEELS = (
+    "annotated-types",
+    "pydantic",
+    "pydantic-core",
+    "pydantic-settings",
+    "python-dotenv",
+    "typing-extensions",
+    "typing-inspection",
+)
+# Third-party modules stylenet imports that the device image already has.
+DEVICE_MODULES = frozenset(
+    {"h5py", "numpy", "onnx", "PIL", "safetensors", "skimage", "torch", "torchvision"}
 )
 DEVICE_PYTHON = "3.12"
 MANYLINUX = ("manylinux_2_28", "manylinux_2_27", "manylinux_2_17", "manylinux2014", "manylinux1")
@@ -155,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     packed = out / "lossnet" / (weights.name + PACKED_SUFFIX)
     record = pack(weights, packed)
     print(f"{weights.name}: {record['bytes'] / 1e6:.1f} MB -> {packed.stat().st_size / 1e6:.1f} MB")
+    download_wheels(TRAIN_WHEELS, out / "whl")
     content = out / "content-320"
     shutil.rmtree(content, ignore_errors=True)
     subprocess.run(
@@ -178,41 +195,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Download the service stack's wheels for the device's CPython into ``.devcache/serve``."""
     out = DEVCACHE / "serve" / "whl"
+    download_wheels(SERVICE_WHEELS, out)
+    check_fits(out.parent)
+    return 0
+
+
+def download_wheels(names: tuple[str, ...], out: Path) -> None:
+    """Download ``names`` at their locked versions as wheels for the device into ``out``."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     pins = locked_versions(REPO / "requirements" / "runtime.lock")
-    missing = [name for name in SERVICE_WHEELS if name not in pins]
+    missing = [name for name in names if name not in pins]
     if missing:
         raise SystemExit(f"not in requirements/runtime.lock: {', '.join(missing)}")
     platforms = [f"--platform={tag}_x86_64" for tag in MANYLINUX]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            f"--python-version={DEVICE_PYTHON}",
-            "--implementation=cp",
-            *platforms,
-            "--dest",
-            str(out),
-            *(f"{name}=={pins[name]}" for name in SERVICE_WHEELS),
-        ],
-        check=True,
-    )
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    target = [f"--python-version={DEVICE_PYTHON}", "--implementation=cp", *platforms]
+    pinned = [f"{name}=={pins[name]}" for name in names]
+    subprocess.run([*pip, *target, "--dest", str(out), *pinned], check=True)
     print(f"{len(list(out.glob('*.whl')))} wheels in {out.relative_to(REPO)}")
-    check_fits(out.parent)
-    return 0
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
     """On the device: weights into the cache, wheels into ``--site`` (for PYTHONPATH)."""
     for packed in sorted(DEVCACHE.glob(f"*/lossnet/*{PACKED_SUFFIX}")):
         print(f"unpacked {unpack(packed, args.cache / 'lossnet')}")
-    wheels = sorted(DEVCACHE.glob("*/whl/*.whl"))
+    # Both carries' wheels when both came (a warm machine keeps the first call's): the
+    # same file name is the same locked wheel, installed once.
+    wheels = sorted({p.name: p for p in sorted(DEVCACHE.glob("*/whl/*.whl"))}.values())
     here = "{}.{}".format(*sys.version_info[:2])
     if wheels and here != DEVICE_PYTHON:  # e.g. a smoke run of gpu_session.sh here
         print(f"wheels not installed: they are for CPython {DEVICE_PYTHON}, this is {here}")
@@ -239,10 +249,18 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_cache_dir() -> Path:
+    """stylenet.lossnet.default_cache_dir's rule, without importing stylenet.
+
+    Importing stylenet needs pydantic, which on the device is what ``unpack`` installs.
+    """
+    if os.environ.get("STYLIZE_CACHE_DIR"):
+        return Path(os.environ["STYLIZE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stylize"
+
+
 def main() -> int:
     """Parse the command line and run a sub-command."""
-    from stylenet.lossnet import default_cache_dir
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="stylize's cache")
     sub = parser.add_subparsers(required=True)

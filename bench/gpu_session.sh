@@ -20,10 +20,10 @@
 # what a call carries) the steps need one of two carries, each made here and checked to fit
 # by bench/gpu_carry.py (this script unpacks whatever came: weights into the cache, wheels
 # into /tmp/site):
-#   python bench/gpu_carry.py train   # VGG19 packed losslessly + photos at 320 px: the
+#   python bench/gpu_carry.py train   # VGG19 packed losslessly, photos at 320 px, pydantic:
 #                                     # steps that train (demo-styles, stylenet, quality)
 #   python bench/gpu_carry.py serve   # the service stack's wheels: gpu-tests and the
-#                                     # service steps (tiled needs neither)
+#                                     # service steps (tiled runs with either)
 # A lease is 15 minutes in all, the machine's start (1-2 min) included, and a call brings
 # back at most 8 files: run two calls in a row while the machine is warm, each ending in
 # one archive, with inner time limits that leave room for the tar, e.g.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import sys
 from pathlib import Path
@@ -74,6 +75,38 @@ def test_every_service_wheel_is_pinned_by_the_lock(carry) -> None:
 
 
 def test_the_working_tree_leaves_room_for_the_packed_weights(carry) -> None:
-    # The training carry is the packed VGG19 (43.3 MB) plus 320-px photos (8.9 MB): the
-    # tree must stay small enough for both, or a lent session's first call is refused.
-    assert carry.tree_bytes() + 43_300_000 + 8_900_000 < carry.LIMIT_BYTES
+    # The training carry is the packed VGG19 (43.3 MB), 320-px photos (8.9 MB) and
+    # pydantic's wheels (3.1 MB): the tree must leave room for them, or a lent session's
+    # first call is refused.
+    assert carry.tree_bytes() + 43_300_000 + 8_900_000 + 3_100_000 < carry.LIMIT_BYTES
+
+
+def _third_party_imports(package: Path) -> set[str]:
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__", package.name}
+
+
+def test_the_training_carry_covers_what_stylenet_imports(carry) -> None:
+    # The training steps run stylenet on the device image: whatever it imports must be
+    # there already or come with the training carry's wheels.
+    carried = {name.replace("-", "_") for name in carry.TRAIN_WHEELS}
+    needed = _third_party_imports(REPO / "stylenet")
+    assert needed - carry.DEVICE_MODULES - carried == set()
+    assert {"pydantic", "pydantic_settings"} <= needed  # the scan sees what it should
+
+
+def test_the_cache_is_where_stylenet_looks(carry, monkeypatch, tmp_path: Path) -> None:
+    from stylenet.lossnet import default_cache_dir
+
+    for env in ({}, {"XDG_CACHE_HOME": str(tmp_path)}, {"STYLIZE_CACHE_DIR": str(tmp_path / "c")}):
+        monkeypatch.delenv("STYLIZE_CACHE_DIR", raising=False)
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert carry.default_cache_dir() == default_cache_dir()
