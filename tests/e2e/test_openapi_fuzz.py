@@ -31,7 +31,7 @@ from service_testing import build_store, image_bytes, running_service
 
 KEY = "fuzz-test-key-1"
 # Per operation and key: 25 × 13 operations × 2 stay well under a minute on 2 cores;
-# FUZZ_EXAMPLES=200 for a longer probe (the closing notes of issue 14).
+# FUZZ_EXAMPLES=500 for a longer probe (12,006 requests in 94 s; issue 14's closing note).
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 SEEN: Counter[str] = Counter()
 
