@@ -30,3 +30,28 @@ def test_nothing_to_refine_without_a_speed_or_a_rate() -> None:
     assert refine(before, PARAMS, {"images_per_s": 0}, 30.0) is before
     finished = {"images_per_s": 8.0, "resumed_from": 100}
     assert refine(before, PARAMS, finished, 30.0) is before
+
+
+def test_cheap_steps_are_timed_again_after_the_overhead_runs(monkeypatch) -> None:
+    import worker.speed as speed
+
+    # What each timing of a shape gives, in order: a contended first timing of the cheap
+    # shape, a quiet second one; the expensive shape is timed once.
+    timings = {(32, 4): [0.13, 0.09], (256, 4): [2.8]}
+    events: list[object] = []
+
+    def calibrate(device, *, shapes, run_overhead_s):
+        (shape,) = shapes
+        events.append(shape)
+        return DeviceSpeed("cpu", ((float(shape[0] * shape[1]), timings[shape].pop(0)),), 0.0, 0)
+
+    def overhead(device, settings):
+        events.append("overhead")
+        return 2.5
+
+    monkeypatch.setattr(speed, "calibrate", calibrate)
+    monkeypatch.setattr(speed, "measure_run_overhead", overhead)
+    measured = speed.measure("cpu", ((32, 4), (256, 4)), settings=None)
+    assert events == [(32, 4), (256, 4), "overhead", (32, 4)]
+    assert measured.points == ((128.0, 0.09), (1024.0, 2.8))
+    assert measured.run_overhead_s == 2.5 and measured.source == "calibration"
