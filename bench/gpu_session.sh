@@ -3,17 +3,19 @@
 # (about 15 minutes on an H100), most important first: the demo styles retrained on the
 # content corpus with the adopted recipe and scored old vs new by the yardstick (issue
 # #12; publish them afterwards with `python bench/demo_styles.py publish --run
-# $OUT/demo-styles`), the gpu tests, the training speed and the seconds of a default-recipe
-# style per step variant (issue #13), the quality ablation at 256 px / 3,000 iterations
-# (issue #7), the generator benchmark, the HTTP service benchmark, and the service's CPU
-# milliseconds per image with PIL codecs and with nvJPEG (issue #16 item 2).
+# $OUT/demo-styles`), a base generator made to adapt (Reptile across the paintings of
+# role "base" installed by `stylize paintings install`; stylenet/base.py), the gpu tests,
+# the training speed and the seconds of a default-recipe style per step variant (issue
+# #13), the quality ablation at 256 px / 3,000 iterations (issue #7), the generator
+# benchmark, the HTTP service benchmark, and the service's CPU milliseconds per image with
+# PIL codecs and with nvJPEG (issue #16 item 2).
 #
 #   bash bench/gpu_session.sh                     # results under $OUT (default bench/results/gpu)
 #   DEVICE=cpu QUICK=1 bash bench/gpu_session.sh  # a minutes-long smoke run of the script itself
 #   STEPS="demo-styles service-processes" bash bench/gpu_session.sh   # only these steps
 #
 # Order (each step has its own time limit; the sum is more than one 15-minute lease, so
-# later steps are cut first): demo-styles, gpu-tests, service-processes, gpu-codecs,
+# later steps are cut first): demo-styles, base, gpu-tests, service-processes, gpu-codecs,
 # tiled, the training speed, stylenet, service, quality.
 #
 # On the lent machine (Python 3.12 with torch, no internet, 64 MiB for the working tree and
@@ -21,7 +23,7 @@
 # by bench/gpu_carry.py (this script unpacks whatever came: weights into the cache, wheels
 # into /tmp/site):
 #   python bench/gpu_carry.py train   # VGG19 packed losslessly, photos at 320 px, pydantic:
-#                                     # steps that train (demo-styles, stylenet, quality)
+#                                     # steps that train (demo-styles, base, stylenet, quality)
 #   python bench/gpu_carry.py serve   # the service stack's wheels: gpu-tests and the
 #                                     # service steps (tiled runs with either)
 # A lease is 15 minutes in all, the machine's start (1-2 min) included, and a call brings
@@ -31,6 +33,8 @@
 #   run(command="OUT=bench/results/gpu STEPS='gpu-tests service-processes' timeout 380 bash bench/gpu_session.sh; tar czf $OUT/serve.tgz -C bench/results gpu", carry=[".devcache/serve"], timeout_s=420)
 # (gpu-tests needs the serve carry: the codec tests import the service. train-speed also
 # needs keras-vgg16.safetensors, which does not fit beside VGG19.)
+# The base step also needs the paintings: PAINTINGS=DIR, else .devcache/train/paintings, else
+# the cache's (~/.cache/stylize/paintings); without them it says so and trains nothing.
 # A step whose modules are missing is skipped with a note; the others still run. Each step has its own
 # time limit, so one slow step cannot eat the whole session.
 set -u
@@ -51,6 +55,8 @@ if [ -n "${QUICK:-}" ]; then
   SERVICE=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
   STYLENET=(--sizes 64 --repeat 2 --train-iterations 2)
   DEMO=(--params '{"iterations": 4, "image_size": 64, "batch_size": 2}' --size 64 --steps 3)
+  BASE=(--outer-steps 3 --inner-steps 2 --image-size 64 --style-size 64 --width 0.25
+    --batch-size 2 --checkpoint-every 2 --progress-every 1)
   PROCESSES=(--processes 1,2 --sizes 64 --clients 2 --per-client 2 --rounds 1 --bare-repeat 2)
   TILED=(--sizes 256 --seam-size 256 --seam-tile 128)
   CODECS=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
@@ -63,6 +69,12 @@ else
   # The recipe adopted from bench/recipe.py (README, Quality), at the demo styles' scale.
   RECIPE='{"iterations": 3000, "image_size": 256}'
   DEMO=(--params "${DEMO_PARAMS:-$RECIPE}" --size 256 --steps 300)
+  # A width-1.0 base at 256 px, Reptile's k = 8 Adam steps per painting: at ~50 steps/s
+  # (H100) 1,200 outer steps are ~200 s, within the step's limit; checkpoints every 100 let
+  # a cut-off run resume (same command, same OUT). Crops load in 4 processes: a batch
+  # takes ~30 ms to cut on the CPU, longer than a step on the GPU.
+  BASE=(--outer-steps "${BASE_OUTER_STEPS:-1200}" --inner-steps 8 --image-size 256
+    --width 1.0 --batch-size 4 --num-workers 4 --checkpoint-every 100 --progress-every 50)
   PROCESSES=(--processes "1,${WORKERS:-4}" --sizes 256,512 --clients 64 --per-client 8
              --rounds 1 --bare-repeat 6)
   TILED=(--sizes 2048,4096,8192x5464 --whole-max 16777216)
@@ -75,6 +87,55 @@ else
     --compile --recipe-run "$CONTENT" --recipe-iterations 2000
     --recipe-variants ours,ours+cl,ours+compile)
 fi
+
+# The base step: the manifest's role-"base" paintings (never the "eval" ones, which measure
+# how well the base adapts to paintings it has not seen), then `stylize base train`; its
+# JSON goes to $OUT/base.json, the base (float16, like the demo styles) to $OUT/base/.
+# Arguments: OUT_DIR DEVICE CONTENT then `stylize base train` options.
+BASE_PY=$(cat <<'PY'
+import contextlib, io, json, os, shutil, sys
+from pathlib import Path
+from stylenet import cli
+from stylenet.lossnet import default_cache_dir
+
+out, device, content, *options = sys.argv[1:]
+out = Path(out)
+carried = Path(".devcache/train/paintings")
+cached = default_cache_dir() / "paintings"
+folder = Path(os.environ.get("PAINTINGS") or (carried if carried.is_dir() else cached))
+manifests = [folder / "manifest.json", Path("stylenet/paintings/manifest.json")]
+manifest = next((m for m in manifests if m.is_file()), None)
+if manifest is None:
+    print(f"base: skipped: no paintings manifest ({' or '.join(map(str, manifests))})")
+    sys.exit(0)
+data = json.loads(manifest.read_text())
+entries = data.get("paintings", data.get("entries", [])) if isinstance(data, dict) else data
+files = [folder / e["file"] for e in entries if isinstance(e, dict) and e.get("role") == "base"]
+present = [f for f in files if f.is_file()]
+if not present:
+    print(f"base: skipped: none of the {len(files)} base paintings of {manifest} is in "
+          f"{folder}; run `stylize paintings install` (or set PAINTINGS=DIR)")
+    sys.exit(0)
+if len(present) < len(files):
+    print(f"base: warning: {len(files) - len(present)} of {len(files)} base paintings missing")
+argv = ["base", "train", "--styles", *map(str, present), "--content", content,
+        "--out", str(out / "base" / "base.safetensors"), "--device", device,
+        "--checkpoint-dir", str(out / "base" / "checkpoint"), "--dtype", "float16", *options]
+(out / "base").mkdir(parents=True, exist_ok=True)
+captured = io.StringIO()
+with contextlib.redirect_stdout(captured):
+    rc = cli.main(argv)
+if rc == 0:
+    (out / "base.json").write_text(captured.getvalue())
+    report = json.loads(captured.getvalue())
+    metrics = report["metrics"]
+    print(f"base: {report['out']} ({len(metrics['paintings'])} paintings, "
+          f"{metrics['outer_steps']} outer steps, {metrics['seconds']} s, "
+          f"{metrics['seconds_per_outer_step']} s per outer step) -> {out / 'base.json'}")
+    shutil.rmtree(out / "base" / "checkpoint", ignore_errors=True)  # done: the base is written
+sys.exit(rc)
+PY
+)
 
 step() {  # step NAME LIMIT_S MODULES COMMAND...: run COMMAND unless a module is missing
   local name=$1 limit=$2 modules=$3
@@ -105,6 +166,8 @@ step lossnet 60 stylenet "$PYTHON" -m stylenet.cli lossnet list
 step demo-styles 330 "torch,PIL" \
   "$PYTHON" bench/demo_styles.py train --content "$CONTENT" --out "$OUT/demo-styles" \
   --device "$DEVICE" "${DEMO[@]}"
+step base 330 "torch,PIL,stylenet.base" \
+  "$PYTHON" -c "$BASE_PY" "$OUT" "$DEVICE" "$CONTENT" "${BASE[@]}"
 if [ "$DEVICE" = cuda ]; then
   step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu \
     tests/unit/test_gpu.py tests/unit/test_codecs.py

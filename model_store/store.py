@@ -385,6 +385,32 @@ class ModelStore:
         assert info is not None  # add_version set current_version
         return info
 
+    def set_score(self, style_id: str, version: int, score: Mapping[str, Any]) -> StyleRecord:
+        """Record a version's quality score (``metrics["score"]``), measured after publishing.
+
+        The record's own ``metrics`` follow when ``version`` is the current one. A version
+        that left the manifest meanwhile (dropped by ``keep_versions``) is left alone.
+
+        Raises:
+            StyleNotFound: no such style (deleted meanwhile).
+            ValueError, TypeError: ``score`` is not JSON.
+        """
+        sid = validate_style_id(style_id)
+        score = dict(score)
+        json.dumps(score, allow_nan=False)
+
+        def scored(cur: StyleRecord) -> StyleRecord:
+            versions = tuple(
+                replace(v, metrics={**v.metrics, "score": score}) if v.version == version else v
+                for v in cur.versions
+            )
+            metrics = cur.metrics
+            if cur.current_version == version:
+                metrics = {**cur.metrics, "score": score}
+            return replace(cur, versions=versions, metrics=metrics)
+
+        return self._mutate(sid, scored)
+
     def open_weights(self, style_id: str, version: int | None = None) -> bytes:
         """Return the safetensors bytes of a version (default: current), sha256-verified.
 

@@ -134,9 +134,12 @@ class StyleOut(BaseModel):
         "reports (at most 200, evenly thinned)"
     )
     metrics: dict[str, Any] = Field(
-        description="The current version's training metrics: held-out losses, timings and "
-        "`yardstick` (quality relative to image optimization on the same loss: `r_mean` "
-        "and per held-out photo `r`; 1 = as good as optimization, lower is worse)"
+        description="The current version's training metrics: held-out losses, timings, "
+        "`init` (what the run started from: `scratch`, `base`, `style` or `continue`) and "
+        "`score` (quality relative to image optimization on the same loss, measured after "
+        'the version is published: `{"status": "scoring"}` until then; `r_mean` and per '
+        "held-out photo `r`, 1 = as good as optimization, lower is worse; `bound: upper` "
+        "means at most; `reference: true` when measured at the fixed reference)"
     )
     params: dict[str, Any]
     versions: list[VersionOut]

@@ -7,11 +7,13 @@ Examples::
     stylize content fetch coco2017-val --dest data/content --limit 2000
     stylize train --style scream.jpg --content photos/ --out scream.safetensors --iterations 2000
     stylize apply --model scream.safetensors photo.jpg out.png --max-side 1024
+    stylize base train --styles paintings/ --content photos/ --out base.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import re
@@ -24,16 +26,19 @@ from pathlib import Path
 import torch
 
 from . import lossnet
-from .data import open_image
+from .base import BaseParams, BaseProgress, save_base, train_base
+from .data import find_images, open_image
 from .devices import pick_device
-from .errors import DeviceUnavailable, InvalidParams, StylenetError
+from .errors import DeviceUnavailable, InvalidParams, ModelFileError, StylenetError
 from .generators import ARCHITECTURES, MIN_SIDE, NORMS
 from .inference import CPU_DTYPES, inference_dtype, stylize
 from .losses import PRESETS
-from .model_file import load_generator, save_generator
+from .model_file import load_generator, read_info, save_generator
 from .params import LR_SCHEDULES, TrainParams
+from .score import score_generator
 from .tiled import check_tile
 from .train import Progress, train
+from .warmstart import InitChoice, Start, choose_init, find_base
 
 _TRAIN_FIELDS = {
     "arch": str,
@@ -57,6 +62,26 @@ _TRAIN_FIELDS = {
     "progress_every": int,
     "num_workers": int,
     "yardstick_steps": int,
+    "init": str,
+}
+#: BaseParams fields offered by ``stylize base train`` (the loss weights keep the preset's).
+_BASE_FIELDS = {
+    "arch": str,
+    "width": float,
+    "norm": str,
+    "preset": str,
+    "lossnet": str,
+    "image_size": int,
+    "style_size": int,
+    "batch_size": int,
+    "outer_steps": int,
+    "inner_steps": int,
+    "inner_lr": float,
+    "meta_lr": float,
+    "seed": int,
+    "holdout": int,
+    "checkpoint_every": int,
+    "num_workers": int,
 }
 _CHOICES: dict[str, Sequence[str]] = {
     "arch": ARCHITECTURES,
@@ -74,9 +99,9 @@ class CliError(Exception):
     """A mistake in the command line found before any work: one line, no traceback."""
 
 
-def _field_help() -> dict[str, str]:
-    """Return each TrainParams field's meaning, from its docstring (one source of truth)."""
-    doc = (TrainParams.__doc__ or "").split("Attributes:", 1)[-1]
+def _field_help(cls: type = TrainParams) -> dict[str, str]:
+    """Return each field's meaning, from ``cls``'s docstring (one source of truth)."""
+    doc = (cls.__doc__ or "").split("Attributes:", 1)[-1]
     found: dict[str, str] = {}
     names: list[str] = []
     for line in doc.splitlines():
@@ -152,6 +177,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     params = TrainParams.from_dict(fields)
     _check_output(args.out, (".safetensors",), "--out")
     device = _resolve_device(args.device)
+    choice = _cli_init(params, args.init_from)
     result = train(
         args.style,
         args.content,
@@ -159,7 +185,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         on_progress=None if args.quiet else _progress_bar,
         checkpoint_dir=args.checkpoint_dir,
         device=device,
+        init_state=choice.state,
+        init_info=choice.info,
     )
+    if args.score and params.yardstick_steps and result.metrics["holdout_images"]:
+        held = [Path(args.content) / name for name in result.metrics["holdout_images"]]
+        result.metrics["score"] = score_generator(
+            result.generator,
+            args.style,
+            held,
+            params,
+            verified=result.metrics["holdout_verified"],
+            device=device,
+        )
     digest = save_generator(
         args.out,
         result.generator,
@@ -169,6 +207,80 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     print(json.dumps({"out": str(args.out), "sha256": digest, "metrics": result.metrics}, indent=2))
+    return 0
+
+
+def _cli_init(params: TrainParams, init_from: Path | None) -> InitChoice:
+    """Where an offline training starts: ``--init-from FILE``, else ``--init`` (no store)."""
+    config = params.generator_config
+    if init_from is not None:
+        try:
+            data = init_from.read_bytes()
+            shape = read_info(data).config
+        except (OSError, ModelFileError) as exc:
+            raise CliError(f"--init-from {init_from}: {exc}") from None
+        start = Start(
+            "style", shape, lambda: data, hashlib.sha256(data).hexdigest(), name=str(init_from)
+        )
+        return choose_init("file", config, named=start)
+    if params.init not in ("auto", "scratch", "base"):
+        raise CliError("--init: offline, use auto, scratch or base (or --init-from FILE)")
+    return choose_init(params.init, config, base=find_base(config))
+
+
+def _paintings(sources: Sequence[Path]) -> list[Path]:
+    """Expand ``--styles``: image files as given, folders into their images (sorted)."""
+    found: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            found += find_images(source)
+        elif source.is_file():
+            found.append(source)
+        else:
+            raise CliError(f"--styles {source}: no such file or folder")
+    if not found:
+        raise CliError(f"--styles: no images (jpg, png, webp) in {[str(s) for s in sources]}")
+    return found
+
+
+def _base_progress(every: int) -> Callable[[BaseProgress], None]:
+    """Return a callback printing one line every ``every`` outer steps (and the last)."""
+    seconds: list[float] = []
+
+    def report(progress: BaseProgress) -> None:
+        seconds.append(progress.step_seconds)  # this run's steps only (set-up and resumes apart)
+        if progress.outer_step % every and progress.outer_step != progress.total:
+            return
+        eta = sum(seconds) / len(seconds) * (progress.total - progress.outer_step)
+        print(
+            f"outer {progress.outer_step}/{progress.total} loss={progress.inner_loss:.4g} "
+            f"eps={progress.meta_lr:.3g} painting={progress.painting} "
+            f"{progress.step_seconds:.2f}s/step eta {eta:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return report
+
+
+def _cmd_base(args: argparse.Namespace) -> int:
+    fields = {k: getattr(args, k) for k in _BASE_FIELDS if getattr(args, k) is not None}
+    params = BaseParams.from_dict(fields)
+    _check_output(args.out, (".safetensors",), "--out")
+    paintings = _paintings(args.styles)
+    device = _resolve_device(args.device)
+    print(f"base: {len(paintings)} paintings, {params.outer_steps} outer steps", file=sys.stderr)
+    result = train_base(
+        paintings,
+        args.content,
+        params,
+        checkpoint_dir=args.checkpoint_dir,
+        device=device,
+        on_progress=None if args.quiet else _base_progress(args.progress_every),
+    )
+    digest = save_base(args.out, result, params, dtype=args.dtype)
+    report = {"out": str(args.out), "sha256": digest, "params": params.to_dict()}
+    print(json.dumps({**report, "metrics": result.metrics}, indent=2))
     return 0
 
 
@@ -286,6 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of the saved weights (default: float32)",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from this generator file (another style's, or a base) instead of --init",
+    )
+    t.add_argument(
+        "--score",
+        action="store_true",
+        help="after saving, measure the quality score at the fixed reference (200 "
+        "optimization steps per held-out photo at 256 px: minutes on a CPU)",
+    )
     options = t.add_argument_group("training options (TrainParams)")
     helps, defaults = _field_help(), TrainParams()
     for name, kind in _TRAIN_FIELDS.items():
@@ -301,6 +424,62 @@ def build_parser() -> argparse.ArgumentParser:
             help=_with_default(helps.get(name, ""), shown),
         )
     t.set_defaults(func=_cmd_train)
+
+    b = sub.add_parser("base", help="meta-train a base generator that adapts to new paintings")
+    base_sub = b.add_subparsers(dest="action", required=True)
+    bt = base_sub.add_parser(
+        "train",
+        help="train a base generator across many paintings (Reptile)",
+        description="Meta-train one generator across many paintings (Reptile, first-order "
+        "meta-learning) so that a few hundred ordinary training steps from its weights adapt "
+        "it to a new painting. Writes a generator file whose metrics say kind 'base'. "
+        "Options left out take the default shown (or the loss preset's).",
+    )
+    bt.add_argument(
+        "--styles",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the paintings: image files and/or folders of them",
+    )
+    bt.add_argument("--content", type=Path, required=True, help="folder of content photos")
+    bt.add_argument("--out", type=Path, required=True, help="base file to write (.safetensors)")
+    bt.add_argument("--checkpoint-dir", type=Path, help="checkpoint here; resume if one exists")
+    bt.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)",
+    )
+    bt.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="dtype of the saved weights (default: float32)",
+    )
+    bt.add_argument(
+        "--progress-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="print a progress line every N outer steps (default: 10)",
+    )
+    bt.add_argument("--quiet", action="store_true", help="no progress lines")
+    base_options = bt.add_argument_group("meta-training options (BaseParams)")
+    helps, base_defaults = _field_help(BaseParams), BaseParams()
+    for name, kind in _BASE_FIELDS.items():
+        default = getattr(base_defaults, name)
+        shown = "the preset's" if default is None else default
+        base_options.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=None,
+            choices=_CHOICES.get(name),
+            metavar=None if name in _CHOICES else name.upper(),
+            help=_with_default(helps.get(name, ""), shown),
+        )
+    bt.set_defaults(func=_cmd_base)
 
     a = sub.add_parser(
         "apply",

@@ -14,6 +14,7 @@ and a fixed cost per run (loss-network load, style targets, evaluation, publish)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -102,11 +103,13 @@ def step_flops(params: TrainParams) -> float:
 
 
 def yardstick_flops(params: TrainParams) -> float:
-    """FLOPs of the held-out quality report of a run of ``params`` (all its steps)."""
-    from .train import yardstick_steps  # local: train imports this module's neighbours
+    """FLOPs of a style's quality score at the fixed reference (all its optimization steps)."""
+    from .corpus import EVALUATION_PHOTOS
+    from .score import SCORE_SIZE  # local: the score builds on the trainer
 
-    steps = yardstick_steps(params, params.holdout)
-    return steps * params.holdout * _flops(_cost_key(params), params)[1]
+    at_score_size = dataclasses.replace(params, image_size=SCORE_SIZE)
+    photos = len(EVALUATION_PHOTOS)
+    return params.yardstick_steps * photos * _flops(_cost_key(at_score_size), at_score_size)[1]
 
 
 @dataclass(frozen=True)
@@ -199,13 +202,17 @@ def estimate_seconds(
     """
     iterations = params.iterations if remaining is None else max(0, remaining)
     steps = iterations * speed.step_seconds(params)
-    return speed.run_overhead_s + steps + report_seconds(params, speed)
+    # The quality score runs after the style is published: not part of the time to ready.
+    return speed.run_overhead_s + steps
 
 
 def report_seconds(params: TrainParams, speed: DeviceSpeed) -> float:
-    """Seconds of a run's held-out quality report (the yardstick's optimization steps)."""
-    # Its steps are one-image passes: priced like training steps of that size.
-    optimization = _flops(_cost_key(params), params)[1] / 1e9
+    """Seconds of a style's quality score after its publish (the optimization steps)."""
+    from .score import SCORE_SIZE  # local: the score builds on the trainer
+
+    # Its steps are one-image passes at the score's size: priced like training steps.
+    at_score_size = dataclasses.replace(params, image_size=SCORE_SIZE, batch_size=1)
+    optimization = _flops(_cost_key(at_score_size), at_score_size)[1] / 1e9
     if optimization <= 0:
         return 0.0
     return yardstick_flops(params) / 1e9 / optimization * speed.seconds_for(optimization)

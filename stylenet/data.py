@@ -12,12 +12,14 @@ import logging
 import random
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from .corpus import EVALUATION_PHOTOS
 from .errors import ContentImagesError, ImageError
 from .pixels import image_to_tensor, to_rgb
 
@@ -65,6 +67,41 @@ def split_holdout(paths: list[Path], holdout: int) -> tuple[list[Path], list[Pat
     ranked = sorted(paths, key=_holdout_key)
     held = sorted(ranked[:holdout])
     return [p for p in paths if p not in set(held)], held
+
+
+@dataclass(frozen=True)
+class ContentSplit:
+    """Which content photos a run trains on, and which it is scored on.
+
+    Attributes:
+        train: the photos the run trains on.
+        held: the held-out photos (never trained on).
+        verified: whether ``held`` are the corpus's evaluation photos (real photographs,
+            tagged ``evaluation`` in its manifest); false for a folder without them (a
+            user's own photos), whose held-out files were picked by name hash and may be
+            anything.
+    """
+
+    train: list[Path]
+    held: list[Path]
+    verified: bool
+
+
+def split_content(paths: list[Path], holdout: int) -> ContentSplit:
+    """Split a content folder's photos into training and held-out photos.
+
+    The corpus's evaluation photos are never trained on: where the folder has any, they
+    are the held-out photos (all of them, whatever ``holdout`` says, so every style is
+    scored on the same real photographs). Otherwise ``holdout`` photos are held out by
+    :func:`split_holdout`. At least one photo always stays for training.
+    """
+    evaluation = set(EVALUATION_PHOTOS)
+    held = sorted(p for p in paths if p.name in evaluation)
+    train = [p for p in paths if p.name not in evaluation]
+    if held and train:
+        return ContentSplit(train, held, True)
+    train, held = split_holdout(paths, holdout)
+    return ContentSplit(train, held, False)
 
 
 class ContentImages:

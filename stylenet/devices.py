@@ -11,9 +11,11 @@ after it): it asks NVML, through ``PYTORCH_NVML_BASED_CUDA_CHECK``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,6 +54,22 @@ def wait_idle(device: torch.device) -> None:
         event = torch.cuda.Event(blocking=True)
         event.record(torch.cuda.current_stream(device))
         event.synchronize()
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Return the mixed-precision region of training and scoring (bf16 on CUDA, else none).
+
+    Grams and losses stay float32 inside it (:func:`stylenet.losses.gram_matrix`).
+    """
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work, so a wall-clock reading covers it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 #: Exit status of a process whose configuration cannot work on this host (sysexits' EX_CONFIG).
@@ -104,4 +122,13 @@ def device_problem(setting: str) -> str | None:
     return None
 
 
-__all__ = ["EXIT_CONFIG", "MIN_DRIVER", "device_problem", "driver_version", "pick_device"]
+__all__ = [
+    "EXIT_CONFIG",
+    "MIN_DRIVER",
+    "autocast",
+    "device_problem",
+    "driver_version",
+    "pick_device",
+    "synchronize",
+    "wait_idle",
+]

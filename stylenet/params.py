@@ -83,10 +83,13 @@ class TrainParams:
         progress_every: iterations between progress reports.
         num_workers: background processes that load content crops (0 loads inline).
         yardstick_steps: Adam steps of the image optimization that the held-out photos'
-            quality score r is measured against (:mod:`stylenet.yardstick`), at
-            ``image_size``; capped at a tenth of the training's image passes
-            (``iterations × batch_size / (10 × held-out photos)``, at least 1) so a
-            short run is not dominated by its report; 0 disables the score.
+            quality score r is measured against (:mod:`stylenet.score`), after the style
+            is published; the same for every style whatever its training length (the
+            reference is the default, 200); 0 disables the score.
+        init: where the run starts (:mod:`stylenet.warmstart`): ``auto`` (a retrain
+            continues from the style's current version; else the base generator of
+            this shape; else the nearest registered style by its Gram statistics; else
+            scratch), ``scratch``, ``base``, or a style id.
     """
 
     arch: Arch = Field("residual", description="Generator architecture")
@@ -112,6 +115,9 @@ class TrainParams:
     progress_every: Int = Field(10, ge=1, le=1_000_000, description="Iterations per report")
     num_workers: Int = Field(0, ge=0, le=32, description="Crop-loading processes")
     yardstick_steps: Int = Field(200, ge=0, le=10_000, description="0 disables the score")
+    init: Annotated[str, Strict(), Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(
+        "auto", description="Start: auto, scratch, base, or a style id"
+    )
 
     @field_validator("preset", mode="before")
     @classmethod

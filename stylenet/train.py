@@ -4,17 +4,19 @@
 features of random content crops while matching the Gram statistics of one style
 image under a frozen VGG. It reports progress through a callback (which may raise to
 abort), checkpoints periodically, resumes from the last checkpoint, and ends with an
-evaluation on held-out content images that were never trained on, including their
-quality score relative to image optimization (:mod:`stylenet.yardstick`).
+evaluation of the losses on held-out content images that were never trained on. The
+quality score (:mod:`stylenet.score`) is measured apart, after the generator is
+published, so a style is usable as soon as its training ends. A run starts from
+scratch or from given weights (``init_state``: a base generator or another style's,
+chosen by :mod:`stylenet.warmstart`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,9 @@ from .data import (
     find_images,
     iterate_batches,
     open_image,
+    split_content,
 )
-from .data import split_holdout as _split
+from .devices import autocast, synchronize
 from .errors import ContentImagesError
 from .generators import build_generator
 from .losses import LossTerms, PerceptualLoss
@@ -86,17 +89,6 @@ def learning_rate(params: TrainParams, iteration: int) -> float:
     return params.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def style_tensor(style: Image.Image | Path | str, size: int) -> torch.Tensor:
     """Return the style image resized so its longer side is ``size``, as a 1×3×H×W tensor."""
     image = style if isinstance(style, Image.Image) else open_image(style)
@@ -126,7 +118,7 @@ def evaluate(
     try:
         for image in images:
             image = image.to(device)
-            with _autocast(device):
+            with autocast(device):
                 terms = loss(generator(image), image)
             for key, value in terms.as_floats().items():
                 totals[key] = totals.get(key, 0.0) + value / len(images)
@@ -135,45 +127,8 @@ def evaluate(
     return totals
 
 
-def yardstick_steps(params: TrainParams, held_out: int) -> int:
-    """Optimization steps per held-out photo of the run's quality report (0: none)."""
-    if not params.yardstick_steps or held_out <= 0:
-        return 0
-    # Capped at a tenth of the training's image passes (an optimization step is one
-    # image pass, cheaper than a training one): a short run (tests, a quick look) must
-    # not spend as long on its report as on its training. The default 2000 × 4 crops
-    # over 4 photos gives exactly the default 200 steps.
-    budget = params.iterations * params.batch_size // (10 * held_out)
-    return max(1, min(params.yardstick_steps, budget))
-
-
-def _yardstick(
-    generator: nn.Module,
-    loss: PerceptualLoss,
-    held: list[tuple[str, torch.Tensor]],
-    params: TrainParams,
-    device: torch.device,
-) -> dict[str, Any]:
-    from .yardstick import yardstick  # local: the yardstick builds on this module
-
-    steps = yardstick_steps(params, len(held))
-    report = yardstick(
-        generator,
-        loss,
-        [image for _, image in held],
-        steps,
-        device=device,
-        names=[name for name, _ in held],
-        style_size=params.style_size,
-    )
-    log.info(
-        "yardstick: r = %s over %d held-out photos (%d optimization steps, %.1f s)",
-        report["r_mean"],
-        len(held),
-        steps,
-        report["seconds"],
-    )
-    return report
+def _default_init(init_state: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
+    return {"kind": "scratch"} if init_state is None else {"kind": "weights"}
 
 
 def _batches(
@@ -197,6 +152,8 @@ def train(
     channels_last: bool = False,
     options: StepOptions | None = None,
     progress_interval_s: float = math.inf,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    init_info: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a generator for ``style_image`` on the photos under ``content_dir``.
 
@@ -218,11 +175,15 @@ def train(
             options change speed, not the recipe.
         progress_interval_s: also report progress after a step that ends this long
             after the previous report (slow devices: a timer besides ``progress_every``).
+        init_state: weights to start from instead of a seeded initialization (a state
+            dict of the same generator structure; a checkpoint found still wins).
+        init_info: what ``init_state`` is, recorded as ``metrics["init"]`` (default
+            ``{"kind": "scratch"}`` without ``init_state``).
 
     Returns:
-        The trained generator (on CPU, eval mode) and its metrics; with held-out photos
-        and ``params.yardstick_steps`` > 0, ``metrics["yardstick"]`` is the report of
-        :func:`stylenet.yardstick.yardstick` (``r_mean``, per photo ``r``, ``seconds``).
+        The trained generator (on CPU, eval mode) and its metrics (``holdout_images``:
+        the held-out photos, ``holdout_verified``: whether they are the corpus's
+        evaluation photos; score them with :func:`stylenet.score.score_generator`).
 
     Raises:
         ContentImagesError: no usable content image.
@@ -233,18 +194,22 @@ def train(
     started = time.monotonic()
     style = style_tensor(style_image, params.style_size)
     paths = find_images(Path(content_dir))
-    train_paths, held_paths = _split(paths, params.holdout)
+    split = split_content(paths, params.holdout)
+    train_paths, held_paths = split.train, split.held
     content = ContentImages(train_paths, params.image_size)
     content.check_usable(str(content_dir))
-    held_named = [(p.name, im) for p, im in central_crops(held_paths, params.image_size)]
-    held_images = [image for _, image in held_named]
+    held_images = [image for _, image in central_crops(held_paths, params.image_size)]
 
     options = options or StepOptions.for_device(device, channels_last=channels_last)
     loss = build_loss(params, device, cache_dir)
     loss.set_style(style.to(device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
-        generator = build_generator(params.generator_config).to(device).train()
+        generator = build_generator(params.generator_config)
+    if init_state is not None:
+        # strict: a state dict of another structure is refused, never half-loaded.
+        generator.load_state_dict(init_state, strict=True)
+    generator = generator.to(device).train()
     optimizer = torch.optim.Adam(generator.parameters(), lr=params.lr)
     step = TrainStep(generator, loss, optimizer, device, options)
 
@@ -281,7 +246,7 @@ def train(
             )
     if folder and start < params.iterations:
         save_checkpoint(folder, generator, optimizer, params.iterations, params)
-    _sync(device)
+    synchronize(device)
     loop_seconds = time.monotonic() - loop_started
 
     step.close()
@@ -296,12 +261,12 @@ def train(
             (params.iterations - start) * params.batch_size / max(loop_seconds, 1e-9), 3
         ),
         "holdout_images": [p.name for p in held_paths],
+        "holdout_verified": split.verified,
+        "init": dict(init_info) if init_info is not None else _default_init(init_state),
         "holdout_loss": holdout,
         "content_images": len(train_paths),
         "step_options": options.describe(),
     }
-    if params.yardstick_steps and held_named:
-        metrics["yardstick"] = _yardstick(generator, loss, held_named, params, device)
     return TrainResult(generator.cpu().eval(), metrics, params, params.resolved()["lossnet"])
 
 

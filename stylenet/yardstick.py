@@ -49,8 +49,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .devices import autocast, synchronize
 from .losses import PerceptualLoss
-from .train import _autocast, _sync
 
 log = logging.getLogger(__name__)
 DEFAULT_STYLE_RAMP = 16.0
@@ -206,21 +206,21 @@ def optimization_trajectory(
     optimizer = torch.optim.Adam([image], lr=lr)
     trajectory: list[tuple[float, float]] = []
     started = time.perf_counter()
-    with _autocast(device):
+    with autocast(device):
         targets = loss.content_features(content)
     with _fixed_content(loss, targets):
         for step in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            with _autocast(device):
+            with autocast(device):
                 terms = loss(image.clamp(0, 255), content)
             factor = style_ramp ** (step / max(1, steps - 1))
             (terms.content + factor * terms.style + terms.tv).backward()
             # The terms are those of the image before this step's update.
             trajectory.append((float(terms.content.detach()), float(terms.style.detach())))
             optimizer.step()
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), autocast(device):
             final = loss(image.clamp(0, 255), content).as_floats()
-    _sync(device)
+    synchronize(device)
     trajectory.append((final["content"], final["style"]))
     seconds = time.perf_counter() - started
     return OptimizationRun(image.detach().clamp(0, 255).cpu(), trajectory, final, seconds)
@@ -232,7 +232,7 @@ def generator_losses(
 ) -> dict[str, float]:
     """Loss terms of ``generator``'s output for one 1×3×H×W photo (as the trainer measures)."""
     image = image.to(device, torch.float32)
-    with _autocast(device):
+    with autocast(device):
         return loss(generator(image), image).as_floats()
 
 

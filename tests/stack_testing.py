@@ -113,6 +113,8 @@ def stack_env(**overrides: str) -> dict[str, str]:
     # The worker's start-up speed calibration, at the small steps these tests train with
     # (the default goes up to 256 px: a minute on a busy 2-core CPU before the first job).
     env["STYLIZE_CALIBRATION_SHAPES"] = "32x1,32x4"
+    # A score at the reference takes minutes on a CPU; tests/integration scores tiny runs.
+    env["STYLIZE_SCORE"] = "false"
     if "STYLIZE_CACHE_DIR" in os.environ:
         env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
     env.update(overrides)

@@ -245,6 +245,8 @@ def worker_env(
         "STYLIZE_LOCK_TTL_S": "5",
         # The speed calibration at start is tested with the whole stack (tests/e2e).
         "STYLIZE_CALIBRATE": "false",
+        # Scores (200 optimization steps at 256 px) are tested where a test turns them on.
+        "STYLIZE_SCORE": "false",
         "OMP_NUM_THREADS": "1",  # two workers on two cores must not oversubscribe
         **{f"STYLIZE_{k}": v for k, v in settings.items()},
     }

@@ -34,23 +34,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from redis import Redis
 from rq import get_current_job
+from torch import nn
 
 from model_store import ModelStore, Status, open_store
 from stylenet import ImageError, TrainParams, TrainResult, generator_to_bytes, train
 from stylenet.checkpoint import fingerprint
-from stylenet.data import find_images, open_image, split_holdout
-from stylenet.devices import pick_device
-from stylenet.errors import DeviceUnavailable as StylenetDeviceUnavailable
+from stylenet.data import find_images, open_image, split_content
+from stylenet.model_file import load_generator
 from stylenet.step import StepOptions
+from stylenet.warmstart import InitChoice
 
 from . import speed
+from .device import resolve_device
 from .errors import (
     Canceled,
-    DeviceUnavailable,
     Interrupted,
     LockLost,
     StyleBusy,
@@ -62,7 +62,9 @@ from .errors import (
 from .lock import StyleLock, lock_token
 from .progress import PREVIEW_MAX_SIDE, ProgressReporter, guard_store_write
 from .recovery import JOB_FUNCTION, clear_scratch
+from .scoring import score_version
 from .settings import WorkerSettings
+from .starts import resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +91,14 @@ def train_style(style_id: str, params: dict[str, Any]) -> dict[str, Any]:
     return TrainingRun(style_id, settings, open_store(settings.model_store)).run(params)
 
 
-def resolve_device(setting: str) -> torch.device:
-    """Turn ``STYLIZE_DEVICE`` into a device; runs in the work horse (initializes CUDA).
-
-    Raises:
-        DeviceUnavailable: CUDA, or that GPU, is not present.
-    """
-    try:
-        device = pick_device(setting)
-    except StylenetDeviceUnavailable as exc:
-        raise DeviceUnavailable(f"STYLIZE_DEVICE={setting} but {exc}") from None
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
 def preview_image(content_dir: Path, holdout: int) -> Image.Image | None:
     """Return the fixed content image previews are made of (a held-out one when possible)."""
     try:
         paths = find_images(content_dir)
     except Exception:  # training reports the content problem with a better message
         return None
-    train_paths, held = split_holdout(paths, holdout)
-    for path in [*held, *train_paths]:
+    split = split_content(paths, holdout)
+    for path in [*split.held, *split.train]:
         try:
             image = open_image(path)
         except ImageError:
@@ -210,7 +197,37 @@ class TrainingRun:
             return None  # a retrain: train again
         log.info("style %s: already published by another run of this job", self.style_id)
         self._clear_scratch()
+        if (info.metrics.get("score") or {}).get("status") == "scoring":
+            self._score_again(info.version, dict(info.metadata), dict(info.metrics))
         return {"status": "ready", "style_id": self.style_id, "version": info.version}
+
+    def _score_again(self, version: int, metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Finish the score of a version whose first run died while scoring it."""
+        try:
+            params = TrainParams.from_dict(dict(metadata["train_params"]))
+            generator, _ = load_generator(self.store.open_weights(self.style_id, version))
+        except Exception as exc:
+            log.warning("style %s: cannot score version %d again: %s", self.style_id, version, exc)
+            return
+        self.device = self.device or str(resolve_device(self.settings.device))
+        self._score(version, generator, params, metrics)
+
+    def _score(
+        self, version: int, generator: nn.Module, params: TrainParams, metrics: dict[str, Any]
+    ) -> None:
+        # The style serves already; a training queued behind this job waits for the score
+        # (minutes on a CPU at the fixed reference, seconds on a GPU).
+        score_version(
+            self.store,
+            self.style_id,
+            version,
+            generator,
+            params,
+            metrics,
+            content_dir=self.settings.content_dir,
+            device=self.device,
+            cache_dir=self.settings.loss_cache_dir(),
+        )
 
     def _train(self, params: TrainParams) -> TrainResult:
         if self.settings.checkpoint_every is not None:
@@ -223,6 +240,7 @@ class TrainingRun:
                 found, self.settings.content_dir, self.settings.min_content_photos
             )
         image = self._style_image()
+        choice = self._init(params)
         reporter = ProgressReporter(
             self.store,
             self.style_id,
@@ -246,7 +264,23 @@ class TrainingRun:
             # Slow devices report between progress_every iterations too (the reporter
             # throttles writes to the same interval).
             progress_interval_s=self.settings.progress_interval_s,
+            init_state=choice.state,
+            init_info=choice.info,
         )
+
+    def _init(self, params: TrainParams) -> InitChoice:
+        """Where this run starts (a checkpoint found in scratch still wins over it)."""
+        data = guard_store_write(self.style_id, lambda: self.store.style_image(self.style_id))
+        choice = resolve_init(
+            self.store,
+            self.style_id,
+            params,
+            data,
+            device=self.device,
+            cache_dir=self.settings.loss_cache_dir(),
+        )
+        log.info("style %s: starts from %s", self.style_id, choice.info)
+        return choice
 
     def _publish(self, params: TrainParams, result: TrainResult) -> dict[str, Any]:
         metrics = {
@@ -254,6 +288,11 @@ class TrainingRun:
             "attempt": self._attempt(),
             "worker": os.environ.get("RQ_WORKER_ID") or socket.gethostname(),
         }
+        pending = bool(
+            self.settings.score and params.yardstick_steps and metrics.get("holdout_images")
+        )
+        if pending:
+            metrics["score"] = {"status": "scoring"}
         if not _all_finite(metrics):
             raise TrainingFailed(
                 "training diverged (the loss became NaN or infinite): "
@@ -288,6 +327,8 @@ class TrainingRun:
         self._clear_scratch()
         log.info("style %s: published version %d", self.style_id, version.version)
         self._record_speed(params, metrics)
+        if pending:
+            self._score(version.version, result.generator, params, metrics)
         return {"status": "ready", "style_id": self.style_id, "version": version.version}
 
     def _record_speed(self, params: TrainParams, metrics: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 Names shared with the service mean the same thing (see ``docs/ARCHITECTURE.md``). Values
 are checked when the settings are built, so a misconfigured worker refuses to start
 instead of failing every job. Nothing here touches CUDA: ``device="auto"`` is resolved
-in the work horse (:func:`worker.jobs.resolve_device`), after the fork.
+in the work horse (:func:`worker.device.resolve_device`), after the fork.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class WorkerSettings(FileVariablesSettings):
         calibrate: measure the device's training speed at start (a child process, a
             few seconds) and publish it for the API's ``estimated_seconds``.
         calibration_shapes: ``SIZExBATCH`` steps the calibration times (comma-separated).
+        score: measure each published version's quality score (:mod:`stylenet.score`,
+            after the publish: the style serves meanwhile); off, versions carry none.
         calibration_max_age_s: a published speed younger than this is kept (it is
             also refined after every run).
         log_level: logging level of the worker process.
@@ -97,6 +99,7 @@ class WorkerSettings(FileVariablesSettings):
     log_level: str = "INFO"
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     calibrate: bool = True
+    score: bool = True
     calibration_shapes: str = "32x1,32x4,64x4,128x4,256x4"
     calibration_max_age_s: float = Field(7 * 24 * 3600.0, ge=0)
 

@@ -29,7 +29,7 @@ import torch
 from redis import Redis
 
 from stylenet import TrainParams
-from stylenet.cost import SPEED_KEY, DeviceSpeed, calibrate, report_seconds, step_flops
+from stylenet.cost import SPEED_KEY, DeviceSpeed, calibrate, step_flops
 
 from .settings import WorkerSettings
 
@@ -74,9 +74,8 @@ def refine(
         return previous
     step_s = params.batch_size / images_per_s
     gflop = step_flops(params) / 1e9
-    # What the run spent besides its steps and its report (both priced by the curve).
-    report_s = report_seconds(params, previous)
-    run_overhead = max(0.0, total_s - iterations * step_s - report_s)
+    # What the run spent besides its steps (the score comes after the publish).
+    run_overhead = max(0.0, total_s - iterations * step_s)
     return previous.with_point(gflop, step_s, run_overhead, time.time())
 
 
@@ -179,7 +178,7 @@ def measure(
 
 def _main(argv: list[str]) -> int:
     redis_url, setting = argv
-    from .jobs import resolve_device  # initializes CUDA: this runs in a child process
+    from .device import resolve_device  # initializes CUDA: this runs in a child process
 
     device = resolve_device(setting)
     settings = WorkerSettings()

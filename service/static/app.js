@@ -122,6 +122,27 @@ function lossSummary(style) {
   return Number.isFinite(total) ? `final loss ${Number(total).toPrecision(3)}` : "";
 }
 
+// The quality score (r: 1 = as good as image optimization on the same loss), measured
+// after the style is published; "at most" where it is an upper bound.
+function scoreSummary(style) {
+  const score = (style.metrics || {}).score;
+  if (!score) return "";
+  if (score.status === "scoring") return "quality score: scoring…";
+  if (score.status !== "done" || !Number.isFinite(score.r_mean)) return "";
+  const bound = score.bound === "upper" ? "at most " : "";
+  const photos = score.photos === "evaluation" ? "" : " (on your own photos)";
+  return `quality score ${bound}${Number(score.r_mean).toFixed(2)}${photos}`;
+}
+
+function startSummary(style) {
+  const init = (style.metrics || {}).init;
+  if (!init) return "";
+  if (init.kind === "base") return "adapted from the base generator";
+  if (init.kind === "continue") return `continued from version ${init.version}`;
+  if (init.kind === "style") return `started from style ${init.style_id}`;
+  return "trained from scratch";
+}
+
 // The run's training loss against the step (stored with the style, so it survives a
 // reload), scaled to the box (min at the bottom).
 function drawCurve(card, style) {
@@ -204,6 +225,10 @@ function renderCard(style) {
   const detail = [`id ${style.id}`];
   if (style.current_version) detail.push(`version ${style.current_version}`);
   detail.push(`run: ${style.status}`);
+  const score = scoreSummary(style);
+  if (score) detail.push(score);
+  const start = startSummary(style);
+  if (start) detail.push(start);
   const loss = lossSummary(style);
   if (loss) detail.push(loss);
   const photos = style.metrics?.content_images;

@@ -18,18 +18,21 @@ from .install import (
 )
 from .sources import CorpusError, Source, SourceUnavailable
 
-EVALUATION_PHOTOS = (
-    "lomiri-friends-by-aitzol-berasategi.jpg",
-    "palapeli-cincinnati-bridge.jpg",
-    "palapeli-citrus-fruits.jpg",
-    "opencv-squirrel-cls.jpg",
+EVALUATION_TAG = "evaluation"
+"""Manifest tag of the corpus's evaluation photos: real photographs (people, a city at
+night, food, an animal; never drawings, clip-art, wallpapers or renders) that no training
+uses. Every style's quality score is measured on them (:mod:`stylenet.score`), and the
+quality benches keep them out of every training they compare (bench/recipe.py,
+bench/demo_styles.py); the bundled demo styles never saw them either."""
+
+EVALUATION_PHOTOS: tuple[str, ...] = tuple(
+    sorted(p["file"] for p in load_manifest()["photos"] if EVALUATION_TAG in p.get("tags", ()))
 )
-"""Real scenes of the corpus (people, a city, food, an animal) that the quality benches
-keep out of every training they compare (bench/recipe.py, bench/demo_styles.py), and
-that the bundled demo styles never saw: their yardstick scores are comparable."""
+"""File names of the evaluation photos (from the manifest's ``evaluation`` tag)."""
 
 __all__ = [
     "EVALUATION_PHOTOS",
+    "EVALUATION_TAG",
     "MANIFEST",
     "CorpusError",
     "InstallReport",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stylenet import TrainParams
-from stylenet.cost import DeviceSpeed, report_seconds, step_flops
+from stylenet.cost import DeviceSpeed, step_flops
 from worker.speed import refine
 
 PARAMS = TrainParams(iterations=100, image_size=32, style_size=32, batch_size=2, holdout=1)
@@ -15,7 +15,7 @@ def test_a_run_refines_the_curve_and_the_run_overhead() -> None:
     gflop = step_flops(PARAMS) / 1e9
     before = DeviceSpeed("cpu", ((gflop, 1.0), (700.0, 3.0)), 10.0, 0.0)
     # The run stepped at 0.25 s (8 images/s at batch 2) and spent 4 s besides.
-    total = 100 * 0.25 + report_seconds(PARAMS, before) + 4.0
+    total = 100 * 0.25 + 4.0
     after = refine(before, PARAMS, {"images_per_s": 8.0, "resumed_from": 0}, total)
     assert after is not None and after.source == "runs"
     assert after.seconds_for(gflop) == pytest.approx(0.5, rel=1e-6)  # half way, in log space

@@ -5,12 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from stylenet import InvalidParams, TrainParams, image_to_tensor, samples, train
+from stylenet import InvalidParams, TrainParams, image_to_tensor, samples
 from stylenet.data import center_crop
 from stylenet.generators import build_generator
 from stylenet.train import build_loss
@@ -138,18 +137,3 @@ def test_params_validate_yardstick_steps() -> None:
     for bad in (-1, 10_001, "many"):
         with pytest.raises(InvalidParams):
             TrainParams.from_dict({"yardstick_steps": bad})
-
-
-def test_train_reports_the_yardstick(content_dir: Path, style_image) -> None:
-    params = TrainParams(
-        iterations=3, image_size=64, style_size=64, batch_size=1, width=0.25, yardstick_steps=5
-    )
-    result = train(style_image, content_dir, params)
-    report = result.metrics["yardstick"]
-    assert params.holdout == 4 and result.metrics["content_images"] == 2
-    assert [e["name"] for e in report["images"]] == result.metrics["holdout_images"]
-    assert report["steps"] == 1  # capped at a tenth of 3 × 1 crops over 4 photos, ≥ 1
-    assert math.isfinite(report["r_mean"]) and report["seconds"] >= 0
-    json.dumps(result.metrics, allow_nan=False)
-    off = train(style_image, content_dir, TrainParams(**{**params.to_dict(), "yardstick_steps": 0}))
-    assert "yardstick" not in off.metrics

@@ -122,3 +122,34 @@ def test_no_content_images_fails_readably(
     worker_env.start_worker("--burst", STYLIZE_CONTENT_DIR=str(empty))
     rec = worker_env.wait_status(style_id, "failed")
     assert rec.error.startswith("no content images to train on"), rec.error
+
+
+def test_a_published_version_is_scored_after_it_serves_and_a_retrain_continues_from_it(
+    worker_env: WorkerEnv, style_image: Image.Image
+) -> None:
+    params = TrainParams.from_dict({**TINY, "iterations": 4, "yardstick_steps": 2}).to_dict()
+    style_id = worker_env.create_style(style_image, params)
+    worker_env.enqueue(style_id, params)
+    worker_env.start_worker(STYLIZE_SCORE="true")
+
+    def scored() -> dict | None:
+        rec = worker_env.record(style_id)
+        score = rec.metrics.get("score") or {}
+        return score if score.get("status") not in (None, "scoring") else None
+
+    wait_for(lambda: worker_env.record(style_id).status is Status.READY, 90, "ready")
+    score = wait_for(scored, 120, "the score")
+    assert score["status"] == "done", score
+    assert score["steps"] == 2 and score["image_size"] == 256 and score["r_mean"] > 0
+    # The fixture's photos are no corpus: the score says its photos are unverified.
+    assert score["photos"] == "unverified" and score["reference"] is False
+    rec = worker_env.record(style_id)
+    assert rec.version_info().metrics["score"] == score
+    assert rec.metrics["init"]["kind"] in ("scratch", "style")
+
+    # A retrain continues from the version that serves (init "auto").
+    worker_env.store.restart(style_id, params)
+    worker_env.enqueue(style_id, params)
+    wait_for(lambda: worker_env.record(style_id).current_version == 2, 90, "version 2")
+    init = worker_env.record(style_id).metrics["init"]
+    assert init["kind"] == "continue" and init["version"] == 1, init
