@@ -6,13 +6,15 @@ module imports neither ``worker`` nor any training code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from redis import ConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
@@ -27,6 +29,10 @@ TRAIN_FUNCTION = "worker.jobs.train_style"
 RESULT_TTL_S = 24 * 3600
 FAILURE_TTL_S = 7 * 24 * 3600
 RETRY = (2, [10, 60])  # Retry(max=2, interval=[10, 60]): transient worker failures
+
+
+#: Seconds a start lock lives if its holder dies inside the section.
+START_LOCK_TTL_S = 10
 
 
 def _unavailable(exc: RedisError) -> Unavailable:
@@ -123,6 +129,35 @@ class TrainingQueue:
         except RedisError as exc:
             raise _unavailable(exc) from exc
 
+    @contextlib.contextmanager
+    def starting(self, style_id: str) -> Iterator[None]:
+        """Hold the style's start lock: one caller at a time forgets, restarts and enqueues.
+
+        Without it, concurrent retrains raced inside RQ: one caller's ``get_status`` read
+        a job another had just deleted (``InvalidJobOperation``, a 500), or deleted the
+        job another had just enqueued. The lock is short (the section is a few Redis
+        round trips) and expires by itself if its holder dies.
+
+        Raises:
+            Conflict: another request is starting this style's training right now.
+            Unavailable: Redis cannot be reached.
+        """
+        try:
+            lock = self.redis.lock(f"stylize:starting:{style_id}", timeout=START_LOCK_TTL_S)
+            if not lock.acquire(blocking=False):
+                raise Conflict(
+                    f"a training of style {style_id!r} is being started by another request",
+                    code="not_restartable",
+                    retry_after=1,
+                )
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(RedisError, LockError):
+                lock.release()
+
     def forget_finished(self, style_id: str) -> None:
         """Delete the style's previous job so a retrain can be enqueued under its id.
 
@@ -151,8 +186,8 @@ class TrainingQueue:
                     retry_after=2,
                 )
             job.delete()
-        except NoSuchJobError:
-            return
+        except (NoSuchJobError, InvalidJobOperation):
+            return  # gone already (deleted between the fetch and the status read)
         except RedisError as exc:
             raise _unavailable(exc) from exc
 

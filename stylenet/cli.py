@@ -5,6 +5,7 @@ Examples::
     stylize lossnet fetch --source keras-vgg19
     stylize content install --dest data/content
     stylize content fetch coco2017-val --dest data/content --limit 2000
+    stylize paintings install --dest data/paintings
     stylize train --style scream.jpg --content photos/ --out scream.safetensors --iterations 2000
     stylize apply --model scream.safetensors photo.jpg out.png --max-side 1024
     stylize base train --styles paintings/ --content photos/ --out base.safetensors
@@ -368,6 +369,23 @@ def _cmd_content(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_paintings(args: argparse.Namespace) -> int:
+    # Imported here: the paintings code is only needed by this command.
+    from . import paintings
+
+    dest = args.dest or paintings.default_paintings_dir()
+    started = time.perf_counter()
+    report = paintings.install(dest, manifest=args.manifest, package_cache=args.package_cache)
+    for line in report.failures:
+        print(f"warning: {line}", file=sys.stderr)
+    print(
+        f"{report.installed} of {report.total} paintings in {dest} "
+        f"({report.written} written, {time.perf_counter() - started:.1f}s)"
+    )
+    # 0: complete; 3: some paintings missing (see the warnings); 1: none installed.
+    return 0 if report.installed == report.total else (3 if report.installed else 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``stylize`` argument parser."""
     parser = argparse.ArgumentParser(prog="stylize", description=__doc__.split("\n")[0])
@@ -548,6 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sha256", help="fetch: expected sha256 of the archive")
     c.add_argument("--md5", help="fetch: expected md5 of the archive")
     c.set_defaults(func=_cmd_content)
+
+    p = sub.add_parser("paintings", help="install paintings to train and evaluate styles on")
+    p.add_argument("action", choices=("install",))
+    p.add_argument("--dest", type=Path, help="folder for the paintings (default: the cache's)")
+    p.add_argument("--manifest", type=Path, help="another paintings manifest")
+    p.add_argument("--package-cache", type=Path, help="where downloads are kept")
+    p.set_defaults(func=_cmd_paintings)
     return parser
 
 

@@ -200,18 +200,19 @@ def _train_again(
         )
     # The last run's params pass the same schema (records written before it was strict).
     params = new_params or TrainParams.from_dict(dict(rec.params)).to_dict()
-    training.forget_finished(rec.id)
-    rec = store.restart(rec.id, params)  # InvalidTransition (lost a race) -> 409
-    try:
-        training.enqueue(rec.id, params)
-    except Exception as exc:
-        # Nobody would ever train a queued style: say why it is not training.
-        reason = exc.message if isinstance(exc, ServiceError) else str(exc)
+    with training.starting(rec.id):  # concurrent retrains: one 202, 409 for the others
+        training.forget_finished(rec.id)
+        rec = store.restart(rec.id, params)  # InvalidTransition (lost a race) -> 409
         try:
-            store.update(rec.id, status=Status.FAILED, error=f"could not enqueue: {reason}")
-        except ModelStoreError as store_exc:
-            log.error("style %s: could not record the failed enqueue: %s", rec.id, store_exc)
-        raise
+            training.enqueue(rec.id, params)
+        except Exception as exc:
+            # Nobody would ever train a queued style: say why it is not training.
+            reason = exc.message if isinstance(exc, ServiceError) else str(exc)
+            try:
+                store.update(rec.id, status=Status.FAILED, error=f"could not enqueue: {reason}")
+            except ModelStoreError as store_exc:
+                log.error("style %s: could not record the failed enqueue: %s", rec.id, store_exc)
+            raise
     return rec
 
 

@@ -321,3 +321,35 @@ def test_events_end_when_the_style_is_deleted(client: TestClient, style_png: byt
 
 def test_events_of_an_unknown_style(client: TestClient):
     assert_error(client.get("/styles/nope/events"), 404, "style_not_found")
+
+
+def test_concurrent_retrains_get_one_202_and_409s_never_a_500(
+    client: TestClient, store, redis: Redis, style_png: bytes, tiny_generator_bytes: bytes
+):
+    sid = _create(client, style_png, name="raced", params=json.dumps(PARAMS)).json()["id"]
+    store.update(sid, status="training")
+    store.publish(sid, tiny_generator_bytes)
+    for round_ in range(12):
+        # What a worker leaves behind: the run's job recorded finished, the style ready.
+        _fetch_job(redis, sid).set_status(JobStatus.FINISHED)
+        barrier = threading.Barrier(3)
+        codes: list[tuple[int, str]] = []
+
+        def retrain(barrier: threading.Barrier = barrier, codes: list = codes) -> None:
+            barrier.wait()
+            r = client.post(f"/styles/{sid}/train")
+            codes.append((r.status_code, (r.json().get("error") or {}).get("code", "")))
+
+        threads = [threading.Thread(target=retrain) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        statuses = sorted(code for code, _ in codes)
+        assert statuses == [202, 409, 409], (round_, codes)
+        # The winner's job is the one in the queue (nobody deleted it).
+        assert _fetch_job(redis, sid).get_status() == JobStatus.QUEUED
+        assert store.get(sid).status == "queued"
+        # The run ends: a new version, the style ready again.
+        store.update(sid, status="training")
+        store.publish(sid, tiny_generator_bytes)
