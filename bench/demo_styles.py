@@ -30,6 +30,7 @@ import torch
 from stylenet import TrainParams, load_generator, save_generator, stylize, train
 from stylenet.corpus import EVALUATION_PHOTOS
 from stylenet.data import central_crops, find_images, open_image
+from stylenet.score import SCORE_STEPS
 from stylenet.train import build_loss, style_tensor
 from stylenet.yardstick import yardstick
 
@@ -172,7 +173,9 @@ def main() -> int:
         "--held-out", default=",".join(EVALUATION_PHOTOS), help="photo names, comma-separated"
     )
     t.add_argument("--size", type=int, default=256, help="held-out crop side for the yardstick")
-    t.add_argument("--steps", type=int, default=300, help="yardstick optimization steps")
+    t.add_argument(
+        "--steps", type=int, default=SCORE_STEPS, help="score optimization steps (the reference)"
+    )
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.set_defaults(func=cmd_train)
     p = sub.add_parser("publish", help="copy a trained run into demo_styles/")
