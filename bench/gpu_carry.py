@@ -178,6 +178,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         ],
         check=True,
     )
+    # The paintings of the base and adapt steps (about 2 MB), in their installed layout.
+    paintings = args.cache / "paintings"
+    shutil.rmtree(out / "paintings", ignore_errors=True)
+    if (paintings / "base").is_dir():
+        for role in ("base", "eval"):
+            shutil.copytree(paintings / role, out / "paintings" / role)
+    else:
+        print(f"no paintings in {paintings}: run `stylize paintings install` for the base step")
     check_fits(out)
     return 0
 

@@ -15,7 +15,7 @@
 #   STEPS="demo-styles service-processes" bash bench/gpu_session.sh   # only these steps
 #
 # Order (each step has its own time limit; the sum is more than one 15-minute lease, so
-# later steps are cut first): demo-styles, base, gpu-tests, service-processes, gpu-codecs,
+# later steps are cut first): demo-styles, base, adapt, gpu-tests, service-processes, gpu-codecs,
 # tiled, the training speed, stylenet, service, quality.
 #
 # On the lent machine (Python 3.12 with torch, no internet, 64 MiB for the working tree and
@@ -58,6 +58,7 @@ if [ -n "${QUICK:-}" ]; then
   BASE=(--outer-steps 3 --inner-steps 2 --image-size 64 --style-size 64 --width 0.25
     --batch-size 2 --checkpoint-every 2 --progress-every 1)
   PROCESSES=(--processes 1,2 --sizes 64 --clients 2 --per-client 2 --rounds 1 --bare-repeat 2)
+  ADAPT=(--steps 4 --every 2 --image-size 64 --width 0.25 --batch-size 2 --score-steps 3)
   TILED=(--sizes 256 --seam-size 256 --seam-tile 128)
   CODECS=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
   TRAIN_SPEED=(--size 64 --repeats 1 --steps 1 --variants ours,reference
@@ -75,6 +76,8 @@ else
   # takes ~30 ms to cut on the CPU, longer than a step on the GPU.
   BASE=(--outer-steps "${BASE_OUTER_STEPS:-1200}" --inner-steps 8 --image-size 256
     --width 1.0 --batch-size 4 --num-workers 4 --checkpoint-every 100 --progress-every 50)
+  ADAPT=(--steps "${ADAPT_STEPS:-400}" --every "${ADAPT_EVERY:-50}" --image-size 256 --width 1.0
+    --batch-size 4)
   PROCESSES=(--processes "1,${WORKERS:-4}" --sizes 256,512 --clients 64 --per-client 8
              --rounds 1 --bare-repeat 6)
   TILED=(--sizes 2048,4096,8192x5464 --whole-max 16777216)
@@ -110,7 +113,9 @@ if manifest is None:
     sys.exit(0)
 data = json.loads(manifest.read_text())
 entries = data.get("paintings", data.get("entries", [])) if isinstance(data, dict) else data
-files = [folder / e["file"] for e in entries if isinstance(e, dict) and e.get("role") == "base"]
+# stylize paintings install lays them out as base/<file> and eval/<file>.
+files = [folder / "base" / e["file"] if (folder / "base").is_dir() else folder / e["file"]
+         for e in entries if isinstance(e, dict) and e.get("role") == "base"]
 present = [f for f in files if f.is_file()]
 if not present:
     print(f"base: skipped: none of the {len(files)} base paintings of {manifest} is in "
@@ -168,6 +173,16 @@ step demo-styles 330 "torch,PIL" \
   --device "$DEVICE" "${DEMO[@]}"
 step base 330 "torch,PIL,stylenet.base" \
   "$PYTHON" -c "$BASE_PY" "$OUT" "$DEVICE" "$CONTENT" "${BASE[@]}"
+# Issue #22: time to quality on the eval paintings (in no base, no demo), scratch vs the
+# base just trained, scored at the fixed reference every ADAPT_EVERY steps.
+PAINT_DIR=${PAINTINGS:-$( [ -d .devcache/train/paintings ] && echo .devcache/train/paintings || echo "$HOME/.cache/stylize/paintings")}
+if [ -f "$OUT/base/base.safetensors" ] && compgen -G "$PAINT_DIR/eval/*.jpg" >/dev/null; then
+  step adapt 300 "torch,PIL" \
+    "$PYTHON" bench/adapt.py --content "$CONTENT" --base "$OUT/base/base.safetensors" \
+    --paintings "$PAINT_DIR"/eval/*.jpg --device "$DEVICE" --out "$OUT/adapt.json" "${ADAPT[@]}"
+else
+  echo "== adapt: skipped (needs \$OUT/base/base.safetensors and $PAINT_DIR/eval)" | tee -a "$OUT/summary.txt"
+fi
 if [ "$DEVICE" = cuda ]; then
   step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu \
     tests/unit/test_gpu.py tests/unit/test_codecs.py
