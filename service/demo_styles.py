@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from model_store import ModelStore, StyleExists, StyleNotFound
+from stylenet.model_file import read_info
 
 log = logging.getLogger(__name__)
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "demo_styles"
@@ -56,7 +57,13 @@ def register_demo_styles(store: ModelStore, folder: Path = DEFAULT_DIR) -> list[
         store.publish(
             style_id,
             weights,
-            metadata={"source": entry["source"], "painting": entry["painting"], "demo": True},
+            metadata={
+                "source": entry["source"],
+                "painting": entry["painting"],
+                "demo": True,
+                # The generator's shape: retrains and new styles may start from it.
+                "config": read_info(weights).config.to_dict(),
+            },
             metrics=entry["metrics"],
         )
         added.append(style_id)

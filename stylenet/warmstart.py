@@ -234,8 +234,15 @@ def choose_init(
             chosen = own
         elif usable(base, "the base generator"):
             chosen = base
-        elif nearest is not None and (found := nearest()) is not None:
-            chosen, distance = found
+        elif nearest is not None:
+            try:
+                found = nearest()
+            except Exception as exc:  # a search problem costs the head start, not the run
+                log.warning("init: the nearest-style search failed", exc_info=True)
+                notes.append(f"the nearest-style search failed ({exc})")
+                found = None
+            if found is not None:
+                chosen, distance = found
     elif usable(named, f"style {init!r}"):
         chosen = named
     elif named is None:

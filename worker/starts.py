@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 
 from model_store import ModelStore, StyleRecord
-from model_store.errors import StyleNotFound
+from model_store.errors import ModelStoreError, StyleNotFound
 from stylenet import TrainParams
 from stylenet.data import open_image
+from stylenet.errors import ModelFileError
 from stylenet.generators import GeneratorConfig
+from stylenet.model_file import read_info
 from stylenet.train import build_loss, style_tensor
 from stylenet.warmstart import (
     INIT_CHOICES,
@@ -41,11 +43,15 @@ def _start(store: ModelStore, rec: StyleRecord, kind: str) -> Start | None:
     info = rec.version_info()
     if info is None:
         return None
-    try:
-        config = GeneratorConfig(**dict(info.metadata.get("config") or {}))
-    except (TypeError, ValueError):
-        return None
     number = info.version
+    try:
+        if "config" in info.metadata:
+            config = GeneratorConfig(**dict(info.metadata["config"]))
+        else:  # versions published without it (demo styles registered before it was kept)
+            config = read_info(store.open_weights(rec.id, number)).config
+    except (TypeError, ValueError, ModelStoreError, ModelFileError) as exc:
+        log.warning("style %s v%d cannot be a start: %s", rec.id, number, exc)
+        return None
     return Start(
         kind,
         config,

@@ -133,7 +133,10 @@ def test_auto_picks_the_nearest_compatible_registered_style(tmp_path: Path, cach
         ("wide", texture, HALF, 3),
     ):
         store.create(_png(image), name=sid, style_id=sid)
-        store.publish(sid, _weights(config, seed), metadata={"config": config.to_dict()})
+        # "other" is published as the demo styles used to be: without its shape in the
+        # metadata (read from the weights' header instead).
+        metadata = {} if sid == "other" else {"config": config.to_dict()}
+        store.publish(sid, _weights(config, seed), metadata=metadata)
     store.create(_png(texture), name="new", style_id="new")
     params = TrainParams(width=0.25, style_size=64, image_size=64)
     choice = resolve_init(store, "new", params, _png(texture), device="cpu", cache_dir=cache)
@@ -154,6 +157,10 @@ def test_auto_picks_the_nearest_compatible_registered_style(tmp_path: Path, cach
     assert again.info["kind"] == "continue" and again.info["version"] == 1
     # Each painting's signature was measured once and kept.
     assert len(list((cache / "signatures").glob("*.safetensors"))) == 2
+    # Without the twin, the nearest compatible style is "other" (never "wide").
+    store.delete("twin")
+    second = resolve_init(store, "new", params, _png(texture), device="cpu", cache_dir=cache)
+    assert second.info["style_id"] == "other" and second.info["distance"] > 0
 
 
 def test_training_starts_from_the_given_weights(content_dir: Path, style_image) -> None:
