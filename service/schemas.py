@@ -20,20 +20,32 @@ class StylizeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    style: str = Field(pattern=f"^{STYLE_ID_RE.pattern}$", description="Style id to apply")
-    version: int | None = Field(None, ge=1, description="Style version (default: current)")
+    style: str = Field(
+        pattern=f"^{STYLE_ID_RE.pattern}$",
+        description="Style id to apply (GET /styles lists them)",
+        examples=["scream"],
+    )
+    version: int | None = Field(
+        None,
+        ge=1,
+        description="Style version (default: current)",
+        json_schema_extra=lambda schema: schema["anyOf"].reverse(),
+    )
     max_side: int | None = Field(
         None,
         ge=MIN_SIDE,
         description="Downscale so the longer side is at most this many pixels "
         "(default and upper bound: settings max_side_default / max_side_limit)",
+        examples=[1024],
     )
     strength: float = Field(1.0, ge=0.0, le=1.0, description="0: the input, 1: full style")
     preserve_color: bool = Field(False, description="Keep the input's colours")
     format: OutputFormat | None = Field(
         None, description="Output format (default: the input's format)"
     )
-    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality")
+    quality: int | None = Field(
+        None, ge=1, le=100, description="JPEG/WebP quality", examples=[90]
+    )
 
 
 class ErrorDetail(BaseModel):

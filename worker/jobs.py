@@ -62,7 +62,7 @@ from .errors import (
 from .lock import StyleLock, lock_token
 from .progress import PREVIEW_MAX_SIDE, ProgressReporter, guard_store_write
 from .recovery import JOB_FUNCTION, clear_scratch
-from .scoring import score_version
+from .scoring import enqueue_score, score_version
 from .settings import WorkerSettings
 from .starts import resolve_init
 
@@ -201,6 +201,17 @@ class TrainingRun:
             self._score_again(info.version, dict(info.metadata), dict(info.metrics))
         return {"status": "ready", "style_id": self.style_id, "version": info.version}
 
+    def _enqueue_score(self, version: int) -> bool:
+        """Queue the version's score behind waiting trainings; False where it cannot be."""
+        if self.job is None:
+            return False
+        try:
+            enqueue_score(self.job.connection, self.job.origin, self.style_id, version)
+        except Exception as exc:  # Redis away: score here rather than never
+            log.warning("style %s: cannot queue the score, scoring now: %s", self.style_id, exc)
+            return False
+        return True
+
     def _score_again(self, version: int, metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Finish the score of a version whose first run died while scoring it."""
         try:
@@ -327,7 +338,7 @@ class TrainingRun:
         self._clear_scratch()
         log.info("style %s: published version %d", self.style_id, version.version)
         self._record_speed(params, metrics)
-        if pending:
+        if pending and not self._enqueue_score(version.version):
             self._score(version.version, result.generator, params, metrics)
         return {"status": "ready", "style_id": self.style_id, "version": version.version}
 

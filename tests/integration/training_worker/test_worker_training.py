@@ -6,6 +6,8 @@ import io
 
 import pytest
 from PIL import Image
+from rq.job import Job
+from rq.serializers import JSONSerializer
 from worker_harness import TINY, WorkerEnv, wait_for
 
 from model_store import Status, VersionNotFound
@@ -146,6 +148,12 @@ def test_a_published_version_is_scored_after_it_serves_and_a_retrain_continues_f
     rec = worker_env.record(style_id)
     assert rec.version_info().metrics["score"] == score
     assert rec.metrics["init"]["kind"] in ("scratch", "style")
+    # The score ran as a job of its own, queued behind the training (which had finished).
+    scoring = Job.fetch(
+        f"score-{style_id}-v1", connection=worker_env.redis, serializer=JSONSerializer
+    )
+    assert scoring.func_name == "worker.scoring.score_style"
+    assert scoring.get_status(refresh=True) == "finished"
 
     # A retrain continues from the version that serves (init "auto").
     worker_env.store.restart(style_id, params)
