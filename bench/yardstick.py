@@ -23,6 +23,7 @@ import torch
 from stylenet import TrainParams
 from stylenet.data import central_crops, find_images
 from stylenet.model_file import load_generator
+from stylenet.score import SCORE_STEPS
 from stylenet.train import build_loss, style_tensor
 from stylenet.yardstick import DEFAULT_LR, DEFAULT_STYLE_RAMP, yardstick
 
@@ -139,7 +140,9 @@ def main() -> None:
     parser.add_argument("--exclude", nargs="*", help="photo names (without extension) to skip")
     parser.add_argument("--size", type=int, default=256, help="side of the central crops")
     parser.add_argument("--style-size", type=int, help="default: the recorded style_size")
-    parser.add_argument("--steps", type=int, default=300, help="optimization steps per photo")
+    parser.add_argument(
+        "--steps", type=int, default=SCORE_STEPS, help="optimization steps per photo (reference)"
+    )
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument(
         "--style-ramp",
