@@ -9,14 +9,20 @@ styles by id in the model store (``apply --style``).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from stylenet import cli as stylenet_cli
+if TYPE_CHECKING:
+    from model_store import ModelStore, StyleRecord
 
+# Nothing here imports torch or the app at start: `stylize --help` and `--version` answer
+# at once; stylenet (and torch) load only for the library's commands (train, apply...).
 _RUNNERS = {"serve": "service", "worker": "worker"}
 DEMO_STYLES_DIR = Path(__file__).resolve().parent.parent / "demo_styles"
 
@@ -30,7 +36,7 @@ commands:
   serve     run the HTTP API alone
   worker    run one training worker alone
   train     train a style from a painting and a folder of photos
-  apply     stylize a photo with a style (--style ID) or a generator file (--model)
+  apply     stylize a photo with a style (--style ID or NAME) or a generator file (--model)
   lossnet   fetch or list the loss-network weights
   content   install photos to train on
 
@@ -41,27 +47,107 @@ options:
 `stylize <command> --help` tells more about a command."""
 
 
-def find_style(style_id: str) -> bytes | Path:
-    """Return the generator of a registered style (the model store) or a bundled one.
+def version() -> str:
+    """Return the installed package's version."""
+    try:
+        return metadata.version("stylize-service")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def find_style(style: str) -> bytes | Path:
+    """Return the generator of a style given by id or, when no id matches, by display name.
+
+    Ids are looked up in the model store (``STYLIZE_MODEL_STORE``), then among the bundled
+    demo styles. A name matches case-insensitively (blanks collapsed), across the store
+    and the bundled styles (a stored style hides a bundled one of the same id).
 
     Raises:
-        CliError: no style with that id (the message lists the ones there are).
+        CliError: no style of that id or name (the message lists the bundled ones),
+            several styles of that name (it lists their ids), or the one named has no
+            trained version.
     """
-    from model_store import ModelStoreError, open_store
+    from model_store import ModelStoreError, VersionNotFound, open_store
     from service.settings import ServiceSettings
+    from stylenet.cli import CliError
 
     url = ServiceSettings().model_store
     try:
-        return open_store(url).open_weights(style_id)
+        store: ModelStore | None = open_store(url)
     except ModelStoreError:
-        pass  # not there (or no store yet): the bundled styles
-    bundled = DEMO_STYLES_DIR / style_id / "generator.safetensors"
-    if bundled.is_file():
-        return bundled
-    names = sorted(p.parent.name for p in DEMO_STYLES_DIR.glob("*/generator.safetensors"))
-    raise stylenet_cli.CliError(
-        f"--style {style_id}: no such style in {url} or among the bundled ones ({', '.join(names)})"
+        store = None  # no store here: the bundled styles only
+    if store is not None:
+        try:
+            return store.open_weights(style)
+        except ModelStoreError:
+            pass  # no such id (or no store yet): the bundled styles, then the names
+    bundled = _bundled_styles()
+    if style in bundled:
+        return DEMO_STYLES_DIR / style / "generator.safetensors"
+    stored = _stored_styles(store)
+    wanted = _name_key(style)
+    named = {rec.id: rec.name for rec in stored if _name_key(rec.name) == wanted}
+    ids = {rec.id for rec in stored}
+    named.update(
+        (sid, name) for sid, name in bundled.items() if sid not in ids and _name_key(name) == wanted
     )
+    if not named:
+        known = ", ".join(f"{sid} ({name})" for sid, name in sorted(bundled.items()))
+        raise CliError(
+            f"--style {style}: no such style (by id or name) in {url} "
+            f"or among the bundled ones: {known}"
+        )
+    if len(named) > 1:
+        listed = ", ".join(f"{sid} ({name})" for sid, name in sorted(named.items()))
+        raise CliError(
+            f"--style {style}: {len(named)} styles have that name; pass one of their ids: {listed}"
+        )
+    ((sid, name),) = named.items()
+    if store is None or sid not in ids:
+        return DEMO_STYLES_DIR / sid / "generator.safetensors"
+    try:
+        return store.open_weights(sid)
+    except VersionNotFound:
+        raise CliError(
+            f"--style {style}: style {sid} ({name}) has no trained version yet"
+        ) from None
+    except ModelStoreError as exc:
+        raise CliError(f"--style {style}: style {sid} ({name}): {exc}") from None
+
+
+def _name_key(name: str) -> str:
+    """Return what two matching display names share (case and runs of blanks ignored)."""
+    return " ".join(name.split()).casefold()
+
+
+def _bundled_styles() -> dict[str, str]:
+    """Return the bundled demo styles with a generator file: id -> display name."""
+    try:
+        manifest = json.loads((DEMO_STYLES_DIR / "manifest.json").read_text())
+        names = {entry["id"]: entry["name"] for entry in manifest["styles"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        names = {}
+    found = sorted(p.parent.name for p in DEMO_STYLES_DIR.glob("*/generator.safetensors"))
+    return {sid: names.get(sid, sid) for sid in found}
+
+
+def _stored_styles(store: ModelStore | None) -> list[StyleRecord]:
+    """Return every style of ``store`` (none when there is no store or it cannot be read)."""
+    from model_store import ModelStoreError
+
+    if store is None:
+        return []
+    found: list[StyleRecord] = []
+    cursor = None
+    try:
+        while True:
+            page = store.list_styles(limit=1000, cursor=cursor)
+            found += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return found
+    except ModelStoreError:
+        return found
 
 
 def _up(argv: Sequence[str]) -> int:
@@ -96,8 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stdout if command else sys.stderr)
         return 0 if command else 2
     if command == "--version":
-        print(f"stylize {stylenet_cli.version()}")
+        print(f"stylize {version()}")
         return 0
+    from stylenet import cli as stylenet_cli  # torch: the library's commands only
+
     return stylenet_cli.main(args, find_style=find_style)
 
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -207,8 +208,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
         metrics=result.metrics,
         dtype=args.dtype,
     )
-    print(json.dumps({"out": str(args.out), "sha256": digest, "metrics": result.metrics}, indent=2))
+    if args.json:
+        report = {"out": str(args.out), "sha256": digest, "metrics": result.metrics}
+        print(json.dumps(report, indent=2))
+    else:
+        print(train_summary(args.out, digest, result.metrics))
     return 0
+
+
+def train_summary(out: Path, digest: str, metrics: dict[str, Any]) -> str:
+    """Return what ``stylize train`` prints for people: a few lines (``--json``: all).
+
+    The file written and its sha256, the training time, the held-out loss (total of
+    its terms) and, when measured (``--score``), the quality score r.
+    """
+    device = metrics.get("device", "?")
+    lines = [
+        f"wrote {out}",
+        f"  sha256         {digest}",
+        f"  trained in     {metrics.get('train_seconds', 0):.1f} s "
+        f"({metrics.get('iterations', '?')} steps on {device})",
+    ]
+    holdout = metrics.get("holdout_loss") or {}
+    if holdout:
+        total = holdout.get("total", sum(holdout.values()))
+        photos = len(metrics.get("holdout_images") or [])
+        lines.append(f"  held-out loss  {total:.4g} ({photos} photos)")
+    score = metrics.get("score") or {}
+    if isinstance(score.get("r_mean"), (int, float)):
+        bound = "at most " if score.get("bound") == "upper" else ""
+        lines.append(f"  quality r      {bound}{score['r_mean']:.3f} (1 = as good as optimization)")
+    return "\n".join(lines)
 
 
 def _cli_init(params: TrainParams, init_from: Path | None) -> InitChoice:
@@ -417,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole report (every metric) as JSON instead of a short summary",
+    )
+    t.add_argument(
         "--init-from",
         type=Path,
         help="start from this generator file (another style's, or a base) instead of --init",
@@ -502,14 +537,16 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser(
         "apply",
         help="stylize an image with a trained generator",
-        description="Stylize a photo with a generator file (--model) or a style by id (--style).",
+        description="Stylize a photo with a generator file (--model) or a style given by "
+        "id or display name (--style).",
     )
     model = a.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", type=Path, help="generator file (.safetensors)")
     model.add_argument(
         "--style",
-        metavar="ID",
-        help="a bundled (scream, starry-night) or registered style (STYLIZE_MODEL_STORE)",
+        metavar="STYLE",
+        help="a registered (STYLIZE_MODEL_STORE) or bundled style (scream, starry-night): "
+        "its id or, when no id matches, its display name (any case, e.g. 'The Scream')",
     )
     a.add_argument("input", type=Path, help="the photo")
     a.add_argument(
@@ -593,9 +630,9 @@ def main(
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
-        find_style: resolves ``apply --style ID`` to a generator file or its bytes
-            (the service's CLI passes one that looks in the model store); raises
-            :class:`CliError` for an unknown id.
+        find_style: resolves ``apply --style`` (an id, or a display name) to a generator
+            file or its bytes (the service's CLI passes one that looks in the model
+            store); raises :class:`CliError` for an unknown or ambiguous style.
     """
     args = build_parser().parse_args(argv)
     args.find_style = find_style

@@ -37,6 +37,10 @@ RAW_TYPES = frozenset({*MEDIA_TYPES.values(), "application/octet-stream"})
 CLIENT_CLOSED = 499  # nginx's "client closed request"; nobody reads it, logs do
 
 
+#: Why each option is documented twice: OpenAPI has no per-media-type parameters.
+QUERY_NOTE = "Query string: for a raw image body; with multipart/form-data send it as a form field."
+
+
 def _openapi() -> dict[str, Any]:
     # The body is parsed by hand (multipart or raw image), so document it here.
     schema = StylizeOptions.model_json_schema()
@@ -44,7 +48,13 @@ def _openapi() -> dict[str, Any]:
     image = {"type": "string", "format": "binary"}
     return {
         "parameters": [
-            {"name": name, "in": "query", "required": False, "schema": prop}
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": f"{prop['description']}. {QUERY_NOTE}",
+                "schema": prop,
+            }
             for name, prop in props.items()
         ],
         "requestBody": {

@@ -665,4 +665,4 @@ if (new URLSearchParams(location.search).has("tiny")) {
 }
 
 loadStyles();
-showSpeedEstimates($("#speed"), SPEEDS, "draft");
+showSpeedEstimates($("#speed"), SPEEDS, "draft", $("#speed-estimate"));

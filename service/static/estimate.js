@@ -29,17 +29,46 @@ export async function priceOf(params) {
   }
 }
 
-// Append "≈ 12 min" to each training speed's option; on a CPU worker, select the fastest.
-export async function showSpeedEstimates(select, choices, fastest) {
+// Each training speed's cost: "≈ 12 min" after its (short) label in the list, and the
+// chosen speed in full on `line` under the list ("≈ 12 min on the training worker (cpu) ·
+// 300 steps on small crops"). On a CPU worker the fastest speed becomes the form's
+// default: selected now unless the user has chosen meanwhile, and what a reset of the
+// form (after a training is submitted) returns to.
+export async function showSpeedEstimates(select, choices, fastest, line) {
+  const prices = new Map(); // option value -> {estimated_seconds, speed}
+  let touched = false;
+  const describe = () => {
+    const option = select.selectedOptions[0];
+    const price = prices.get(option?.value);
+    const parts = [];
+    if (price) {
+      parts.push(`≈ ${fmtDuration(price.estimated_seconds)} on the training worker (${price.speed.device})`);
+    }
+    if (option?.dataset.detail) parts.push(option.dataset.detail);
+    line.textContent = parts.join(" · ");
+  };
+  select.addEventListener("change", () => {
+    touched = true;
+    describe();
+  });
+  // "reset" fires before the controls are reset: describe the speed they return to.
+  select.form?.addEventListener("reset", () => setTimeout(describe));
+  describe();
   let device = null;
   for (const option of select.options) {
-    const priced = await priceOf(choices[option.value]);
-    if (!priced) continue;
-    device = priced.speed.device;
+    const price = await priceOf(choices[option.value]);
+    if (!price) continue;
+    prices.set(option.value, price);
+    device = price.speed.device;
     option.dataset.label ??= option.textContent;
-    option.textContent = `${option.dataset.label} · ≈ ${fmtDuration(priced.estimated_seconds)}`;
+    option.textContent = `${option.dataset.label} · ≈ ${fmtDuration(price.estimated_seconds)}`;
   }
-  if (device === "cpu" && choices[fastest]) select.value = fastest;
+  if (device === "cpu" && choices[fastest]) {
+    const chosen = select.value;
+    for (const option of select.options) option.defaultSelected = option.value === fastest;
+    select.value = touched ? chosen : fastest;
+  }
+  describe();
 }
 
 // Resolve true to go ahead; above a few minutes, ask first.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from stylenet import cli
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,6 +51,7 @@ def test_train_then_apply(tmp_path: Path, content_dir: Path, style_image) -> Non
         "0.25",
         "--dtype",
         "float16",
+        "--json",
     )
     assert trained.returncode == 0, trained.stderr
     report = json.loads(trained.stdout)
@@ -106,3 +112,25 @@ def test_errors_are_one_clear_line(tmp_path: Path, content_dir: Path) -> None:
     assert bad.returncode == 2 and "not a generator file" in bad.stderr
     params = _run("train", "--style", "s.png", "--content", ".", "--out", "x", "--image-size", "4")
     assert params.returncode == 2 and "image_size" in params.stderr
+
+
+def test_train_ends_with_a_short_summary(
+    tmp_path: Path, content_dir: Path, style_image, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 26: not ~140 lines of JSON (``--json`` keeps them), a summary for people."""
+    style = tmp_path / "style.png"
+    style_image.save(style)
+    model = tmp_path / "style.safetensors"
+    argv = ["train", "--style", str(style), "--content", str(content_dir), "--out", str(model)]
+    tiny = ["--iterations", "3", "--image-size", "64", "--style-size", "64", "--batch-size", "1"]
+    tiny += ["--width", "0.25", "--holdout", "1", "--quiet", "--device", "cpu"]
+    tiny += ["--score", "--yardstick-steps", "2"]
+    assert cli.main([*argv, *tiny]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 6 and not any("{" in line for line in lines), lines
+    text = "\n".join(lines)
+    assert lines[0] == f"wrote {model}"
+    assert hashlib.sha256(model.read_bytes()).hexdigest() in text
+    assert re.search(r"trained in +\d+\.\d s \(3 steps on cpu\)", text), text
+    assert re.search(r"held-out loss +\d", text), text
+    assert re.search(r"quality r +(at most )?-?\d\.\d{3}", text), text

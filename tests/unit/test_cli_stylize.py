@@ -9,25 +9,37 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from model_store import open_store
+from service.cli import find_style
 from stylenet import TrainParams
+from stylenet.cli import CliError
 
 REPO = Path(__file__).resolve().parents[2]
 STYLIZE = [sys.executable, "-m", "service.cli"]
 
 
-def _stylize(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
+def _stylize(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    python: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run ``stylize ARGS`` (``python``: interpreter options) with no STYLIZE_* but ``env``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
     if "STYLIZE_CACHE_DIR" in os.environ:
-        env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
-    env["PYTHONPATH"] = str(REPO)
+        environ["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
+    environ["PYTHONPATH"] = str(REPO)
+    environ.update(env or {})
+    command = [sys.executable, *python, *STYLIZE[1:], *args]
     return subprocess.run(
-        [*STYLIZE, *args], capture_output=True, text=True, timeout=600, cwd=cwd or REPO, env=env
+        command, capture_output=True, text=True, timeout=600, cwd=cwd or REPO, env=environ
     )
 
 
@@ -38,6 +50,22 @@ def test_help_and_version() -> None:
     assert not re.search(r"``|:mod:|never imported", shown.stdout)  # no docstring internals
     version = _stylize("--version")
     assert version.returncode == 0 and re.fullmatch(r"stylize \S+\n", version.stdout)
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_load_neither_torch_nor_the_app(flag: str) -> None:
+    """Issue 26: they took 9-16 s importing torch and the whole service."""
+    shown = _stylize(flag, python=["-X", "importtime"])
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    loaded = {
+        line.rsplit("|", 1)[1].strip()
+        for line in shown.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert {"service", "argparse"} <= loaded  # the importtime report is there
+    heavy = {"torch", "stylenet", "fastapi", "numpy", "PIL", "service.app"}
+    found = sorted({name for name in loaded if name in heavy or name.split(".")[0] in heavy})
+    assert found == [], f"{flag} loads {sorted(heavy & {n.split('.')[0] for n in found})}"
 
 
 def test_train_help_gives_each_option_a_meaning_and_default() -> None:
@@ -112,3 +140,54 @@ def test_readme_cli_example_runs_as_written_on_a_cpu(tmp_path: Path, content_dir
     photo = Image.open(tmp_path / "data/content/chelsea.png").size  # under 512 px here
     for name in ("chelsea-mine.png", "chelsea-starry.png"):
         assert Image.open(tmp_path / name).size == photo
+
+
+def _store_with(tmp_path: Path, names: dict[str, str]) -> str:
+    """A model store holding a published style per ``id -> display name``; return its URL."""
+    url = (tmp_path / "models").as_uri()
+    store = open_store(url)
+    weights = (REPO / "demo_styles/scream/generator.safetensors").read_bytes()
+    painting = (REPO / "demo_styles/scream/style.jpg").read_bytes()
+    for style_id, name in names.items():
+        store.create(painting, name=name, style_id=style_id)
+        store.publish(style_id, weights)
+    return url
+
+
+def test_apply_style_takes_a_display_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26: ``--style Mosaic`` failed; only ids worked."""
+    url = _store_with(tmp_path, {"m0s41c": "Mosaic"})
+    monkeypatch.setenv("STYLIZE_MODEL_STORE", url)
+    weights = (REPO / "demo_styles/scream/generator.safetensors").read_bytes()
+    for given in ("Mosaic", "mosaic", " MOSAIC ", "m0s41c"):
+        assert find_style(given) == weights, given
+    # A bundled style by its name (the store does not hold it) and by its id.
+    bundled = REPO / "demo_styles/scream/generator.safetensors"
+    assert find_style("the  scream") == find_style("scream") == bundled
+    photo = REPO / "demo_styles/starry-night/style.jpg"
+    out = tmp_path / "mosaic.png"
+    result = _stylize(
+        "apply", "--style", "Mosaic", str(photo), str(out), "--max-side", "48",
+        env={"STYLIZE_MODEL_STORE": url},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert max(Image.open(out).size) == 48
+
+
+def test_a_name_two_styles_share_asks_for_an_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _store_with(tmp_path, {"mosaic-a": "Mosaic", "mosaic-b": "mosaic", "other": "Other"})
+    monkeypatch.setenv("STYLIZE_MODEL_STORE", url)
+    with pytest.raises(CliError, match=r"2 styles have that name.*mosaic-a \(Mosaic\), mosaic-b"):
+        find_style("MOSAIC")
+    with pytest.raises(CliError, match="no such style"):
+        find_style("Mosaics")
+    photo = REPO / "demo_styles/starry-night/style.jpg"
+    result = _stylize(
+        "apply", "--style", "Mosaic", str(photo), str(tmp_path / "out.png"),
+        env={"STYLIZE_MODEL_STORE": url},
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "pass one of their ids: mosaic-a (Mosaic), mosaic-b (mosaic)" in last, last
