@@ -19,8 +19,8 @@ from PIL import Image
 from stack_testing import create_style, running_stack
 from worker_harness import TINY
 
-from stylenet.corpus import count_photos, default_corpus_dir
-from stylenet.data import find_images
+from stylenet.corpus import EVALUATION_PHOTOS, count_photos, default_corpus_dir
+from stylenet.data import find_images, split_content
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="the README uses curl")
@@ -84,10 +84,14 @@ def test_a_style_trained_through_the_api_becomes_usable(stack) -> None:
         assert time.monotonic() < deadline, record
         time.sleep(0.5)
     assert record["status"] == "ready", record
-    # Trained on every photo `stylize up` put in data/content but the held-out one: with
-    # the installed corpus (make setup; always under CI) that is the 300+ photo corpus.
-    photos = len(find_images(root / "data/content"))
-    assert record["metrics"]["content_images"] == photos - 1, record["metrics"]
+    # Trained on every photo `stylize up` put in data/content but the held-out ones: the
+    # corpus's evaluation photos where they are there (make setup; always under CI: the
+    # 300+ photo corpus), else the one `holdout` keeps.
+    photos = find_images(root / "data/content")
+    held = len(split_content(photos, TINY["holdout"]).held)
+    assert held in (1, len(EVALUATION_PHOTOS)), held
+    assert record["metrics"]["content_images"] == len(photos) - held, record["metrics"]
+    assert record["metrics"]["holdout_verified"] is (held == len(EVALUATION_PHOTOS))
     if os.environ.get("CI") or count_photos(default_corpus_dir()) >= 300:
         assert record["metrics"]["content_images"] >= 300, record["metrics"]
     with (root / "data/content/chelsea.png").open("rb") as handle:
