@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import torch
 from redis import Redis
 
 from stylenet import TrainParams
+from stylenet.children import die_with
 from stylenet.cost import SPEED_KEY, DeviceSpeed, calibrate, step_flops
 
 from .settings import WorkerSettings
@@ -103,7 +105,14 @@ def calibrate_in_child(
     command = [sys.executable, "-m", "worker.speed", redis_url, device]
     try:
         done = subprocess.run(
-            command, timeout=timeout_s, capture_output=True, text=True, check=False
+            command,
+            timeout=timeout_s,
+            capture_output=True,
+            text=True,
+            check=False,
+            # A worker stopped during its calibration must not leave it running (a
+            # killed launcher's chaos test found one 30 s later on a loaded machine).
+            preexec_fn=die_with(os.getpid()),
         )
     except subprocess.TimeoutExpired:
         log.warning("training speed calibration took over %d s; skipped", timeout_s)
