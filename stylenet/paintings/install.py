@@ -21,19 +21,12 @@ from PIL import Image
 from ..corpus import images
 from ..corpus.install import (
     InstallReport,
-    _present,
     _State,
     default_corpus_dir,
     default_package_cache,
+    install_entries,
 )
-from ..corpus.sources import (
-    CorpusError,
-    Source,
-    SourceUnavailable,
-    fetch,
-    installed_files,
-    read_members,
-)
+from ..corpus.sources import CorpusError, Source, fetch
 from ..files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -141,50 +134,16 @@ def install(
         are in ``failures`` (and logged), never raised.
     """
     data = load_manifest(manifest)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    cache = Path(package_cache) if package_cache else default_package_cache()
-    size, quality = int(data["size"]), int(data["quality"])
-    report = InstallReport(dest=dest, total=len(data["paintings"]))
-    state = _State(dest)
-    by_source: dict[str, list[dict[str, Any]]] = {}
-    for painting in data["paintings"]:
-        by_source.setdefault(painting["source"], []).append(painting)
-
-    for key, paintings in by_source.items():
-        missing = [p for p in paintings if not _present(dest, p, state)]
-        report.installed += len(paintings) - len(missing)
-        if not missing:
-            continue
-        source = Source.from_dict(data["sources"][key])
-        wanted = {p["path"] for p in missing}
-        try:
-            files = installed_files(source, wanted)
-            if len(files) < len(wanted):
-                files.update(read_members(fetcher(source, cache), wanted - set(files)))
-        except (SourceUnavailable, CorpusError, OSError, ValueError) as exc:
-            line = f"{key}: {len(missing)} paintings skipped: {exc}"
-            log.warning("%s", line)
-            report.failures.append(line)
-            continue
-        for painting in missing:
-            error = _install_one(dest, painting, files.get(painting["path"]), size, quality, state)
-            if error:
-                log.warning("%s", error)
-                report.failures.append(error)
-            else:
-                report.installed += 1
-                report.written += 1
-        state.save()
-    log.info(
-        "paintings: %d of %d in %s (%d written, %d problems)",
-        report.installed,
-        report.total,
-        dest,
-        report.written,
-        len(report.failures),
+    return install_entries(
+        data,
+        data["paintings"],
+        Path(dest),
+        Path(package_cache) if package_cache else default_package_cache(),
+        fetcher,
+        _install_one,
+        noun="paintings",
+        what="paintings",
     )
-    return report
 
 
 def _install_one(
