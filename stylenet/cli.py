@@ -416,6 +416,42 @@ def _cmd_paintings(args: argparse.Namespace) -> int:
     return 0 if report.installed == report.total else (3 if report.installed else 1)
 
 
+def _add_training_io(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """Add what ``train`` and ``base train`` share: photos, output, checkpoints, device."""
+    parser.add_argument("--content", type=Path, required=True, help="folder of content photos")
+    parser.add_argument("--out", type=Path, required=True, help=out_help)
+    parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint here; resume if one exists")
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="dtype of the saved weights (default: float32)",
+    )
+
+
+def _add_field_options(group: Any, cls: type, fields: dict[str, type]) -> None:
+    """Add one option per field of ``cls``; the help and default come from the class."""
+    helps, defaults = _field_help(cls), cls()
+    for name, kind in fields.items():
+        default = getattr(defaults, name)
+        shown = "the preset's" if default is None else default
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=None,
+            choices=_CHOICES.get(name),
+            metavar=None if name in _CHOICES else name.upper(),
+            help=_with_default(helps.get(name, ""), shown),
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``stylize`` argument parser."""
     parser = argparse.ArgumentParser(prog="stylize", description=__doc__.split("\n")[0])
@@ -430,21 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Training options left out take the default shown (or the loss preset's).",
     )
     t.add_argument("--style", type=Path, required=True, help="the style image (the painting)")
-    t.add_argument("--content", type=Path, required=True, help="folder of content photos")
-    t.add_argument("--out", type=Path, required=True, help="generator file to write (.safetensors)")
-    t.add_argument("--checkpoint-dir", type=Path, help="checkpoint here; resume if one exists")
-    t.add_argument(
-        "--device",
-        type=_device,
-        default="auto",
-        help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)",
-    )
-    t.add_argument(
-        "--dtype",
-        default="float32",
-        choices=("float32", "float16", "bfloat16"),
-        help="dtype of the saved weights (default: float32)",
-    )
+    _add_training_io(t, "generator file to write (.safetensors)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
         "--json",
@@ -462,20 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="after saving, measure the quality score at the fixed reference (200 "
         "optimization steps per held-out photo at 256 px: minutes on a CPU)",
     )
-    options = t.add_argument_group("training options (TrainParams)")
-    helps, defaults = _field_help(), TrainParams()
-    for name, kind in _TRAIN_FIELDS.items():
-        default = getattr(defaults, name)
-        shown = "the preset's" if default is None else default
-        options.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=kind,
-            default=None,
-            choices=_CHOICES.get(name),
-            metavar=None if name in _CHOICES else name.upper(),
-            help=_with_default(helps.get(name, ""), shown),
-        )
+    _add_field_options(
+        t.add_argument_group("training options (TrainParams)"), TrainParams, _TRAIN_FIELDS
+    )
     t.set_defaults(func=_cmd_train)
 
     b = sub.add_parser("base", help="meta-train a base generator that adapts to new paintings")
@@ -495,21 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the paintings: image files and/or folders of them",
     )
-    bt.add_argument("--content", type=Path, required=True, help="folder of content photos")
-    bt.add_argument("--out", type=Path, required=True, help="base file to write (.safetensors)")
-    bt.add_argument("--checkpoint-dir", type=Path, help="checkpoint here; resume if one exists")
-    bt.add_argument(
-        "--device",
-        type=_device,
-        default="auto",
-        help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)",
-    )
-    bt.add_argument(
-        "--dtype",
-        default="float32",
-        choices=("float32", "float16", "bfloat16"),
-        help="dtype of the saved weights (default: float32)",
-    )
+    _add_training_io(bt, "base file to write (.safetensors)")
     bt.add_argument(
         "--progress-every",
         type=int,
@@ -518,20 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a progress line every N outer steps (default: 10)",
     )
     bt.add_argument("--quiet", action="store_true", help="no progress lines")
-    base_options = bt.add_argument_group("meta-training options (BaseParams)")
-    helps, base_defaults = _field_help(BaseParams), BaseParams()
-    for name, kind in _BASE_FIELDS.items():
-        default = getattr(base_defaults, name)
-        shown = "the preset's" if default is None else default
-        base_options.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=kind,
-            default=None,
-            choices=_CHOICES.get(name),
-            metavar=None if name in _CHOICES else name.upper(),
-            help=_with_default(helps.get(name, ""), shown),
-        )
+    _add_field_options(
+        bt.add_argument_group("meta-training options (BaseParams)"), BaseParams, _BASE_FIELDS
+    )
     bt.set_defaults(func=_cmd_base)
 
     a = sub.add_parser(

@@ -43,7 +43,6 @@ from model_store import ModelStore, Status, open_store
 from stylenet import ImageError, TrainParams, TrainResult, generator_to_bytes, train
 from stylenet.checkpoint import fingerprint
 from stylenet.data import find_images, open_image, split_content
-from stylenet.model_file import load_generator
 from stylenet.step import StepOptions
 from stylenet.warmstart import InitChoice
 
@@ -62,7 +61,7 @@ from .errors import (
 from .lock import StyleLock, lock_token
 from .progress import PREVIEW_MAX_SIDE, ProgressReporter, guard_store_write
 from .recovery import JOB_FUNCTION, clear_scratch
-from .scoring import enqueue_score, score_version
+from .scoring import enqueue_score, score_published, score_version
 from .settings import WorkerSettings
 from .starts import resolve_init
 
@@ -198,7 +197,10 @@ class TrainingRun:
         log.info("style %s: already published by another run of this job", self.style_id)
         self._clear_scratch()
         if (info.metrics.get("score") or {}).get("status") == "scoring":
-            self._score_again(info.version, dict(info.metadata), dict(info.metrics))
+            try:  # the first run died before the score was settled: finish it
+                score_published(self.store, self.settings, self.style_id, info.version)
+            except Exception as exc:
+                log.warning("style %s: cannot score v%d: %s", self.style_id, info.version, exc)
         return {"status": "ready", "style_id": self.style_id, "version": info.version}
 
     def _enqueue_score(self, version: int) -> bool:
@@ -211,17 +213,6 @@ class TrainingRun:
             log.warning("style %s: cannot queue the score, scoring now: %s", self.style_id, exc)
             return False
         return True
-
-    def _score_again(self, version: int, metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
-        """Finish the score of a version whose first run died while scoring it."""
-        try:
-            params = TrainParams.from_dict(dict(metadata["train_params"]))
-            generator, _ = load_generator(self.store.open_weights(self.style_id, version))
-        except Exception as exc:
-            log.warning("style %s: cannot score version %d again: %s", self.style_id, version, exc)
-            return
-        self.device = self.device or str(resolve_device(self.settings.device))
-        self._score(version, generator, params, metrics)
 
     def _score(
         self, version: int, generator: nn.Module, params: TrainParams, metrics: dict[str, Any]

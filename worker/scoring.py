@@ -57,7 +57,18 @@ def enqueue_score(connection: Redis, queue_name: str, style_id: str, version: in
 def score_style(style_id: str, version: int) -> dict[str, Any]:
     """Score one published version (an RQ job); a version already scored is left alone."""
     settings = WorkerSettings()
-    store = open_store(settings.model_store)
+    return score_published(open_store(settings.model_store), settings, style_id, version)
+
+
+def score_published(
+    store: ModelStore, settings: WorkerSettings, style_id: str, version: int
+) -> dict[str, Any]:
+    """Score a published version from its stored weights, unless it is scored already.
+
+    Raises:
+        ModelStoreError, ModelFileError, InvalidParams: its weights or parameters cannot
+            be read.
+    """
     try:
         info = store.get(style_id).version_info(version)
     except StyleNotFound:
@@ -119,4 +130,10 @@ def score_version(
     return score
 
 
-__all__ = ["SCORE_FUNCTION", "enqueue_score", "score_style", "score_version"]
+__all__ = [
+    "SCORE_FUNCTION",
+    "enqueue_score",
+    "score_published",
+    "score_style",
+    "score_version",
+]
