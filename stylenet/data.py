@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import warnings
 from collections.abc import Iterator
@@ -143,11 +144,23 @@ class ContentImages:
         return image
 
     def check_usable(self, source: str) -> None:
-        """Raise :class:`ContentImagesError` unless at least one image decodes."""
-        if not any(self.get(i) is not None for i in range(len(self))):
+        """Raise :class:`ContentImagesError` unless at least one image decodes.
+
+        Photos that exist but that this process may not read (a folder installed by root
+        with mode 0600, say) are named as such, not as missing photos.
+        """
+        if any(self.get(i) is not None for i in range(len(self))):
+            return
+        unreadable = [p for p in self.paths if not os.access(p, os.R_OK)]
+        if unreadable:
             raise ContentImagesError(
-                f"no usable content images (jpg, png, webp) under {source}; add photos to train on"
+                f"{len(unreadable)} of {len(self.paths)} content images under {source} cannot "
+                f"be read by this process (uid {os.getuid()}), e.g. {unreadable[0]}: permission "
+                f"denied; make them readable (chmod -R a+rX {source})"
             )
+        raise ContentImagesError(
+            f"no usable content images (jpg, png, webp) under {source}; add photos to train on"
+        )
 
 
 def fit_shorter_side(image: Image.Image, side: int) -> Image.Image:

@@ -192,8 +192,8 @@ def test_dockerfile_shape() -> None:
     assert any(key == "HEALTHCHECK" for key, _ in runtime)
     assert ("CMD", '["python", "-m", "service"]') in runtime
     build = " ".join(rest for key, rest in rows if key == "RUN")
-    for source in ("keras-vgg19", "keras-vgg16"):  # both presets' weights baked in
-        assert f"stylize lossnet fetch --source {source}" in build
+    # both presets' weights baked in
+    assert "python -m stylenet.assets --lossnet keras-vgg19 keras-vgg16" in build
     for key, rest in rows:
         if key == "COPY" and "--from" not in rest:
             for source in rest.split()[:-1]:
@@ -280,19 +280,85 @@ def test_lock_files_are_hashed_and_satisfy_pyproject() -> None:
     assert "six" in _lock("dashboard.lock")  # rq-dashboard 0.9.0 imports it undeclared
 
 
+def _stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of one build stage, its FROM first."""
+    rows = _instructions()
+    start = next(i for i, (k, r) in enumerate(rows) if k == "FROM" and r.endswith(f"AS {name}"))
+    end = next((i for i in range(start + 1, len(rows)) if rows[i][0] == "FROM"), len(rows))
+    return rows[start:end]
+
+
+def _stylenet_imports(module: Path, seen: set[Path]) -> set[Path]:
+    """The stylenet source files ``module`` imports, directly or not (relative imports)."""
+    import ast
+
+    seen.add(module)
+    package = module.parent
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package
+            for _ in range(node.level - 1):
+                base = base.parent
+            names = [node.module] if node.module else [a.name for a in node.names]
+            for name in names:
+                target = base.joinpath(*name.split("."))
+                for found in (target.with_suffix(".py"), target / "__init__.py"):
+                    if found.exists() and found not in seen:
+                        _stylenet_imports(found, seen)
+    return seen
+
+
+def test_training_assets_layer_copies_only_what_it_imports() -> None:
+    # The assets stage bakes gigabytes; it copies stylenet.assets and its imports only, so
+    # an edit elsewhere keeps its layers. The list must be complete (else the build fails)
+    # and must not take the package __init__ (which imports everything).
+    stage = _stage("assets")
+    copied = [ROOT / source for key, rest in stage if key == "COPY" for source in rest.split()[:-1]]
+    needed = _stylenet_imports(ROOT / "stylenet/assets.py", set())
+    for path in needed - {ROOT / "stylenet/__init__.py"}:
+        assert any(path == c or c in path.parents for c in copied), f"{path} not copied"
+    assert ROOT / "stylenet/__init__.py" not in copied
+    assert ROOT / "stylenet" not in copied
+    assert not any(c.name in ("service", "worker", "model_store") for c in copied)
+
+
+def test_runtime_layers_put_the_code_last() -> None:
+    runtime = _stage("runtime")
+    copies = [rest for key, rest in runtime if key == "COPY"]
+    assert copies[0] == "--from=deps /opt/venv /opt/venv"  # the gigabytes, from the locks
+    assert copies[1].startswith("--from=assets /opt/stylize")
+    wheel = next(i for i, (k, r) in enumerate(runtime) if k == "COPY" and "--from=build" in r)
+    # after the project's wheel, nothing heavy: only its install and the metadata
+    assert all(k in ("RUN", "USER", "WORKDIR", "VOLUME", "EXPOSE", "HEALTHCHECK", "CMD")
+               for k, _ in runtime[wheel + 1 :])  # fmt: skip
+    assert "apt-get" not in " ".join(r for _, r in runtime)
+
+
+def test_no_syntax_directive_and_a_lean_context() -> None:
+    # `# syntax=` makes BuildKit pull a frontend image: no build without a registry.
+    assert not (ROOT / "Dockerfile").read_text().lstrip().startswith("# syntax")
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for name in ("secrets", ".env", ".git", ".venv", "data", "runs", "tests"):
+        assert name in ignored, f".dockerignore must exclude {name}"
+
+
 def test_image_installs_only_from_the_locks() -> None:
     runs = [rest for key, rest in _instructions() if key == "RUN"]
-    installs = [part for run in runs for part in re.split(r"&&|;;", run) if "pip install" in part]
+    split = r"&&|;;|;|\bthen\b|\belse\b"
+    installs = [part for run in runs for part in re.split(split, run) if "pip install" in part]
     for part in installs:
         if "--upgrade pip==" in part:
             continue
         if "--index-url" in part:  # the CPU variant's torch: pinned by torch.txt
-            assert "-r requirements/torch.txt" in part and "--no-deps" in part
-        elif "--no-build-isolation ." in part:  # the project itself, deps already there
+            assert re.search(r"-r \S*requirements/torch\.txt", part) and "--no-deps" in part
+        elif "/tmp/wheels/" in part:  # the project's own wheel, deps already there
             assert "--no-deps" in part
         else:
             assert "--require-hashes" in part and "-r " in part and "--no-deps" in part, part
     assert any("pip check" in run for run in runs)
+    # Without PyTorch's CPU index, the cpu variant falls back to PyPI's hashed wheels.
+    cpu = next(run for run in runs if "--index-url" in run)
+    assert "else" in cpu and "torch-cuda.lock" in cpu.split("else", 1)[1]
 
 
 def _torch_index(tmp_path: Path, *, gpu: bool, index_url: str) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from stylenet import ContentImagesError, InvalidParams, Progress, TrainParams, train
-from stylenet.data import find_images, split_holdout
+from stylenet.data import ContentImages, find_images, split_holdout
 from stylenet.train import learning_rate
 
 TINY = {"image_size": 64, "style_size": 64, "batch_size": 2, "width": 0.5, "holdout": 2}
@@ -101,6 +103,48 @@ def test_empty_or_missing_content_folder_is_a_clear_error(tmp_path: Path, style_
         train(style_image, tmp_path / "empty", TrainParams(iterations=1, **TINY))
     with pytest.raises(ContentImagesError, match="does not exist"):
         train(style_image, tmp_path / "nowhere", TrainParams(iterations=1, **TINY))
+
+
+def _check_usable(folder: Path) -> str:
+    """``check_usable``'s error for ``folder``; as root, in a child running as "nobody"."""
+
+    def check() -> str:
+        try:
+            ContentImages(sorted(folder.iterdir()), 32).check_usable(str(folder))
+        except ContentImagesError as exc:
+            return str(exc)
+        return "usable"
+
+    if os.geteuid() != 0:
+        return check()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody (root reads anything), report, exit at once
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, check().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_unreadable_content_photos_are_named_unreadable(content_dir: Path) -> None:
+    # What the built image did before its files kept the umask's mode: photos installed by
+    # root with mode 0600, a worker running as another user.
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        folder.chmod(0o755)
+        for name in ("chelsea.png", "coffee.png"):
+            (folder / name).write_bytes((content_dir / name).read_bytes())
+            (folder / name).chmod(0o600 if os.geteuid() == 0 else 0)
+        message = _check_usable(folder)
+    assert "2 of 2 content images" in message and "cannot be read" in message, message
+    assert "permission denied" in message and "no usable" not in message
 
 
 def test_holdout_never_trains_and_keeps_one_image(tmp_path: Path) -> None:
