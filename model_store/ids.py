@@ -67,3 +67,12 @@ def is_valid_incarnation(tag: object) -> bool:
 def is_valid_blob_name(name: object) -> bool:
     """Return whether ``name`` is a file name the store itself would have written."""
     return isinstance(name, str) and _BLOB_NAME_RE.fullmatch(name) is not None
+
+
+#: A style's owner: an opaque id the service derives from an API key (never the key).
+_OWNER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_valid_owner(owner: object) -> bool:
+    """Return whether ``owner`` is a valid owner id (1-64 of ``[A-Za-z0-9_-]``)."""
+    return isinstance(owner, str) and _OWNER_RE.fullmatch(owner) is not None

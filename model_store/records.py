@@ -16,7 +16,12 @@ from enum import StrEnum
 from typing import Any
 
 from model_store.errors import CorruptRecord, InvalidTransition
-from model_store.ids import is_valid_blob_name, is_valid_incarnation, is_valid_style_id
+from model_store.ids import (
+    is_valid_blob_name,
+    is_valid_incarnation,
+    is_valid_owner,
+    is_valid_style_id,
+)
 
 #: Bumped when the manifest layout changes incompatibly; older readers then refuse the
 #: record as corrupt instead of misreading it.
@@ -157,6 +162,9 @@ class StyleRecord:
     #: ``(iteration, total loss)`` of the current or last run's progress reports, thinned
     #: to at most :data:`LOSS_HISTORY_POINTS` (a loss curve survives a page reload).
     loss_history: tuple[tuple[int, float], ...] = ()
+    #: Who created the style: an opaque id of the API key (never the key), set by the
+    #: service; None for styles created without a key (demo styles, an open API).
+    owner: str | None = None
 
     @property
     def servable(self) -> bool:
@@ -294,6 +302,7 @@ def record_to_json(rec: StyleRecord) -> bytes:
         "preview": None if rec.preview is None else _blob_to_json(rec.preview),
         "run_preview": None if rec.run_preview is None else _blob_to_json(rec.run_preview),
         "loss_history": [list(point) for point in rec.loss_history],
+        "owner": rec.owner,
     }
     # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
     return json.dumps(doc, allow_nan=False, sort_keys=True, indent=1).encode()
@@ -336,6 +345,14 @@ def _version_from_json(d: Any) -> VersionInfo:
     return v
 
 
+def _owner(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_valid_owner(value):
+        raise ValueError(f"bad owner {value!r}")
+    return value
+
+
 def record_from_json(style_id: str, data: bytes) -> StyleRecord:
     """Parse manifest bytes of ``style_id``.
 
@@ -374,6 +391,7 @@ def record_from_json(style_id: str, data: bytes) -> StyleRecord:
             # Absent from manifests written before runs had their own preview.
             run_preview=None if d.get("run_preview") is None else _blob_from_json(d["run_preview"]),
             loss_history=tuple((int(i), float(v)) for i, v in d.get("loss_history") or ()),
+            owner=_owner(d.get("owner")),  # absent from manifests written before owners
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too.

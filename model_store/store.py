@@ -39,6 +39,7 @@ from model_store.errors import (
 from model_store.gc import DEFAULT_GC_MIN_AGE_S, collect_garbage
 from model_store.ids import (
     generate_style_id,
+    is_valid_owner,
     is_valid_style_id,
     new_incarnation,
     validate_style_id,
@@ -99,6 +100,7 @@ class ModelStore:
         name: str,
         params: Mapping[str, Any] | None = None,
         style_id: str | None = None,
+        owner: str | None = None,
     ) -> StyleRecord:
         """Register a new style in status ``queued``.
 
@@ -107,13 +109,18 @@ class ModelStore:
             name: display name.
             params: training parameters (JSON-serialisable).
             style_id: a client-chosen id; by default a random one is generated.
+            owner: who created it (an opaque id of 1-64 ``[A-Za-z0-9_-]``), kept for
+                the style's life.
 
         Raises:
             InvalidStyleId: ``style_id`` is not a valid id.
             StyleExists: ``style_id`` is taken.
+            ValueError: ``style_image`` is empty or ``owner`` is not a valid id.
         """
         if not style_image:
             raise ValueError("style_image is empty")
+        if owner is not None and not is_valid_owner(owner):
+            raise ValueError(f"not a valid owner id: {owner!r}")
         chosen = style_id is not None
         sid = validate_style_id(style_id) if chosen else generate_style_id()
         content_type, ext = sniff_image(style_image)
@@ -130,6 +137,7 @@ class ModelStore:
                 incarnation=new_incarnation(),
                 style_image=image,
                 params=dict(params or {}),
+                owner=owner,
             )
             data = record_to_json(rec)  # fails before any write if params are not JSON
             key = f"{rec.incarnation}/{image.name}"

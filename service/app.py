@@ -24,6 +24,7 @@ from redis import Redis
 from model_store import open_store
 from service.demo_styles import register_demo_styles
 from service.errors import install_error_handlers
+from service.limits import Limits
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.openapi import install_openapi
@@ -72,6 +73,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.training = TrainingQueue(
             redis, queue_name=settings.training_queue, job_timeout_s=settings.train_job_timeout_s
         )
+        app.state.limits = Limits(settings, redis)
         warm = asyncio.create_task(runtime.warm_up(), name="stylize-warm-up")
         if group is not None:
             warm.add_done_callback(lambda task: runtime.warmed and group.mark_ready())
@@ -84,6 +86,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             warm.cancel()
             await asyncio.gather(warm, return_exceptions=True)
             await runtime.close()
+            await app.state.limits.close()
             redis.close()
             if group is not None:
                 group.leave()

@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from model_store import ModelStore
-from service.auth import require_key, require_stylize_key
+from service.auth import Caller, require_key, require_stylize_key
+from service.limits import Limits
 from service.metrics import ServiceMetrics
 from service.processes import ProcessGroup
 from service.runtime import InferenceRuntime
@@ -46,6 +47,11 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+async def get_limits(request: Request) -> Limits:
+    """Return the app's per-key limits (trainings, budget, stylize rate)."""
+    return request.app.state.limits
+
+
 async def get_process_group(request: Request) -> ProcessGroup | None:
     """Return the group of HTTP processes this one belongs to (``None``: it is alone)."""
     return request.app.state.process_group
@@ -57,6 +63,11 @@ RuntimeDep = Annotated[InferenceRuntime, Depends(get_runtime)]
 TrainingDep = Annotated[TrainingQueue, Depends(get_training)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ProcessGroupDep = Annotated[ProcessGroup | None, Depends(get_process_group)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]
+#: Who sent the request (its key's id, admin or not); the same check as the guards below,
+#: which FastAPI runs once per request.
+CallerDep = Annotated[Caller, Depends(require_key)]
+StylizeCallerDep = Annotated[Caller, Depends(require_stylize_key)]
 
 #: Route-level guards: ``dependencies=[RequireKey]``.
 RequireKey = Depends(require_key)

@@ -7,13 +7,15 @@ extra fields where the client can act on them (``style_id``, ``status``, ``field
     ServiceError                    (this module; status and code on the class)
     ├── BadRequest            400   empty body, not an image, truncated image
     ├── Unauthorized          401   missing bearer key
-    ├── Forbidden             403   wrong bearer key
+    ├── Forbidden             403   wrong bearer key; ``not_owner``: another key's style
     ├── Conflict              409   e.g. a training job for the style already exists
     │   └── StyleNotReady     409   style exists, nothing published yet (carries status)
     ├── UnsupportedMediaType  415   an image format or Content-Type we do not take
     ├── InvalidOption         422   an option the schema cannot express (e.g. max_side)
     ├── TooManyPixels         413   decompression-bomb guard, from the image header
     ├── Overloaded            429   queue full (carries retry_after)
+    ├── QuotaExceeded         429   ``training_quota``: the key's trainings or budget
+    ├── RateLimited           429   ``rate_limited``: the key's stylize token bucket is empty
     ├── Unavailable           503   Redis / store down (carries retry_after)
     └── RequestTimeout        504   no answer within request_timeout_s of arrival
     PayloadTooLarge           413   body over the byte limit (an HTTPException: it is raised
@@ -86,7 +88,7 @@ class Unauthorized(ServiceError):
 
 
 class Forbidden(ServiceError):
-    """The bearer key is not one of the configured keys (403)."""
+    """The bearer key is not one of the configured keys, or may not do this (403)."""
 
     status, code = 403, "forbidden"
 
@@ -125,6 +127,18 @@ class Overloaded(ServiceError):
     """The stylize queue is full; retry after ``retry_after`` seconds (429)."""
 
     status, code = 429, "overloaded"
+
+
+class QuotaExceeded(ServiceError):
+    """The key has as many trainings queued or running as it may, or spent its budget (429)."""
+
+    status, code = 429, "training_quota"
+
+
+class RateLimited(ServiceError):
+    """The key (or client address) sent stylize requests faster than its rate (429)."""
+
+    status, code = 429, "rate_limited"
 
 
 class Unavailable(ServiceError):

@@ -160,6 +160,12 @@ class StyleOut(BaseModel):
         description="While queued or training: estimated seconds until the run is done, "
         "from the training speed the workers measured (service/estimate.py); null otherwise",
     )
+    owner: str | None = Field(
+        None,
+        description="Id of the API key that created the style (16 hex digits of a digest, "
+        "never the key): that key or an admin key may train, cancel or delete it; null: "
+        "no owner (a demo style, or made while the API was open), admin keys only",
+    )
 
     @classmethod
     def from_record(cls, rec: StyleRecord) -> StyleOut:
@@ -187,6 +193,7 @@ class StyleOut(BaseModel):
             revision=rec.revision,
             progress=progress,
             error=rec.error,
+            owner=rec.owner,
             loss_history=list(rec.loss_history),
             metrics=dict(rec.metrics),
             params=dict(rec.params),

@@ -2,13 +2,14 @@
 
 Build it with :func:`load_settings` (or ``ServiceSettings(...)`` in tests) and pass it to
 :func:`service.app.create_app`. Invalid values fail at start-up, not on the first request.
-List settings (``STYLIZE_API_KEYS``, ``STYLIZE_WARM_STYLES``, ``STYLIZE_WARM_SIDES``)
-accept JSON (``["a","b"]``) or a comma-separated string (``a,b``).
+List settings (``STYLIZE_API_KEYS``, ``STYLIZE_ADMIN_KEYS``, ``STYLIZE_WARM_STYLES``,
+``STYLIZE_WARM_SIDES``) accept JSON (``["a","b"]``) or a comma-separated string (``a,b``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -81,8 +82,19 @@ class ServiceSettings(FileVariablesSettings):
             shapes compiled ahead of time).
         style_cache_ttl_s: how long a style record (its current version) is reused before
             the store is read again.
-        api_keys: bearer keys; empty leaves the API open.
+        api_keys: bearer keys of users; with neither these nor ``admin_keys`` the API is
+            open. A user key manages (cancels, retrains, deletes) the styles it created.
+        admin_keys: bearer keys that are valid wherever a user key is and also manage
+            every style, the demo styles and styles without an owner included.
         stylize_requires_key: whether ``POST /stylize`` needs a key too.
+        trainings_per_key: most trainings one key may have queued or running at once
+            (counted in Redis across every HTTP process); beyond: 429 ``training_quota``.
+            0: no limit. Not applied while the API is open (no keys configured).
+        training_budget_s: estimated training seconds one key may start per UTC day
+            (charged at admission from the workers' measured speed); 0: no budget.
+        stylize_rate_per_s, stylize_burst: token bucket of ``POST /stylize`` per key
+            (requests without a valid key: per client address), held in Redis; beyond:
+            429 ``rate_limited``. Rate 0: no limit; burst 0: ``max(1, rate)``.
         training_queue: RQ queue the training jobs go to.
         train_job_timeout_s: RQ ``job_timeout`` of a training job.
         torch_compile: compile generators (for the ``warm_sides`` shapes) with
@@ -149,7 +161,12 @@ class ServiceSettings(FileVariablesSettings):
     warm_sides: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [256])
     style_cache_ttl_s: float = Field(2.0, ge=0)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     stylize_requires_key: bool = False
+    trainings_per_key: int = Field(2, ge=0, le=10_000)
+    training_budget_s: float = Field(0.0, ge=0)
+    stylize_rate_per_s: float = Field(0.0, ge=0, le=100_000)
+    stylize_burst: int = Field(0, ge=0, le=1_000_000)
     training_queue: str = Field("training", min_length=1)
     train_job_timeout_s: int = Field(6 * 3600, ge=1)
     torch_compile: bool = False
@@ -167,7 +184,7 @@ class ServiceSettings(FileVariablesSettings):
     events_max_s: float = Field(600.0, gt=0)
     demo_styles_dir: Path | None = None
 
-    @field_validator("warm_styles", "warm_sides", "api_keys", mode="before")
+    @field_validator("warm_styles", "warm_sides", "api_keys", "admin_keys", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -187,7 +204,7 @@ class ServiceSettings(FileVariablesSettings):
             raise ValueError(f"warm sides must be ≥ {MIN_SIDE}")
         return value
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
         if any(len(k.get_secret_value()) < 8 for k in value):
@@ -217,14 +234,19 @@ class ServiceSettings(FileVariablesSettings):
         if self.max_side_limit**2 > self.max_pixels:
             # A square image at the largest side must still decode.
             raise ValueError("max_side_limit² must not exceed max_pixels")
-        if self.stylize_requires_key and not self.api_keys:
-            raise ValueError("stylize_requires_key needs api_keys")
+        if self.stylize_requires_key and not self.auth_enabled:
+            raise ValueError("stylize_requires_key needs api_keys or admin_keys")
         return self
 
     @property
     def auth_enabled(self) -> bool:
-        """Whether API keys are configured."""
-        return bool(self.api_keys)
+        """Whether API keys (user or admin) are configured."""
+        return bool(self.api_keys or self.admin_keys)
+
+    @property
+    def effective_stylize_burst(self) -> int:
+        """Return the token bucket's size of ``POST /stylize`` (``stylize_burst`` or the rate)."""
+        return self.stylize_burst or max(1, math.ceil(self.stylize_rate_per_s))
 
     def effective_max_batch_size(self, device_type: str) -> int:
         """Return the batch limit for a device type (``cpu`` or ``cuda``)."""

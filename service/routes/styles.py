@@ -1,5 +1,10 @@
 """The styles API: create (enqueues training), train again, cancel, list, read, delete.
 
+A style created with a key is owned by it (``owner``: the key's id); only that key or an
+admin key may train it again, cancel or delete it (403 ``not_owner`` otherwise), and a
+style without an owner (demo styles, styles made while the API was open) only an admin
+key. Creating and retraining take one of the key's training slots (:mod:`service.limits`).
+
 Store and Redis calls block, so they run in the thread pool: plain ``def`` handlers, or
 ``anyio.to_thread`` from the ``async`` ones, which read their body themselves (create,
 train) or touch the runtime on the event loop (delete).
@@ -24,12 +29,23 @@ from model_store import (
     ModelStoreError,
     Status,
     StyleRecord,
+    generate_style_id,
 )
 from service import imaging
-from service.auth import KeyFirstRoute
-from service.deps import MetricsDep, RequireKey, RuntimeDep, SettingsDep, StoreDep, TrainingDep
+from service.auth import Caller, KeyFirstRoute, check_manager
+from service.deps import (
+    CallerDep,
+    LimitsDep,
+    MetricsDep,
+    RequireKey,
+    RuntimeDep,
+    SettingsDep,
+    StoreDep,
+    TrainingDep,
+)
 from service.errors import BadRequest, Conflict, InvalidOption, ServiceError
 from service.estimate import estimate_for_record
+from service.limits import Limits
 from service.schemas import ErrorOut, StyleOut, StylePage
 from service.settings import ServiceSettings
 from service.training import TrainingQueue
@@ -47,8 +63,22 @@ def _priced(rec: StyleRecord, training: TrainingQueue) -> StyleOut:
     return out
 
 
+#: What the errors shared by several routes mean here.
+_ERROR_TEXT = {
+    401: "API key missing",
+    403: "API key not valid, or (not_owner) the style is another key's: only its owner or "
+    "an admin key may change it",
+    429: "training_quota: the key has as many trainings queued or running as it may "
+    "(trainings_per_key), or spent its daily budget; see Retry-After",
+}
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut} for code in codes}
+    documented = {code: {"model": ErrorOut} for code in codes}
+    for code, text in _ERROR_TEXT.items():
+        if code in documented:
+            documented[code]["description"] = text
+    return documented
 
 
 def _parse_params(text: str | None) -> TrainParams:
@@ -98,7 +128,7 @@ def _parse_train_body(raw: bytes) -> dict[str, Any] | None:
     response_model=StyleOut,
     dependencies=[RequireKey],
     summary="Create a style and enqueue its training",
-    responses=_errors(400, 401, 403, 413, 415, 422, 503),
+    responses=_errors(400, 401, 403, 413, 415, 422, 429, 503),
 )
 async def create_style(
     request: Request,
@@ -107,6 +137,8 @@ async def create_style(
     training: TrainingDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    caller: CallerDep,
+    limits: LimitsDep,
     image: Annotated[UploadFile, File(description="The style image (JPEG, PNG or WebP)")],
     name: Annotated[str, Form(min_length=1, max_length=200)],
     params: Annotated[
@@ -125,7 +157,7 @@ async def create_style(
     data = await image.read()
     train_params = _parse_params(params)
     rec = await anyio.to_thread.run_sync(
-        _create, store, training, settings, data, name, train_params
+        _create, store, training, settings, data, name, train_params, caller, limits
     )
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
@@ -139,20 +171,24 @@ def _create(
     data: bytes,
     name: str,
     train_params: TrainParams,
+    caller: Caller,
+    limits: Limits,
 ) -> StyleRecord:
     # Refuse what the worker could not train on, now rather than in an hour.
     imaging.decode(data, max_pixels=settings.max_pixels, max_side=train_params.style_size)
     as_dict = train_params.to_dict()
-    rec = store.create(data, name=name, params=as_dict)
-    try:
-        training.enqueue(rec.id, as_dict)
-    except Exception:
-        # No orphan: a queued style nobody will ever train would wait forever.
+    style_id = generate_style_id()  # known before the style is saved: the slot names it
+    with limits.trainings.slot(caller, style_id, train_params, store):
+        rec = store.create(data, name=name, params=as_dict, style_id=style_id, owner=caller.key_id)
         try:
-            store.delete(rec.id)
-        except ModelStoreError as exc:
-            log.error("could not remove style %s after a failed enqueue: %s", rec.id, exc)
-        raise
+            training.enqueue(rec.id, as_dict)
+        except Exception:
+            # No orphan: a queued style nobody will ever train would wait forever.
+            try:
+                store.delete(rec.id)
+            except ModelStoreError as exc:
+                log.error("could not remove style %s after a failed enqueue: %s", rec.id, exc)
+            raise
     return rec
 
 
@@ -162,7 +198,7 @@ def _create(
     response_model=StyleOut,
     dependencies=[RequireKey],
     summary="Train a style again (ready, failed or canceled); its current version serves",
-    responses=_errors(400, 401, 403, 404, 409, 422, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 429, 503),
 )
 async def train_style_again(
     style_id: str,
@@ -171,6 +207,8 @@ async def train_style_again(
     store: StoreDep,
     training: TrainingDep,
     metrics: MetricsDep,
+    caller: CallerDep,
+    limits: LimitsDep,
 ) -> StyleOut:
     """Start a new training run (status ``queued``); 202 + Location.
 
@@ -181,16 +219,24 @@ async def train_style_again(
     """
     # Read and validated here, not by FastAPI, so that every malformed body is a 4xx.
     new_params = _parse_train_body(await request.body())
-    rec = await anyio.to_thread.run_sync(_train_again, store, training, style_id, new_params)
+    rec = await anyio.to_thread.run_sync(
+        _train_again, store, training, style_id, new_params, caller, limits
+    )
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
     return await anyio.to_thread.run_sync(_priced, rec, training)  # reads the speed (Redis)
 
 
 def _train_again(
-    store: ModelStore, training: TrainingQueue, style_id: str, new_params: dict[str, Any] | None
+    store: ModelStore,
+    training: TrainingQueue,
+    style_id: str,
+    new_params: dict[str, Any] | None,
+    caller: Caller,
+    limits: Limits,
 ) -> StyleRecord:
     rec = store.get(style_id)
+    check_manager(caller, rec.owner, rec.id, "train")
     if rec.status not in RESTARTABLE:
         raise Conflict(
             f"style {rec.id!r} is {rec.status.value}: wait for the run to end, or cancel it",
@@ -199,20 +245,25 @@ def _train_again(
             status=rec.status.value,
         )
     # The last run's params pass the same schema (records written before it was strict).
-    params = new_params or TrainParams.from_dict(dict(rec.params)).to_dict()
+    train_params = TrainParams.from_dict(new_params or dict(rec.params))
+    params = train_params.to_dict()
     with training.starting(rec.id):  # concurrent retrains: one 202, 409 for the others
         training.forget_finished(rec.id)
-        rec = store.restart(rec.id, params)  # InvalidTransition (lost a race) -> 409
-        try:
-            training.enqueue(rec.id, params)
-        except Exception as exc:
-            # Nobody would ever train a queued style: say why it is not training.
-            reason = exc.message if isinstance(exc, ServiceError) else str(exc)
+        # After forget_finished: the previous job's end must not free the new slot.
+        with limits.trainings.slot(caller, rec.id, train_params, store):
+            rec = store.restart(rec.id, params)  # InvalidTransition (lost a race) -> 409
             try:
-                store.update(rec.id, status=Status.FAILED, error=f"could not enqueue: {reason}")
-            except ModelStoreError as store_exc:
-                log.error("style %s: could not record the failed enqueue: %s", rec.id, store_exc)
-            raise
+                training.enqueue(rec.id, params)
+            except Exception as exc:
+                # Nobody would ever train a queued style: say why it is not training.
+                reason = exc.message if isinstance(exc, ServiceError) else str(exc)
+                try:
+                    store.update(rec.id, status=Status.FAILED, error=f"could not enqueue: {reason}")
+                except ModelStoreError as store_exc:
+                    log.error(
+                        "style %s: could not record the failed enqueue: %s", rec.id, store_exc
+                    )
+                raise
     return rec
 
 
@@ -322,13 +373,16 @@ def _stop_run(store: ModelStore, training: TrainingQueue, rec: StyleRecord) -> s
     summary="Stop the style's training run; a published version goes on serving",
     responses=_errors(401, 403, 404, 409),
 )
-def cancel_training(style_id: str, store: StoreDep, training: TrainingDep) -> StyleOut:
+def cancel_training(
+    style_id: str, store: StoreDep, training: TrainingDep, caller: CallerDep
+) -> StyleOut:
     """Cancel a queued or running training (status ``canceled``).
 
     A style canceled during a retrain keeps serving its current version, and any
     canceled style can be trained again (``POST /styles/{id}/train``) or deleted.
     """
     rec = store.get(style_id)
+    check_manager(caller, rec.owner, rec.id, "cancel")
     if rec.status not in (Status.QUEUED, Status.TRAINING):
         raise Conflict(
             f"style {rec.id!r} is {rec.status.value}: no training run to cancel",
@@ -341,8 +395,10 @@ def cancel_training(style_id: str, store: StoreDep, training: TrainingDep) -> St
     return StyleOut.from_record(store.get(rec.id))
 
 
-def _delete(store: ModelStore, training: TrainingQueue, style_id: str) -> None:
-    outcome = _stop_run(store, training, store.get(style_id))
+def _delete(store: ModelStore, training: TrainingQueue, style_id: str, caller: Caller) -> None:
+    rec = store.get(style_id)
+    check_manager(caller, rec.owner, rec.id, "delete")
+    outcome = _stop_run(store, training, rec)
     log.info("style %s deleted; training job: %s", style_id, outcome)
     store.delete(style_id)
 
@@ -356,9 +412,9 @@ def _delete(store: ModelStore, training: TrainingQueue, style_id: str) -> None:
     responses=_errors(401, 403, 404),
 )
 async def delete_style(
-    style_id: str, store: StoreDep, training: TrainingDep, runtime: RuntimeDep
+    style_id: str, store: StoreDep, training: TrainingDep, runtime: RuntimeDep, caller: CallerDep
 ) -> Response:
     """Cancel the style's training if running, then delete it with all its versions."""
-    await anyio.to_thread.run_sync(_delete, store, training, style_id)
+    await anyio.to_thread.run_sync(_delete, store, training, style_id, caller)
     runtime.forget_style(style_id)
     return Response(status_code=204)

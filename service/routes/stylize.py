@@ -1,8 +1,8 @@
 """``POST /stylize``: an image and a style in, the stylized image out.
 
-The route owns the request's life: admission (a full queue is refused before the body
-is read), the body, a timeout counted from arrival, and a watch on the connection, so a
-client that disconnects gives its queue slot back at once.
+The route owns the request's life: admission (the caller's rate limit and a full queue
+are refused before the body is read), the body, a timeout counted from arrival, and a
+watch on the connection, so a client that disconnects gives its queue slot back at once.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
-from service.auth import KeyFirstRoute
-from service.deps import RequireStylizeKey, RuntimeDep, SettingsDep
-from service.errors import InvalidOption, RequestTimeout, UnsupportedMediaType
+from service.auth import Caller, KeyFirstRoute
+from service.deps import LimitsDep, RequireStylizeKey, RuntimeDep, SettingsDep, StylizeCallerDep
+from service.errors import InvalidOption, RateLimited, RequestTimeout, UnsupportedMediaType
 from service.imaging import MEDIA_TYPES
 from service.middleware import ARRIVAL
 from service.runtime import BlendOptions, InferenceRuntime
@@ -86,7 +86,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Body over max_upload_bytes, or image over max_pixels",
         415: "Unsupported image format or Content-Type",
         422: "Invalid options",
-        429: "Queue full; see Retry-After",
+        429: "Queue full (overloaded; fair_share: this client holds more of the queue than "
+        "any other), or (rate_limited) the key's or address's stylize rate; see Retry-After",
         500: "The style's weights are corrupt (the error names the style)",
         504: "Not answered within request_timeout_s",
     }.items()
@@ -110,11 +111,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     },
     openapi_extra=_openapi(),
 )
-async def stylize(request: Request, runtime: RuntimeDep, settings: SettingsDep) -> Response:
+async def stylize(
+    request: Request,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    caller: StylizeCallerDep,
+    limits: LimitsDep,
+) -> Response:
     """Apply a style to a JPEG, PNG or WebP image (EXIF orientation and alpha handled)."""
     arrival: float = request.scope.get(ARRIVAL) or time.monotonic()
     deadline = arrival + settings.request_timeout_s
-    runtime.batcher.check_capacity()  # refuse before reading a byte when overloaded
+    client = client_id(request, caller)
+    if limits.stylize is not None and not caller.admin:
+        try:
+            await limits.stylize.check(client)
+        except RateLimited:
+            runtime.metrics.rejected.labels(reason="rate_limited").inc()
+            raise
+    runtime.batcher.check_capacity(client)  # refuse before reading a byte when overloaded
     timings: dict[str, float] = {}
     limit = Limit(arrival, settings.request_timeout_s)
     try:
@@ -123,13 +137,24 @@ async def stylize(request: Request, runtime: RuntimeDep, settings: SettingsDep) 
             started = time.perf_counter()
             data, fields = await _read_input(request)
             timings["read"] = time.perf_counter() - started
-            work = _process(runtime, settings, data, fields, limit, timings, arrival)
+            work = _process(runtime, settings, data, fields, limit, timings, arrival, client)
             return await _unless_disconnected(request, runtime, work)
     except TimeoutError as exc:
         runtime.metrics.rejected.labels(reason="timeout").inc()
         raise RequestTimeout(
             f"no answer within {limit.seconds:g} s of the request's arrival"
         ) from exc
+
+
+def client_id(request: Request, caller: Caller) -> str:
+    """Return who the request counts against: its key's id, else ``addr:<client address>``.
+
+    The address is the peer's, or the proxy's ``X-Forwarded-For`` when uvicorn trusts the
+    proxy (``FORWARDED_ALLOW_IPS``).
+    """
+    if caller.key_id is not None:
+        return caller.key_id
+    return f"addr:{request.client.host if request.client else 'unknown'}"
 
 
 @dataclass
@@ -187,6 +212,7 @@ async def _process(
     limit: Limit,
     timings: dict[str, float],
     arrival: float,
+    client: str,
 ) -> Response:
     options = StylizeOptions.model_validate(fields)  # ValidationError -> 422
     max_side = options.max_side or settings.max_side_default
@@ -213,7 +239,7 @@ async def _process(
         # Exact tiled inference in the large-image lane: minutes on a CPU, not seconds.
         limit.extend(settings.large_request_timeout_s)
     blend = BlendOptions(options.strength, options.preserve_color)
-    result = await runtime.stylize(generator, decoded.pixels, blend, limit.deadline)
+    result = await runtime.stylize(generator, decoded.pixels, blend, limit.deadline, client)
     timings["queue"] = result.queue_wait_s
     timings["infer"] = result.run_s
     fmt = options.format or decoded.format

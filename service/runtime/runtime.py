@@ -225,11 +225,13 @@ class InferenceRuntime:
         pixels: np.ndarray | torch.Tensor,
         options: BlendOptions,
         deadline: float,
+        client: str = "",
     ) -> Batched[np.ndarray | torch.Tensor]:
         """Queue one image for the device; batches with same-shape, same-model requests.
 
         ``pixels`` may be a device tensor (device JPEG decode); the result is then a
-        device tensor too, for :meth:`encode` (see :func:`stylize_batch`).
+        device tensor too, for :meth:`encode` (see :func:`stylize_batch`). ``client``
+        (a key id or an address) is whom the batcher keeps fair between.
 
         Raises:
             Overloaded: the queue is full.
@@ -241,7 +243,8 @@ class InferenceRuntime:
             large = host_pixels(pixels)
             return await self._stylize_large(generator, large, options, deadline)
         key = BatchKey(generator.key, height, width)  # type: ignore[arg-type]
-        return await self.batcher.submit(key, _Item(generator, pixels, options), deadline)
+        item = _Item(generator, pixels, options)
+        return await self.batcher.submit(key, item, deadline, client=client)
 
     def is_large(self, height: int, width: int) -> bool:
         """Whether an image of this size goes to the large-image lane (tiled)."""

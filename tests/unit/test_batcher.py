@@ -126,3 +126,117 @@ def test_queue_full_is_refused_before_queueing() -> None:
         await asyncio.gather(running, queued, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+# --- fairness between clients (issue 23): order of service, never timings ----------------
+
+
+class Gated:
+    """A runner that records each batch's payloads and holds the first batch at a gate."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.batches: list[list[str]] = []
+
+    async def __call__(self, _key, payloads: Sequence[str]) -> list[str]:
+        if not self.batches:
+            self.batches.append(list(payloads))
+            await self.gate.wait()
+        else:
+            self.batches.append(list(payloads))
+        return list(payloads)
+
+
+async def _flood_then_light(
+    runner: Gated, batcher: Batcher, heavy: int, light: int, key_of=lambda _name: "k"
+) -> list[asyncio.Future]:
+    """``heavy`` requests of one client, the first on the device, then ``light`` of another."""
+    far = time.monotonic() + 60
+    futures = [asyncio.ensure_future(batcher.submit(key_of("h0"), "h0", far, client="heavy"))]
+    await _until_dispatched(batcher, 1)  # h0 holds the device; the rest queue behind it
+    for i in range(1, heavy):
+        name = f"h{i}"
+        futures.append(
+            asyncio.ensure_future(batcher.submit(key_of(name), name, far, client="heavy"))
+        )
+    await asyncio.sleep(0)  # heavy's requests are queued before light's
+    for i in range(light):
+        name = f"l{i}"
+        futures.append(
+            asyncio.ensure_future(batcher.submit(key_of(name), name, far, client="light"))
+        )
+    await asyncio.sleep(0.01)
+    return futures
+
+
+def _serve(
+    max_batch_size: int, heavy: int, light: int, key_of=lambda _name: "k"
+) -> tuple[list[list[str]], list[str]]:
+    """Run :func:`_flood_then_light` to the end; return the batches and every result."""
+
+    async def scenario() -> tuple[list[list[str]], list[str]]:
+        runner = Gated()
+        batcher = _batcher(runner, max_batch_size=max_batch_size, queue_size=32)
+        batcher.start()
+        futures = await _flood_then_light(runner, batcher, heavy, light, key_of)
+        runner.gate.set()
+        results = await asyncio.gather(*futures)
+        await batcher.stop()
+        return runner.batches, [r.value for r in results]
+
+    return asyncio.run(scenario())
+
+
+def test_a_flood_from_one_client_does_not_starve_another() -> None:
+    """One at a time (CPU): the light client is served next, then turns alternate."""
+    batches, _ = _serve(max_batch_size=1, heavy=8, light=2)
+    # Oldest-first would serve h0..h7 before l0: the light client waited for all of it.
+    assert [b[0] for b in batches] == ["h0", "l0", "h1", "l1", "h2", "h3", "h4", "h5", "h6", "h7"]
+
+
+def test_batches_are_filled_round_robin_across_clients() -> None:
+    batches, results = _serve(max_batch_size=4, heavy=7, light=2)
+    assert batches == [["h0"], ["l0", "h1", "l1", "h2"], ["h3", "h4", "h5", "h6"]]
+    assert results == [f"h{i}" for i in range(7)] + ["l0", "l1"]  # each got its own
+
+
+def test_the_light_client_goes_first_across_shapes_too() -> None:
+    """Requests of different shapes never share a batch; turns still alternate."""
+    batches, _ = _serve(
+        max_batch_size=4, heavy=9, light=1, key_of=lambda n: "small" if n[0] == "h" else "large"
+    )
+    assert batches == [["h0"], ["l0"], ["h1", "h2", "h3", "h4"], ["h5", "h6", "h7", "h8"]]
+
+
+def test_a_full_queue_makes_room_for_a_client_holding_less_of_it() -> None:
+    async def scenario() -> None:
+        runner = Gated()
+        batcher = _batcher(runner, max_batch_size=1, queue_size=4)
+        batcher.start()
+        far = time.monotonic() + 60
+        futures = await _flood_then_light(runner, batcher, heavy=5, light=0)  # h1..h4 queued
+        assert batcher.full
+        lights = [asyncio.ensure_future(batcher.submit("k", "l0", far, client="light"))]
+        await asyncio.sleep(0.01)
+        # The heavy client's newest request made room: 429 fair_share, at once.
+        with pytest.raises(Overloaded) as pushed:
+            await futures[4]
+        assert pushed.value.code == "fair_share" and pushed.value.retry_after >= 1
+        lights.append(asyncio.ensure_future(batcher.submit("k", "l1", far, client="light")))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded):
+            await futures[3]
+        # Two each now: the next light request would not be fairer; refused itself.
+        with pytest.raises(Overloaded) as refused:
+            batcher.check_capacity("light")
+        assert refused.value.code == "overloaded"
+        with pytest.raises(Overloaded):
+            await batcher.submit("k", "l2", far, client="light")
+        assert batcher.depth == 4
+        runner.gate.set()
+        served = await asyncio.gather(*futures[:3], *lights)
+        await batcher.stop()
+        assert [r.value for r in served] == ["h0", "h1", "h2", "l0", "l1"]
+        assert [b[0] for b in runner.batches] == ["h0", "l0", "h1", "l1", "h2"]
+
+    asyncio.run(scenario())

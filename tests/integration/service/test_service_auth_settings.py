@@ -61,13 +61,15 @@ def test_keys_guard_creating_training_and_deleting(
                 403,
                 "forbidden",
             )
-        r = client.post(f"/styles/{sid}/cancel", headers=_bearer(KEY))
+        # A valid key that is not the style's owner (tests/.../test_service_limits.py).
+        assert_error(client.post(f"/styles/{sid}/cancel", headers=_bearer(KEY)), 403, "not_owner")
+        r = client.post(f"/styles/{sid}/cancel", headers=_bearer(OTHER_KEY))
         assert r.status_code == 200 and r.json()["status"] == "canceled"
         assert_error(client.delete(f"/styles/{sid}"), 401, "unauthorized")
         assert_error(
             client.delete(f"/styles/{sid}", headers=_bearer("nope-nope")), 403, "forbidden"
         )
-        assert client.delete(f"/styles/{sid}", headers=_bearer(KEY)).status_code == 204
+        assert client.delete(f"/styles/{sid}", headers=_bearer(OTHER_KEY)).status_code == 204
         # Reading and stylizing stay open unless configured otherwise.
         assert client.get("/styles").status_code == 200
         assert _stylize(client, photo).status_code == 200
