@@ -187,12 +187,17 @@ def running_service(root: Path, env_overrides: dict[str, str]) -> Iterator[str]:
 
 @dataclass
 class RawReply:
-    """What a raw-socket exchange got back: status (None: no answer), JSON body, time."""
+    """What a raw-socket exchange got back: status (None: no answer), JSON body, time.
+
+    ``sent`` counts the request bytes sent before the answer: a refusal "at once" shows as
+    a small count, whatever the machine's load.
+    """
 
     status: int | None
     headers: dict[str, str]
     body: Any
     seconds: float
+    sent: int = 0
 
 
 def raw_request(
@@ -206,10 +211,12 @@ def raw_request(
     """
     started = time.monotonic()
     reply = b""
+    sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
         try:
             for chunk in chunks:
                 sock.sendall(chunk)
+                sent += len(chunk)
                 if select.select([sock], [], [], 0)[0]:
                     break  # answered (or closed) before the request was all sent
                 time.sleep(pause_s)
@@ -236,7 +243,7 @@ def raw_request(
         document = json.loads(body) if is_json else body
     except ValueError:  # cut short (the wait ran out)
         document = body
-    return RawReply(status, headers, document, seconds)
+    return RawReply(status, headers, document, seconds, sent)
 
 
 def _whole_response(reply: bytes) -> bool:

@@ -68,10 +68,9 @@ def _streamed(head: bytes, total: int, chunk: int = 64 * 1024) -> Iterator[bytes
         yield b"a" * chunk
 
 
-def _healthz_seconds(port: int) -> float:
-    started = time.monotonic()
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-    return time.monotonic() - started
+def _healthz_answers(port: int) -> bool:
+    # The timeout is a hang guard, generous for a loaded machine: answering is the point.
+    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
 
 
 def test_huge_header_is_refused_at_once_and_costs_nothing(port: int):
@@ -79,17 +78,18 @@ def test_huge_header_is_refused_at_once_and_costs_nothing(port: int):
     head = b"POST /stylize HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nX-Big: "
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda _: raw_request(port, _streamed(head, 64 * MiB)), range(4)))
-        assert _healthz_seconds(port) < 1.0
+        assert _healthz_answers(port)
     for reply in replies:
         _error(reply, 431, "headers_too_large")
-        assert reply.seconds < 2.0
+        # Refused after the header limit, not after 64 MiB (loopback buffers hold a few MiB).
+        assert reply.sent < 16 * MiB, reply.sent
 
 
 def test_one_endless_header_line_is_bounded(port: int):
     # No CRLF ever: httptools never calls back, the raw byte count must stop it.
-    reply = raw_request(port, _streamed(b"GET /healthz HTTP/1.1\r\nX: ", 8 * MiB))
+    reply = raw_request(port, _streamed(b"GET /healthz HTTP/1.1\r\nX: ", 64 * MiB))
     _error(reply, 431, "headers_too_large")
-    assert reply.seconds < 2.0
+    assert reply.sent < 16 * MiB, reply.sent
 
 
 def test_too_many_headers(port: int):
@@ -115,7 +115,9 @@ def test_too_many_headers(port: int):
 def test_slow_headers_get_408(port: int, chunks: list[bytes]):
     reply = raw_request(port, chunks, pause_s=0.2, wait_s=10)
     _error(reply, 408, "request_timeout")
-    assert HEADER_TIMEOUT_S - 0.1 < reply.seconds < HEADER_TIMEOUT_S + 1.5
+    # Not before the header deadline (a loaded machine only makes it later; the socket's
+    # 10 s wait is the hang guard).
+    assert reply.seconds > HEADER_TIMEOUT_S - 0.1
 
 
 def _read_response(sock: socket.socket) -> bytes:
@@ -137,10 +139,9 @@ def test_keep_alive_request_gets_its_own_header_clock(port: int):
         time.sleep(HEADER_TIMEOUT_S * 1.5)
         sock.sendall(request)
         assert _read_response(sock).startswith(b"HTTP/1.1 200")
-        started = time.monotonic()
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # a third request that stalls
+        # Only the server's header clock answers it (the socket would time out at 10 s).
         assert _read_response(sock).startswith(b"HTTP/1.1 408")
-        assert time.monotonic() - started < HEADER_TIMEOUT_S + 1.5
 
 
 def test_long_url_is_json_414(port: int):
@@ -174,23 +175,24 @@ BODIES = {
 def test_key_is_checked_before_the_body_is_read(port: int, path: str, key: str | None, status):
     # Was: a client without a key sending half a body held the connection, no answer.
     reply = raw_request(port, _half_body(path, key, *BODIES[path]))
+    # 401/403, not the stalled body's 408: answered without waiting for the body.
     _error(reply, status, "unauthorized" if status == 401 else "forbidden")
-    assert reply.seconds < BODY_IDLE_S  # answered without waiting for the body
 
 
 @pytest.mark.parametrize("path", ["/styles", "/styles/alpha/train"])
 def test_stalled_body_gets_408(port: int, path: str):
     reply = raw_request(port, _half_body(path, KEY, *BODIES[path]), wait_s=10)
     assert "stalled" in _error(reply, 408, "request_timeout")["message"]
-    assert BODY_IDLE_S - 0.1 < reply.seconds < BODY_IDLE_S + 1.5
+    assert reply.seconds > BODY_IDLE_S - 0.1  # not before the idle deadline
 
 
 def test_trickled_body_gets_408_at_the_body_deadline(port: int):
     # A byte every 0.4 s never stalls for BODY_IDLE_S; the total deadline stops it.
     head, *_ = _half_body("/styles/alpha/train", KEY, *BODIES["/styles/alpha/train"])
     reply = raw_request(port, [head, *(b" " for _ in range(40))], pause_s=0.4, wait_s=10)
+    # "within": the total deadline fired, not the idle one ("stalled").
     assert "within" in _error(reply, 408, "request_timeout")["message"]
-    assert BODY_TOTAL_S - 0.1 < reply.seconds < BODY_TOTAL_S + 1.5
+    assert reply.seconds > BODY_TOTAL_S - 0.1
 
 
 def test_over_the_concurrency_limit_is_json_503(port: int):
@@ -205,4 +207,4 @@ def test_over_the_concurrency_limit_is_json_503(port: int):
         for sock in idle:
             sock.close()
     time.sleep(0.2)
-    assert _healthz_seconds(port) < 1.0
+    assert _healthz_answers(port)

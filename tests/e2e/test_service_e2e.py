@@ -128,9 +128,9 @@ def test_oversized_body_is_refused_before_it_is_sent(server: str):
         b"POST /stylize?style=alpha HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
         b"Content-Length: 500000000\r\n\r\n"
     )
-    started = time.monotonic()
-    reply = _raw_exchange(port, head, b"\xff\xd8\xff" + b"\0" * 1000)  # 1 KB of 500 MB
-    assert time.monotonic() - started < 5
+    # Answered with 1 KB of 500 MB sent: a server waiting for the body would let the
+    # socket's 10 s timeout fail this read.
+    reply = _raw_exchange(port, head, b"\xff\xd8\xff" + b"\0" * 1000)
     status_line, _, rest = reply.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 413")
     body = json.loads(rest.split(b"\r\n\r\n", 1)[1])

@@ -54,7 +54,6 @@ def test_a_training_is_priced_before_and_while_it_runs_and_refines_the_speed(sta
     # The default recipe costs far more than this small run, on the same device.
     assert _estimate(url, {})["estimated_seconds"] > 20 * priced["estimated_seconds"]
 
-    started = time.monotonic()  # a guard against a hang, not a measurement
     with (REPO / "demo_styles/scream/style.jpg").open("rb") as handle:
         created = httpx.post(
             f"{url}/styles",
@@ -67,12 +66,11 @@ def test_a_training_is_priced_before_and_while_it_runs_and_refines_the_speed(sta
     estimate = style["estimated_seconds"]
     assert estimate is not None and estimate > 0
     seen_while_running = []
-    while True:
+    for _ in range(900):  # polls, a second apart: a hang guard, not a measurement
         record = httpx.get(f"{url}/styles/{style['id']}", timeout=10).json()
         if record["status"] in ("ready", "failed", "canceled"):
             break
         seen_while_running.append(record["estimated_seconds"])
-        assert time.monotonic() - started < 900, record
         time.sleep(1)
     assert record["status"] == "ready", record
     assert record["estimated_seconds"] is None  # no longer queued or training

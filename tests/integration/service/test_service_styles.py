@@ -287,13 +287,13 @@ def test_events_follow_training_to_ready(
 
     thread = threading.Thread(target=worker)
     thread.start()
-    started = time.monotonic()
+    # The stream ends by itself once the style is ready (else this read hangs, and the
+    # test's timeout fails it).
     with client.stream("GET", f"/styles/{sid}/events") as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         text = "".join(r.iter_text())
     thread.join()
-    assert time.monotonic() - started < 10
     events = _events(text)
     statuses = [data["status"] for name, data in events if name == "style"]
     assert statuses[0] == "queued" and statuses[-1] == "ready"

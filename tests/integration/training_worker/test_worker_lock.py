@@ -18,14 +18,30 @@ def redis(redis_url: str):
     client.close()
 
 
-def test_one_holder_at_a_time(redis: Redis) -> None:
+class _Clock:
+    """A clock that moves only when slept on: waits counted, never measured."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+
+
+def test_one_holder_at_a_time(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     style = f"s{uuid.uuid4().hex[:8]}"
     first = lock.StyleLock(redis, style, "w1:job", ttl_s=5)
     second = lock.StyleLock(redis, style, "w2:job", ttl_s=5)
     assert first.acquire(wait_s=0)
-    started = time.monotonic()
+    clock = _Clock()
+    monkeypatch.setattr(lock, "time", clock)
     assert not second.acquire(wait_s=0.3, poll_s=0.05)
-    assert time.monotonic() - started >= 0.3
+    assert clock.now >= 0.3 and clock.sleeps >= 6  # polled until the wait ran out
+    monkeypatch.undo()
     assert lock.holder(redis, style) == "w1:job"
     assert not lock.release(redis, style, "w2:job")  # only the holder releases
     first.release()
