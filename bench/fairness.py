@@ -12,6 +12,8 @@ the light key's sequential requests (one at a time, ``--think`` seconds apart):
   fair between keys.
 * ``flood, rate limit``: the service limits every key to ``--rate`` requests a second
   (burst ``2 × rate``); the heavy key ignores its 429s and ``Retry-After`` and goes on.
+* ``flood, rate limit, polite``: the same, the heavy key's connections each waiting out
+  the ``Retry-After`` of a 429.
 
 Prints a Markdown table and writes JSON (``bench/results/fairness-<device>.json``).
 Not a test: timings depend on the machine, which the load generator shares.
@@ -70,7 +72,7 @@ def _request(host: str, key: str, jpeg: bytes) -> bytes:
 
 
 async def _flood_connection(
-    host: str, port: int, request: bytes, until: float, stop: Any, codes: Counter
+    host: str, port: int, request: bytes, until: float, stop: Any, codes: Counter, polite: bool
 ) -> None:
     """One keep-alive connection, a new request as soon as the last is answered."""
     while time.monotonic() < until and not stop.is_set():
@@ -84,24 +86,26 @@ async def _flood_connection(
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                length, close = 0, False
+                headers = {}
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value)
-                    elif name.strip().lower() == "connection" and "close" in value.lower():
-                        close = True
-                await reader.readexactly(length)
-                codes[int(lines[0].split()[1])] += 1
-                if close:
+                    headers[name.strip().lower()] = value.strip()
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                status = int(lines[0].split()[1])
+                codes[status] += 1
+                if "close" in headers.get("connection", "").lower():
                     break
+                if polite and status == 429:
+                    await asyncio.sleep(float(headers.get("retry-after", "1")))
         except (OSError, asyncio.IncompleteReadError):
             codes["disconnected"] += 1
         finally:
             writer.close()
 
 
-def _flood(base: str, jpeg: bytes, connections: int, seconds: float, stop: Any, out: Any) -> None:
+def _flood(
+    base: str, jpeg: bytes, connections: int, seconds: float, stop: Any, out: Any, polite: bool
+) -> None:
     """The heavy client (its own process): ``connections`` closed loops for ``seconds``."""
     host, port = base.removeprefix("http://").split(":")
     request = _request(host, HEAVY_KEY, jpeg)
@@ -111,7 +115,7 @@ def _flood(base: str, jpeg: bytes, connections: int, seconds: float, stop: Any, 
         until = time.monotonic() + seconds
         await asyncio.gather(
             *(
-                _flood_connection(host, int(port), request, until, stop, codes)
+                _flood_connection(host, int(port), request, until, stop, codes, polite)
                 for _ in range(connections)
             )
         )
@@ -121,12 +125,12 @@ def _flood(base: str, jpeg: bytes, connections: int, seconds: float, stop: Any, 
 
 
 @contextmanager
-def flooding(base: str, jpeg: bytes, connections: int, seconds: float):
+def flooding(base: str, jpeg: bytes, connections: int, seconds: float, polite: bool):
     """Run the heavy client in a process of its own; yield a function that returns its counts."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     stop = multiprocessing.Event()
     process = multiprocessing.Process(
-        target=_flood, args=(base, jpeg, connections, seconds, stop, queue), daemon=True
+        target=_flood, args=(base, jpeg, connections, seconds, stop, queue, polite), daemon=True
     )
     process.start()
     result: dict[str, Any] = {}
@@ -172,7 +176,14 @@ def light_client(base: str, jpeg: bytes, key: str, n: int, think_s: float) -> di
 
 
 def scenario(
-    name: str, base: str, jpeg: bytes, args: argparse.Namespace, *, flood: bool, light_key: str
+    name: str,
+    base: str,
+    jpeg: bytes,
+    args: argparse.Namespace,
+    *,
+    flood: bool,
+    light_key: str = LIGHT_KEY,
+    polite: bool = False,
 ) -> dict[str, Any]:
     print(f"... {name}", file=sys.stderr)
     seconds = args.light * (args.think + 2.0) + 10  # outlasts the light client
@@ -181,7 +192,7 @@ def scenario(
             "scenario": name,
             "light": light_client(base, jpeg, light_key, args.light, args.think),
         }
-    with flooding(base, jpeg, args.heavy, seconds) as heavy:
+    with flooding(base, jpeg, args.heavy, seconds, polite) as heavy:
         started = time.monotonic()
         light = light_client(base, jpeg, light_key, args.light, args.think)
         elapsed = time.monotonic() - started
@@ -239,12 +250,11 @@ def main() -> None:
                 "STYLIZE_STYLIZE_RATE_PER_S": str(args.rate),
                 "STYLIZE_STYLIZE_BURST": str(int(2 * args.rate)),
             }
-            with running_service(store_url, args.device, limited, root / "service.log") as (
-                base,
-                _,
-            ):
+            with running_service(store_url, args.device, limited, root / "service.log") as run:
+                base = run[0]
+                rows.append(scenario("flood, rate limit", base, jpeg, args, flood=True))
                 rows.append(
-                    scenario("flood, rate limit", base, jpeg, args, flood=True, light_key=LIGHT_KEY)
+                    scenario("flood, rate limit, polite", base, jpeg, args, flood=True, polite=True)
                 )
         finally:
             redis.stop()
