@@ -66,16 +66,20 @@ def _priced(rec: StyleRecord, training: TrainingQueue) -> StyleOut:
 #: What the errors shared by several routes mean here.
 _ERROR_TEXT = {
     401: "API key missing",
-    403: "API key not valid, or (not_owner) the style is another key's: only its owner or "
-    "an admin key may change it",
+    403: "API key not valid",
     429: "training_quota: the key has as many trainings queued or running as it may "
     "(trainings_per_key), or spent its daily budget; see Retry-After",
 }
+NOT_OWNER = (
+    "API key not valid, or (not_owner) the style is another key's, or has no owner and "
+    "the key is not an admin key"
+)
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+def _errors(*codes: int, owned: bool = False) -> dict[int | str, dict[str, Any]]:
+    """Document ``codes``; ``owned``: the route changes a style, which needs its owner."""
     documented = {code: {"model": ErrorOut} for code in codes}
-    for code, text in _ERROR_TEXT.items():
+    for code, text in {**_ERROR_TEXT, **({403: NOT_OWNER} if owned else {})}.items():
         if code in documented:
             documented[code]["description"] = text
     return documented
@@ -198,7 +202,7 @@ def _create(
     response_model=StyleOut,
     dependencies=[RequireKey],
     summary="Train a style again (ready, failed or canceled); its current version serves",
-    responses=_errors(400, 401, 403, 404, 409, 422, 429, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 429, 503, owned=True),
 )
 async def train_style_again(
     style_id: str,
@@ -371,7 +375,7 @@ def _stop_run(store: ModelStore, training: TrainingQueue, rec: StyleRecord) -> s
     response_model=StyleOut,
     dependencies=[RequireKey],
     summary="Stop the style's training run; a published version goes on serving",
-    responses=_errors(401, 403, 404, 409),
+    responses=_errors(401, 403, 404, 409, owned=True),
 )
 def cancel_training(
     style_id: str, store: StoreDep, training: TrainingDep, caller: CallerDep
@@ -409,7 +413,7 @@ def _delete(store: ModelStore, training: TrainingQueue, style_id: str, caller: C
     response_class=Response,
     dependencies=[RequireKey],
     summary="Delete a style (cancels its training)",
-    responses=_errors(401, 403, 404),
+    responses=_errors(401, 403, 404, owned=True),
 )
 async def delete_style(
     style_id: str, store: StoreDep, training: TrainingDep, runtime: RuntimeDep, caller: CallerDep
