@@ -94,6 +94,10 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin stylize \
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=assets /opt/stylize /opt/stylize
 COPY demo_styles /opt/stylize/demo_styles
+# What the worker writes into its cache (warm-start signatures, the score's reference
+# runs) is writable by its user; the weights beside them stay read-only.
+RUN mkdir /opt/stylize/cache/signatures /opt/stylize/cache/yardstick \
+ && chown stylize:stylize /opt/stylize/cache/signatures /opt/stylize/cache/yardstick
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     STYLIZE_CACHE_DIR=/opt/stylize/cache \

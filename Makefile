@@ -27,7 +27,7 @@ LOSSNET := $(LOSSNET_DIR)/keras-vgg19.safetensors $(LOSSNET_DIR)/keras-vgg16.saf
 CORPUS_DIR := $(dir $(LOSSNET_DIR))content
 CORPUS := $(CORPUS_DIR)/.installed-$(shell sha1sum stylenet/corpus/manifest.json | cut -c1-12)
 
-.PHONY: setup run test bench clean chromium
+.PHONY: setup run test test-deploy bench clean chromium
 
 setup: $(STAMP) $(LOSSNET) $(CORPUS)
 
@@ -76,6 +76,12 @@ test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The deployment test (tests/deploy): builds the image and drives the compose stack, as the
+# README's Deployment section tells a user, under a real Docker engine (as root, installed
+# and started where missing; stand-in base images where no registry answers).
+test-deploy: setup
+	STYLIZE_DEPLOY_TEST=1 $(BIN)/python -m pytest tests/deploy --timeout 3600 -rA
 
 bench: setup
 	$(BIN)/python bench/bench_stylenet.py
