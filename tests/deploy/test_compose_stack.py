@@ -40,7 +40,10 @@ from stylenet import samples
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 PROJECT = "stylize-deploytest"
-FILES = ("-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml")
+FILES = (
+    *("-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml"),
+    *("-f", "docker-compose.admin.yml"),
+)
 # A style trained in seconds on a CPU container.
 TINY = {"iterations": 20, "image_size": 64, "style_size": 64, "width": 0.5, "batch_size": 1}
 
@@ -52,6 +55,8 @@ class Stack:
     folder: Path
     url: str
     key: str
+    other_key: str
+    admin_key: str
     timings: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     trained: str | None = None
@@ -75,8 +80,8 @@ class Stack:
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
 
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
 
     def timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.monotonic() - started, 1)
@@ -129,16 +134,18 @@ def stack() -> Iterator[Stack]:
     built = ensure_base_images()
     folder = Path(tempfile.mkdtemp(prefix="stylize-deploy-"))
     _copy_checkout(folder)
-    # The README's set-up for a CPU host, word for word but the port and the score.
+    # The README's set-up for a CPU host with admin keys, word for word but the port and
+    # the score.
     (folder / "secrets").mkdir()
-    key = secrets.token_urlsafe(24)
-    (folder / "secrets/api_keys").write_text(key + "\n")
+    key, other_key, admin_key = (secrets.token_urlsafe(24) for _ in range(3))
+    (folder / "secrets/api_keys").write_text(f"{key}\n{other_key}\n")
+    (folder / "secrets/admin_keys").write_text(admin_key + "\n")
     port = free_port()
     env = (folder / ".env.example").read_text()
     env = env.replace("STYLIZE_PORT=8000", f"STYLIZE_PORT={port}")
     env = env.replace("STYLIZE_SCORE=true", "STYLIZE_SCORE=false")  # minutes of CPU each
     (folder / ".env").write_text(env)
-    result = Stack(folder, f"http://127.0.0.1:{port}", key)
+    result = Stack(folder, f"http://127.0.0.1:{port}", key, other_key, admin_key)
     result.notes["stand-ins built"] = built
     result.timed("engine and base images", started)
     try:
@@ -376,6 +383,16 @@ def test_redis_killed_loses_no_style_and_no_queued_job(stack: Stack) -> None:
     assert stack.trained in _style_ids(stack)
     stack.compose("start", "worker")
     _wait_ready(stack, style, 900)
+
+
+def test_only_the_owner_or_an_admin_deletes_a_style(stack: Stack) -> None:
+    style = _create_style(stack, "deploy-owned", TINY)
+    with stack.client() as http:
+        r = http.delete(f"/styles/{style}", headers=stack.auth(stack.other_key))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "not_owner", r.text
+        r = http.delete(f"/styles/{style}", headers=stack.auth(stack.admin_key))
+        assert r.status_code == 204, r.text
+        assert http.get(f"/styles/{style}").status_code == 404
 
 
 def test_no_process_was_refused_a_file(stack: Stack) -> None:

@@ -110,11 +110,23 @@ def test_keys_come_from_a_secret_file_not_a_variable(compose: dict[str, Any]) ->
 
 
 def test_env_example_names_every_compose_variable() -> None:
-    text = (ROOT / "docker-compose.yml").read_text() + (ROOT / "docker-compose.cpu.yml").read_text()
+    text = "".join(
+        (ROOT / name).read_text()
+        for name in ("docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.admin.yml")
+    )
     used = set(re.findall(r"\$\{([A-Z_]+)", text))
     example = (ROOT / ".env.example").read_text()
     named = set(re.findall(r"^#? ?([A-Z_]+)=", example, re.MULTILINE))
     assert used <= named, sorted(used - named)
+
+
+def test_admin_keys_come_from_a_secret_file_too() -> None:
+    admin = yaml.safe_load((ROOT / "docker-compose.admin.yml").read_text())
+    api = admin["services"]["api"]
+    assert api["environment"]["STYLIZE_ADMIN_KEYS_FILE"] == "/run/secrets/admin_keys"
+    assert set(api["secrets"]) == {"api_keys", "admin_keys"}  # the override keeps both
+    assert admin["secrets"]["admin_keys"]["file"].endswith("./secrets/admin_keys}")
+    assert not any("ADMIN_KEYS=" in str(v) for v in api["environment"].values())
 
 
 def test_cpu_override_uses_the_cpu_image_without_gpus() -> None:
