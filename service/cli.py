@@ -36,7 +36,8 @@ commands:
   serve     run the HTTP API alone
   worker    run one training worker alone
   train     train a style from a painting and a folder of photos
-  apply     stylize a photo with a style (--style ID or NAME) or a generator file (--model)
+  apply     stylize a photo, or photos and folders into a folder (--out), with a style
+            (--style ID or NAME) or a generator file (--model)
   lossnet   fetch or list the loss-network weights
   content   install photos to train on
 

@@ -8,6 +8,7 @@ Examples::
     stylize paintings install --dest data/paintings
     stylize train --style scream.jpg --content photos/ --out scream.safetensors --iterations 2000
     stylize apply --model scream.safetensors photo.jpg out.png --max-side 1024
+    stylize apply --style scream holiday/ beach.jpg --out styled/
     stylize base train --styles paintings/ --content photos/ --out base.safetensors
 """
 
@@ -17,7 +18,6 @@ import argparse
 import hashlib
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,20 +25,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import lossnet
 from .base import BaseParams, BaseProgress, save_base, train_base
-from .data import find_images, open_image
-from .devices import pick_device
-from .errors import DeviceUnavailable, InvalidParams, ModelFileError, StylenetError
-from .generators import ARCHITECTURES, MIN_SIDE, NORMS
-from .inference import CPU_DTYPES, inference_dtype, stylize
-from .losses import PRESETS
-from .model_file import load_generator, read_info, save_generator
-from .params import LR_SCHEDULES, TrainParams
+from .cli_apply import add_apply_parser
+from .cli_args import (
+    CliError,
+    add_field_options,
+    add_training_io,
+    check_output,
+    resolve_device,
+)
+from .data import find_images
+from .errors import ModelFileError, StylenetError
+from .model_file import read_info, save_generator
+from .params import TrainParams
 from .score import score_generator
-from .tiled import check_tile
 from .train import Progress, train
 from .warmstart import InitChoice, Start, choose_init, find_base
 
@@ -85,80 +86,6 @@ _BASE_FIELDS = {
     "checkpoint_every": int,
     "num_workers": int,
 }
-_CHOICES: dict[str, Sequence[str]] = {
-    "arch": ARCHITECTURES,
-    "norm": NORMS,
-    "preset": tuple(PRESETS),
-    "lossnet": tuple(lossnet.SOURCES),
-    "lr_schedule": LR_SCHEDULES,
-}
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-#: What PIL writes, by output file extension.
-_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-class CliError(Exception):
-    """A mistake in the command line found before any work: one line, no traceback."""
-
-
-def _field_help(cls: type = TrainParams) -> dict[str, str]:
-    """Return each field's meaning, from ``cls``'s docstring (one source of truth)."""
-    doc = (cls.__doc__ or "").split("Attributes:", 1)[-1]
-    found: dict[str, str] = {}
-    names: list[str] = []
-    for line in doc.splitlines():
-        head = re.match(r"^\s{8}([a-z_, ]+):\s*(.*)$", line)
-        if head:
-            names = [n.strip() for n in head.group(1).split(",")]
-            for name in names:
-                found[name] = head.group(2)
-        elif line.strip() and names:
-            for name in names:
-                found[name] += " " + line.strip()
-    markup = re.compile(r"``|:[a-z]+:`~?([^`]*)`")
-    return {k: markup.sub(lambda m: m.group(1) or "", v).rstrip(".") for k, v in found.items()}
-
-
-def _with_default(text: str, default: object) -> str:
-    if "default" not in text:
-        text = f"{text} (default: {default})"
-    return text.replace("%", "%%")  # argparse formats help with %
-
-
-def _device(text: str) -> str:
-    if not _DEVICE_RE.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: auto, cpu, cuda or cuda:N")
-    return text
-
-
-def _side(text: str) -> int:
-    value = int(text)
-    if value < MIN_SIDE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, not {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, not {value}")
-    return value
-
-
-def _resolve_device(name: str) -> torch.device:
-    """``auto`` = CUDA when present; a CUDA device that is not there is a one-line error."""
-    try:
-        return pick_device(name)
-    except DeviceUnavailable as exc:
-        raise CliError(f"--device {name}: {exc}; use --device cpu") from None
-
-
-def _check_output(path: Path, suffixes: Sequence[str], what: str) -> None:
-    if path.suffix.lower() not in suffixes:
-        known = ", ".join(suffixes)
-        raise CliError(f"{what} {path}: unknown file type {path.suffix!r}; use {known}")
-    if not path.parent.is_dir():
-        raise CliError(f"{what} {path}: the folder {path.parent} does not exist")
 
 
 def _progress_bar(progress: Progress) -> None:
@@ -177,8 +104,8 @@ def _progress_bar(progress: Progress) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k) is not None}
     params = TrainParams.from_dict(fields)
-    _check_output(args.out, (".safetensors",), "--out")
-    device = _resolve_device(args.device)
+    check_output(args.out, (".safetensors",), "--out")
+    device = resolve_device(args.device)
     choice = _cli_init(params, args.init_from)
     result = train(
         args.style,
@@ -297,9 +224,9 @@ def _base_progress(every: int) -> Callable[[BaseProgress], None]:
 def _cmd_base(args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in _BASE_FIELDS if getattr(args, k) is not None}
     params = BaseParams.from_dict(fields)
-    _check_output(args.out, (".safetensors",), "--out")
+    check_output(args.out, (".safetensors",), "--out")
     paintings = _paintings(args.styles)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     print(f"base: {len(paintings)} paintings, {params.outer_steps} outer steps", file=sys.stderr)
     result = train_base(
         paintings,
@@ -312,41 +239,6 @@ def _cmd_base(args: argparse.Namespace) -> int:
     digest = save_base(args.out, result, params, dtype=args.dtype)
     report = {"out": str(args.out), "sha256": digest, "params": params.to_dict()}
     print(json.dumps({**report, "metrics": result.metrics}, indent=2))
-    return 0
-
-
-def _tile(text: str) -> int | str | None:
-    """``--tile``: ``auto``, ``none`` or a side in pixels (at least 16)."""
-    if text in ("auto", "none"):
-        return None if text == "none" else text
-    try:
-        return check_tile(int(text))
-    except (ValueError, InvalidParams) as exc:
-        raise argparse.ArgumentTypeError(f"auto, none or a side ≥ 16 px, not {text!r}") from exc
-
-
-def _cmd_apply(args: argparse.Namespace) -> int:
-    _check_output(args.output, _OUTPUT_SUFFIXES, "output")
-    device = _resolve_device(args.device)
-    if args.style is not None:
-        if args.find_style is None:
-            raise CliError("--style needs stylize's model store; use --model FILE")
-        model = args.find_style(args.style)  # a path or the file's bytes
-    else:
-        model = args.model
-    generator, _ = load_generator(model, device=device)
-    started = time.perf_counter()
-    out = stylize(
-        open_image(args.input),
-        generator,
-        max_side=args.max_side,
-        strength=args.strength,
-        preserve_color=args.preserve_color,
-        dtype=inference_dtype(device, args.cpu_dtype),
-        tile=args.tile,
-    )
-    out.save(args.output)
-    print(f"{args.output}: {out.width}×{out.height} in {time.perf_counter() - started:.2f}s")
     return 0
 
 
@@ -416,42 +308,6 @@ def _cmd_paintings(args: argparse.Namespace) -> int:
     return 0 if report.installed == report.total else (3 if report.installed else 1)
 
 
-def _add_training_io(parser: argparse.ArgumentParser, out_help: str) -> None:
-    """Add what ``train`` and ``base train`` share: photos, output, checkpoints, device."""
-    parser.add_argument("--content", type=Path, required=True, help="folder of content photos")
-    parser.add_argument("--out", type=Path, required=True, help=out_help)
-    parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint here; resume if one exists")
-    parser.add_argument(
-        "--device",
-        type=_device,
-        default="auto",
-        help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)",
-    )
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=("float32", "float16", "bfloat16"),
-        help="dtype of the saved weights (default: float32)",
-    )
-
-
-def _add_field_options(group: Any, cls: type, fields: dict[str, type]) -> None:
-    """Add one option per field of ``cls``; the help and default come from the class."""
-    helps, defaults = _field_help(cls), cls()
-    for name, kind in fields.items():
-        default = getattr(defaults, name)
-        shown = "the preset's" if default is None else default
-        group.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=kind,
-            default=None,
-            choices=_CHOICES.get(name),
-            metavar=None if name in _CHOICES else name.upper(),
-            help=_with_default(helps.get(name, ""), shown),
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``stylize`` argument parser."""
     parser = argparse.ArgumentParser(prog="stylize", description=__doc__.split("\n")[0])
@@ -466,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Training options left out take the default shown (or the loss preset's).",
     )
     t.add_argument("--style", type=Path, required=True, help="the style image (the painting)")
-    _add_training_io(t, "generator file to write (.safetensors)")
+    add_training_io(t, "generator file to write (.safetensors)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
         "--json",
@@ -484,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after saving, measure the quality score at the fixed reference (200 "
         "optimization steps per held-out photo at 256 px: minutes on a CPU)",
     )
-    _add_field_options(
+    add_field_options(
         t.add_argument_group("training options (TrainParams)"), TrainParams, _TRAIN_FIELDS
     )
     t.set_defaults(func=_cmd_train)
@@ -506,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the paintings: image files and/or folders of them",
     )
-    _add_training_io(bt, "base file to write (.safetensors)")
+    add_training_io(bt, "base file to write (.safetensors)")
     bt.add_argument(
         "--progress-every",
         type=int,
@@ -515,57 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a progress line every N outer steps (default: 10)",
     )
     bt.add_argument("--quiet", action="store_true", help="no progress lines")
-    _add_field_options(
+    add_field_options(
         bt.add_argument_group("meta-training options (BaseParams)"), BaseParams, _BASE_FIELDS
     )
     bt.set_defaults(func=_cmd_base)
 
-    a = sub.add_parser(
-        "apply",
-        help="stylize an image with a trained generator",
-        description="Stylize a photo with a generator file (--model) or a style given by "
-        "id or display name (--style).",
-    )
-    model = a.add_mutually_exclusive_group(required=True)
-    model.add_argument("--model", type=Path, help="generator file (.safetensors)")
-    model.add_argument(
-        "--style",
-        metavar="STYLE",
-        help="a registered (STYLIZE_MODEL_STORE) or bundled style (scream, starry-night): "
-        "its id or, when no id matches, its display name (any case, e.g. 'The Scream')",
-    )
-    a.add_argument("input", type=Path, help="the photo")
-    a.add_argument(
-        "output", type=Path, help=f"where to write the result ({', '.join(_OUTPUT_SUFFIXES)})"
-    )
-    a.add_argument(
-        "--max-side",
-        type=_side,
-        default=1024,
-        help="longer side of the result in pixels (default: 1024)",
-    )
-    a.add_argument(
-        "--strength", type=_fraction, default=1.0, help="0: the photo, 1: full style (default: 1)"
-    )
-    a.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
-    a.add_argument(
-        "--device", type=_device, default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)"
-    )
-    a.add_argument(
-        "--cpu-dtype",
-        choices=CPU_DTYPES,
-        default="auto",
-        help="on CPU: auto = bfloat16 where the CPU has bf16 instructions (CUDA: bf16)",
-    )
-    a.add_argument(
-        "--tile",
-        type=_tile,
-        default="auto",
-        help="exact tiled inference with tiles of this many pixels a side (bounded memory, "
-        "no seams); 'none' never tiles; 'auto' (default) tiles images over 2048² px "
-        "(after --max-side)",
-    )
-    a.set_defaults(func=_cmd_apply)
+    add_apply_parser(sub)
 
     n = sub.add_parser("lossnet", help="fetch and check loss-network weights")
     n.add_argument("action", choices=("fetch", "list"))
