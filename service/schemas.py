@@ -73,6 +73,26 @@ class ProgressOut(BaseModel):
     loss: float | None = Field(None, description="Total training loss at this iteration")
 
 
+class QueueOut(BaseModel):
+    """Where a queued style's training stands on the training queue."""
+
+    position: int = Field(
+        ge=1,
+        description="1 = the next job a free worker takes; counts every job ahead, "
+        "quality scores of published styles included",
+    )
+    starts_in_seconds: float | None = Field(
+        description="Estimated seconds until a worker starts the training: the estimates "
+        "of the jobs ahead plus the remaining time of the runs under way, spread over "
+        "the workers listening (at least one assumed); null without a measured training "
+        "speed, or when a job ahead cannot be priced"
+    )
+    ready_in_seconds: float | None = Field(
+        description="Estimated seconds until the style is ready: `starts_in_seconds` plus "
+        "its own training estimate (`estimated_seconds`); null when either is unknown"
+    )
+
+
 class VersionOut(BaseModel):
     """A published set of weights."""
 
@@ -160,6 +180,12 @@ class StyleOut(BaseModel):
         description="While queued or training: estimated seconds until the run is done, "
         "from the training speed the workers measured (service/estimate.py); null otherwise",
     )
+    queue: QueueOut | None = Field(
+        None,
+        description="While queued: the style's place on the training queue and when it "
+        "should start and be ready; null otherwise, and while its job is not on the queue "
+        "(e.g. waiting to retry)",
+    )
     owner: str | None = Field(
         None,
         description="Id of the API key that created the style (16 hex digits of a digest, "
@@ -230,8 +256,9 @@ class TrainIn(BaseModel):
 
     params: TrainParams | None = Field(
         None,
-        description="Training parameters replacing the style's; default: the parameters "
-        "of its last run",
+        description="Training parameters to change for this run, merged over those of "
+        "the style's last run (give only what changes, e.g. `iterations` or "
+        "`style_weight`); the result is validated as a whole. Default: the last run's",
     )
 
 

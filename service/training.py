@@ -10,15 +10,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis import ConnectionPool, Redis
 from redis.exceptions import LockError, RedisError
 from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
-from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.exceptions import (
+    DeserializationError,
+    DuplicateJobError,
+    InvalidJobOperation,
+    NoSuchJobError,
+)
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from service.errors import Conflict, Unavailable
@@ -26,6 +33,8 @@ from service.errors import Conflict, Unavailable
 log = logging.getLogger(__name__)
 
 TRAIN_FUNCTION = "worker.jobs.train_style"
+#: The quality score a training enqueues on the same queue after it publishes.
+SCORE_FUNCTION = "worker.scoring.score_style"
 RESULT_TTL_S = 24 * 3600
 FAILURE_TTL_S = 7 * 24 * 3600
 RETRY = (2, [10, 60])  # Retry(max=2, interval=[10, 60]): transient worker failures
@@ -61,6 +70,25 @@ class QueueHealth:
         return ["no_training_worker"] if not self.workers else []
 
 
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job on the training queue, as :meth:`TrainingQueue.snapshot` read it."""
+
+    id: str
+    function: str | None  # dotted path; None when its data could not be read
+    args: tuple[Any, ...] = ()
+    started_at: datetime | None = None  # running jobs only
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The training queue at one moment: what waits (next first), what runs, who works."""
+
+    waiting: list[QueuedJob] = field(default_factory=list)
+    running: list[QueuedJob] = field(default_factory=list)
+    workers: int = 0
+
+
 def _short_timeout_client(redis: Redis, timeout_s: float) -> Redis:
     """Return a client of the same server as ``redis`` that gives up after ``timeout_s``."""
     pool = redis.connection_pool
@@ -68,6 +96,36 @@ def _short_timeout_client(redis: Redis, timeout_s: float) -> Redis:
     if "socket_connect_timeout" in kwargs:
         kwargs["socket_connect_timeout"] = timeout_s
     return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def _restore(job_id: str, raw: dict[bytes, bytes], redis: Redis) -> Job | None:
+    """Return the job of a hash read from Redis; None if it is gone or not a whole job.
+
+    A job deleted meanwhile reads empty, and a late ``save_meta`` of a deleted job
+    leaves a hash holding ``meta`` alone (RQ's ``fetch_many`` raises on that).
+    """
+    if not raw:
+        return None
+    job = Job(job_id, connection=redis, serializer=JSONSerializer)
+    try:
+        job.restore(raw)
+    except (NoSuchJobError, ValueError, TypeError, KeyError) as exc:
+        log.debug("job %s is not readable: %s", job_id, exc)
+        return None
+    return job
+
+
+def _is(job: Job | None, status: JobStatus) -> bool:
+    return job is not None and job.get_status(refresh=False) == status
+
+
+def _queued(job: Job, *, started: bool = False) -> QueuedJob:
+    """Return what the estimates need of ``job`` (its function and arguments)."""
+    try:
+        function, args = job.func_name, tuple(job.args)
+    except (DeserializationError, ValueError, TypeError):  # not data this service wrote
+        function, args = None, ()
+    return QueuedJob(job.id, function, args, job.started_at if started else None)
 
 
 class TrainingQueue:
@@ -90,6 +148,15 @@ class TrainingQueue:
             queue_name, connection=_short_timeout_client(redis, self.health_timeout_s)
         )
 
+    @property
+    def reader(self) -> Redis:
+        """A client of the same Redis that gives up after ``health_timeout_s``.
+
+        For reads that only enrich an answer (the queue's snapshot, the published speed):
+        a Redis that hangs must not hold a polled ``GET /styles`` for the full timeout.
+        """
+        return self._probe_queue.connection
+
     def health(self) -> QueueHealth:
         """Return whether Redis answers and how many workers listen (cached briefly)."""
         now = time.monotonic()
@@ -101,6 +168,45 @@ class TrainingQueue:
             health = QueueHealth(False, None)
         self._health = (now, health)
         return health
+
+    def snapshot(self) -> QueueSnapshot | None:
+        """Return the jobs waiting on the queue (next first) and running; None: no Redis.
+
+        Read on the short-timeout client (a polled ``GET /styles/{id}`` must not hang on
+        a stalled Redis). Jobs move while this reads: the waiting list and the started
+        registry are read in one transaction, then each job's status is checked and a
+        job that has moved on since (started, finished, canceled, deleted) is left out,
+        so a race costs an estimate a moment's accuracy, never an error.
+        """
+        redis = self.reader
+        registry = StartedJobRegistry(queue=self._probe_queue)
+        try:
+            with redis.pipeline(transaction=True) as pipe:
+                pipe.lrange(self.queue.key, 0, -1)
+                pipe.zrange(registry.key, 0, -1)
+                waiting_ids, running_entries = pipe.execute()
+            waiting_ids = [i.decode() if isinstance(i, bytes) else i for i in waiting_ids]
+            running_ids = [registry.parse_job_id(e) for e in running_entries]
+            running_ids = [i for i in dict.fromkeys(running_ids) if i not in waiting_ids]
+            with redis.pipeline(transaction=False) as pipe:
+                for job_id in [*waiting_ids, *running_ids]:
+                    pipe.hgetall(Job.key_for(job_id))
+                hashes = pipe.execute()
+            workers = Worker.count(queue=self._probe_queue)
+        except RedisError as exc:
+            log.warning("could not read the training queue: %s", exc)
+            return None
+        jobs = [
+            _restore(job_id, raw, redis)
+            for job_id, raw in zip([*waiting_ids, *running_ids], hashes, strict=True)
+        ]
+        waiting = [_queued(job) for job in jobs[: len(waiting_ids)] if _is(job, JobStatus.QUEUED)]
+        running = [
+            _queued(job, started=True)
+            for job in jobs[len(waiting_ids) :]
+            if _is(job, JobStatus.STARTED)
+        ]
+        return QueueSnapshot(waiting, running, workers)
 
     def enqueue(self, style_id: str, params: dict[str, Any]) -> Job:
         """Enqueue ``worker.jobs.train_style(style_id, params)``.
@@ -186,8 +292,14 @@ class TrainingQueue:
                     retry_after=2,
                 )
             job.delete()
-        except (NoSuchJobError, InvalidJobOperation):
-            return  # gone already (deleted between the fetch and the status read)
+        except NoSuchJobError:
+            # Gone, or a hash without a job in it (a late ``save_meta`` of a deleted job
+            # writes ``meta`` alone), which would refuse the new job's id for good. Under
+            # the start lock, and the style not training: nobody is writing a job here.
+            with contextlib.suppress(RedisError):
+                self.redis.delete(Job.key_for(job_id(style_id)))
+        except InvalidJobOperation:
+            return  # deleted between the fetch and the status read
         except RedisError as exc:
             raise _unavailable(exc) from exc
 

@@ -28,6 +28,7 @@ from model_store import (
     ModelStore,
     ModelStoreError,
     Status,
+    StyleNotFound,
     StyleRecord,
     generate_style_id,
 )
@@ -44,23 +45,62 @@ from service.deps import (
     TrainingDep,
 )
 from service.errors import BadRequest, Conflict, InvalidOption, ServiceError
-from service.estimate import estimate_for_record
+from service.estimate import QueuePlace, estimate_for_record, queue_places
 from service.limits import Limits
-from service.schemas import ErrorOut, StyleOut, StylePage
+from service.schemas import ErrorOut, QueueOut, StyleOut, StylePage
 from service.settings import ServiceSettings
 from service.training import TrainingQueue
 from stylenet import TrainParams
+from stylenet.errors import InvalidParams
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/styles", tags=["styles"], route_class=KeyFirstRoute)
 IMAGE_FIELD = "image"
 
 
-def _priced(rec: StyleRecord, training: TrainingQueue) -> StyleOut:
-    """Return the style's document with ``estimated_seconds`` (queued or training only)."""
-    out = StyleOut.from_record(rec)
-    out.estimated_seconds = estimate_for_record(training.redis, rec)
-    return out
+def _priced(
+    records: list[StyleRecord], training: TrainingQueue, store: ModelStore
+) -> list[StyleOut]:
+    """Return the styles' documents with ``estimated_seconds`` and a queued one's ``queue``.
+
+    The queue is read once (only when a style is queued); a Redis or store failure
+    leaves the estimates null rather than failing the request.
+    """
+    places: dict[str, QueuePlace] = {}
+    if any(rec.status is Status.QUEUED for rec in records):
+        snapshot = training.snapshot()
+        known: dict[str, StyleRecord | None] = {rec.id: rec for rec in records}
+
+        def find(style_id: str) -> StyleRecord | None:
+            if style_id not in known:
+                try:
+                    known[style_id] = store.get(style_id)
+                except StyleNotFound:
+                    known[style_id] = None
+            return known[style_id]
+
+        try:
+            places = {} if snapshot is None else queue_places(training.reader, snapshot, find)
+        except ModelStoreError as exc:
+            log.warning("could not price the training queue: %s", exc)
+    outs = []
+    for rec in records:
+        out = StyleOut.from_record(rec)
+        out.estimated_seconds = estimate_for_record(training.reader, rec)
+        place = places.get(rec.id) if rec.status is Status.QUEUED else None
+        if place is not None:
+            out.queue = QueueOut(
+                position=place.position,
+                starts_in_seconds=place.starts_in_seconds,
+                ready_in_seconds=place.ready_in_seconds,
+            )
+        outs.append(out)
+    return outs
+
+
+def _priced_one(rec: StyleRecord, training: TrainingQueue, store: ModelStore) -> StyleOut:
+    """:func:`_priced` of one style."""
+    return _priced([rec], training, store)[0]
 
 
 #: What the errors shared by several routes mean here.
@@ -94,12 +134,12 @@ def _parse_params(text: str | None) -> TrainParams:
 
 
 def _parse_train_body(raw: bytes) -> dict[str, Any] | None:
-    """Return the new params of a ``/train`` body (validated), or None to keep the last.
+    """Return the params a ``/train`` body changes (checked once merged), or None.
 
     Raises:
         BadRequest: the body is not JSON (400 ``invalid_json``).
         InvalidOption: not an object of the documented shape (422).
-        InvalidParams: params that the schema refuses (422 naming the field).
+        InvalidParams: ``params`` is not an object (422).
     """
     if not raw.strip():
         return None
@@ -123,7 +163,9 @@ def _parse_train_body(raw: bytes) -> dict[str, Any] | None:
         )
     if doc.get("params") is None:
         return None
-    return TrainParams.from_dict(doc["params"]).to_dict()
+    if not isinstance(doc["params"], dict):
+        raise InvalidParams("params", "must be a JSON object")
+    return doc["params"]
 
 
 @router.post(
@@ -165,7 +207,7 @@ async def create_style(
     )
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return await anyio.to_thread.run_sync(_priced, rec, training)  # reads the speed (Redis)
+    return await anyio.to_thread.run_sync(_priced_one, rec, training, store)  # reads Redis
 
 
 def _create(
@@ -216,10 +258,11 @@ async def train_style_again(
 ) -> StyleOut:
     """Start a new training run (status ``queued``); 202 + Location.
 
-    Body (optional): ``{"params": {...}}`` (TrainParams) replacing the style's
-    parameters; none, or ``{}``, trains with the parameters of its last run. On success
-    the run publishes the next version, which then serves; until then (and if the run
-    fails) the current version goes on serving.
+    Body (optional): ``{"params": {...}}``, the TrainParams to change, merged over those
+    of the style's last run (``{"params": {"iterations": 600}}`` keeps the rest) and
+    validated as a whole (422 naming the field); none, or ``{}``, trains with the last
+    run's. On success the run publishes the next version, which then serves; until
+    then (and if the run fails) the current version goes on serving.
     """
     # Read and validated here, not by FastAPI, so that every malformed body is a 4xx.
     new_params = _parse_train_body(await request.body())
@@ -228,7 +271,7 @@ async def train_style_again(
     )
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return await anyio.to_thread.run_sync(_priced, rec, training)  # reads the speed (Redis)
+    return await anyio.to_thread.run_sync(_priced_one, rec, training, store)  # reads Redis
 
 
 def _train_again(
@@ -248,8 +291,9 @@ def _train_again(
             style_id=rec.id,
             status=rec.status.value,
         )
-    # The last run's params pass the same schema (records written before it was strict).
-    train_params = TrainParams.from_dict(new_params or dict(rec.params))
+    # The last run's params, with the changes, pass the same schema as a new style's
+    # (records written before it was strict are checked too).
+    train_params = TrainParams.from_dict({**rec.params, **(new_params or {})})
     params = train_params.to_dict()
     with training.starting(rec.id):  # concurrent retrains: one 202, 409 for the others
         training.forget_finished(rec.id)
@@ -274,11 +318,15 @@ def _train_again(
 @router.get("", response_model=StylePage, summary="List styles, newest first")
 def list_styles(
     store: StoreDep,
+    training: TrainingDep,
     status: Annotated[list[Status] | None, Query(description="Keep these statuses")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> StylePage:
-    """Return one page of styles; follow ``next`` for the following page."""
+    """Return one page of styles; follow ``next`` for the following page.
+
+    Each style is as ``GET /styles/{id}`` returns it (``estimated_seconds``, ``queue``).
+    """
     page = store.list_styles(status=status or None, limit=limit, cursor=cursor)
     next_url = None
     if page.next_cursor is not None:
@@ -286,7 +334,7 @@ def list_styles(
         query += [("limit", str(limit)), ("cursor", page.next_cursor)]
         next_url = f"/styles?{urlencode(query)}"
     return StylePage(
-        items=[StyleOut.from_record(r) for r in page.items],
+        items=_priced(list(page.items), training, store),
         next_cursor=page.next_cursor,
         next=next_url,
     )
@@ -299,8 +347,12 @@ def list_styles(
     responses=_errors(404, 500),
 )
 def get_style(style_id: str, store: StoreDep, training: TrainingDep) -> StyleOut:
-    """Return the style's current record (with ``estimated_seconds`` while queued or training)."""
-    return _priced(store.get(style_id), training)
+    """Return the style's current record.
+
+    With ``estimated_seconds`` while it is queued or training, and ``queue`` (its place
+    on the training queue, when it should start and be ready) while it is queued.
+    """
+    return _priced_one(store.get(style_id), training, store)
 
 
 def _sha256(data: bytes) -> str:

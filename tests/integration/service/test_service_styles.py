@@ -235,6 +235,61 @@ def test_train_again_while_the_current_version_serves(
     assert again.status_code == 200 and again.headers["x-style-version"] == "1"
 
 
+def test_train_again_changes_only_the_params_given(
+    client: TestClient, store, redis: Redis, style_png: bytes, tiny_generator_bytes: bytes
+):
+    """Issue 26: "Train again" with other iterations, size or style/content balance."""
+    first = {**PARAMS, "preset": "johnson", "seed": 7}
+    sid = _create(client, style_png, params=json.dumps(first)).json()["id"]
+    store.update(sid, status="training")
+    store.publish(sid, tiny_generator_bytes)
+    _fetch_job(redis, sid).set_status(JobStatus.FINISHED)
+    before = store.get(sid)
+    refused = [
+        ({"iterations": 0}, "iterations"),
+        ({"iterations": "600"}, "iterations"),  # strict: no string for a number
+        ({"style_weight": -1.0}, "style_weight"),
+        ({"colour": 1}, "colour"),
+        # Valid alone (VGG19, the default preset's), not with this style's VGG16 preset:
+        # the changes are checked merged over the last run's params.
+        ({"style_layers": {"relu5_4": 1.0}}, "style_layers"),
+    ]
+    for params, field in refused:
+        error = assert_error(
+            client.post(f"/styles/{sid}/train", json={"params": params}), 422, "invalid_params"
+        )
+        assert error["field"] == field, (params, error)
+    r = client.post(f"/styles/{sid}/train", json={"params": [1]})
+    assert assert_error(r, 422, "invalid_params")["field"] == "params"
+    after = store.get(sid)
+    assert (after.status, after.params, after.revision) == ("ready", before.params, before.revision)
+
+    change = {"iterations": 600, "image_size": 96, "style_weight": 5.0, "content_weight": 2.0}
+    r = client.post(f"/styles/{sid}/train", json={"params": change})
+    assert r.status_code == 202, r.text
+    expected = TrainParams.from_dict({**first, **change}).to_dict()
+    assert r.json()["params"] == expected  # the preset, seed, width... kept
+    assert (expected["preset"], expected["seed"], expected["width"]) == ("johnson", 7, 0.5)
+    assert list(_fetch_job(redis, sid).args) == [sid, expected]
+    assert store.get(sid).params == expected
+    client.post(f"/styles/{sid}/cancel")
+
+
+def test_train_again_after_a_late_meta_write_of_the_deleted_job(
+    client: TestClient, store, redis: Redis, style_png: bytes, tiny_generator_bytes: bytes
+):
+    """A hash holding ``meta`` alone (a late ``save_meta``) must not block the job's id."""
+    sid = _create(client, style_png, params=json.dumps(PARAMS)).json()["id"]
+    store.update(sid, status="training")
+    store.publish(sid, tiny_generator_bytes)
+    _fetch_job(redis, sid).delete()
+    redis.hset(f"rq:job:train-{sid}", "meta", json.dumps({"progress": {"iteration": 3}}))
+    r = client.post(f"/styles/{sid}/train")
+    assert r.status_code == 202, r.text
+    assert _fetch_job(redis, sid).get_status() == JobStatus.QUEUED
+    client.post(f"/styles/{sid}/cancel")
+
+
 def test_cancel_then_train_again(client: TestClient, style_png: bytes, redis: Redis):
     sid = _create(client, style_png, params=json.dumps(PARAMS)).json()["id"]
     r = client.post(f"/styles/{sid}/cancel")
