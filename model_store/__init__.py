@@ -17,6 +17,15 @@ import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from model_store.bundled import (
+    BundledStyle,
+    InstallOutcome,
+    awaits_install,
+    forget_deletion,
+    install_bundled,
+    is_deleted,
+    read_bundle,
+)
 from model_store.errors import (
     BackendError,
     ChecksumMismatch,
@@ -51,9 +60,11 @@ __all__ = [
     "RESTARTABLE",
     "BackendError",
     "BlobInfo",
+    "BundledStyle",
     "ChecksumMismatch",
     "Conflict",
     "CorruptRecord",
+    "InstallOutcome",
     "InvalidCursor",
     "InvalidStoreURL",
     "InvalidStyleId",
@@ -70,9 +81,14 @@ __all__ = [
     "StyleRecord",
     "VersionInfo",
     "VersionNotFound",
+    "awaits_install",
+    "forget_deletion",
     "generate_style_id",
+    "install_bundled",
+    "is_deleted",
     "is_valid_style_id",
     "open_store",
+    "read_bundle",
     "validate_style_id",
 ]
 

@@ -6,6 +6,7 @@ import logging
 import time
 
 from model_store.backend import Backend
+from model_store.bundled import TOMBSTONE
 from model_store.errors import CorruptRecord
 from model_store.records import record_from_json
 
@@ -42,7 +43,7 @@ def collect_garbage(backend: Backend, min_age_s: float = DEFAULT_GC_MIN_AGE_S) -
         stale = [
             key
             for key, mtime in backend.list_blobs(sid)
-            if key not in referenced and now - mtime >= min_age_s
+            if key not in referenced and key != TOMBSTONE and now - mtime >= min_age_s
         ]
         if stale:
             backend.delete_blobs(sid, stale)

@@ -165,6 +165,10 @@ class StyleRecord:
     #: Who created the style: an opaque id of the API key (never the key), set by the
     #: service; None for styles created without a key (demo styles, an open API).
     owner: str | None = None
+    #: Installed from files shipped with the software (a demo style, see
+    #: :mod:`model_store.bundled`): deleting it leaves a tombstone, so the next start
+    #: does not install it again.
+    bundled: bool = False
 
     @property
     def servable(self) -> bool:
@@ -303,6 +307,7 @@ def record_to_json(rec: StyleRecord) -> bytes:
         "run_preview": None if rec.run_preview is None else _blob_to_json(rec.run_preview),
         "loss_history": [list(point) for point in rec.loss_history],
         "owner": rec.owner,
+        "bundled": rec.bundled,
     }
     # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
     return json.dumps(doc, allow_nan=False, sort_keys=True, indent=1).encode()
@@ -353,6 +358,12 @@ def _owner(value: Any) -> str | None:
     return value
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {value!r}")
+    return value
+
+
 def record_from_json(style_id: str, data: bytes) -> StyleRecord:
     """Parse manifest bytes of ``style_id``.
 
@@ -392,6 +403,7 @@ def record_from_json(style_id: str, data: bytes) -> StyleRecord:
             run_preview=None if d.get("run_preview") is None else _blob_from_json(d["run_preview"]),
             loss_history=tuple((int(i), float(v)) for i, v in d.get("loss_history") or ()),
             owner=_owner(d.get("owner")),  # absent from manifests written before owners
+            bundled=_flag(d.get("bundled", False)),  # likewise
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from model_store.backend import Backend, ManifestChanged
+from model_store.bundled import TOMBSTONE, write_tombstone
 from model_store.cas import backoff, mutate
 from model_store.content import check_safetensors, sha256_hex, sniff_image
 from model_store.errors import (
@@ -280,13 +281,15 @@ class ModelStore:
         The cancel is its own committed write, then the manifest is removed (from then
         on the style is gone for every reader), then its files and scratch directory.
         A worker sees the cancel or :class:`StyleNotFound` on its next update or publish.
-        A style with a corrupt manifest can still be deleted.
+        A style with a corrupt manifest can still be deleted. Deleting a ``bundled`` style
+        leaves a tombstone, so it is not installed again (:mod:`model_store.bundled`).
 
         Raises:
             StyleNotFound: no such style.
         """
         sid = validate_style_id(style_id)
         incarnation = None
+        tombstoned = False
         for attempt in range(self.max_attempts):
             got = self._backend.read_manifest(sid)
             if got is None:
@@ -297,6 +300,11 @@ class ModelStore:
             except CorruptRecord:
                 rec = None
             try:
+                if rec is not None and rec.bundled and not tombstoned:
+                    # Before the manifest goes: a crash in between must not lose the
+                    # deletion (the next start would install the style again).
+                    write_tombstone(self._backend, rec)
+                    tombstoned = True
                 if rec is not None and rec.status in ACTIVE:
                     canceled = bump(replace(rec, status=Status.CANCELED), rec)
                     token = self._backend.write_manifest(sid, record_to_json(canceled), token)
@@ -309,7 +317,7 @@ class ModelStore:
             break
         else:
             raise Conflict(sid, self.max_attempts)
-        keys = [key for key, _ in self._backend.list_blobs(sid)]
+        keys = [key for key, _ in self._backend.list_blobs(sid) if key != TOMBSTONE]
         if incarnation is not None:
             # Only this incarnation: the id may already have been re-created.
             keys = [k for k in keys if k.startswith(incarnation + "/")]

@@ -1,71 +1,98 @@
-"""Register the bundled demo styles in the model store on first start.
+"""Install the bundled demo styles in the model store at start.
 
 ``demo_styles/manifest.json`` lists each style's files and their sha256; a file whose
-digest does not match is refused (logged, never served). A style already in the store —
-registered earlier, or concurrently by another replica — is left alone.
+digest does not match is refused (logged, never served). Each style is installed with
+:func:`model_store.install_bundled`: in one manifest write (a start that dies, e.g. on a
+full disk, leaves nothing half-made), once (a style already there, installed by an
+earlier start or concurrently by another process, is left alone), finishing a style an
+earlier release left half-registered (``queued``, no version) with the bundled weights
+rather than letting it be trained, and never again once a user deleted it (the store
+keeps a tombstone). A failure is logged and the API starts anyway: the next start
+installs what is missing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
-from model_store import ModelStore, StyleExists, StyleNotFound
+from model_store import (
+    BundledStyle,
+    InstallOutcome,
+    ModelStore,
+    ModelStoreError,
+    StyleNotFound,
+    install_bundled,
+    read_bundle,
+)
 from stylenet.model_file import read_info
 
 log = logging.getLogger(__name__)
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "demo_styles"
 
 
-def _read_verified(folder: Path, name: str, sha256: str) -> bytes:
-    data = (folder / name).read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise ValueError(f"{folder / name}: sha256 {actual}, expected {sha256}")
-    return data
+def _installed(store: ModelStore, style: BundledStyle) -> bool:
+    """Whether the style is there and marked installed (the usual start: nothing to read)."""
+    try:
+        rec = store.get(style.id)
+    except StyleNotFound:
+        return False
+    return rec.bundled and bool(rec.versions)
+
+
+def _install(store: ModelStore, style: BundledStyle) -> InstallOutcome:
+    weights = style.read("generator")
+    return install_bundled(
+        store,
+        style.id,
+        name=style.name,
+        style_image=style.read("style_image"),
+        preview=style.read("preview"),
+        weights=weights,
+        params=style.params,
+        metadata={
+            "source": style.entry.get("source"),
+            "painting": style.entry.get("painting"),
+            "demo": True,
+            # The generator's shape: retrains and new styles may start from it.
+            "config": read_info(weights).config.to_dict(),
+        },
+        metrics=style.metrics,
+    )
 
 
 def register_demo_styles(store: ModelStore, folder: Path = DEFAULT_DIR) -> list[str]:
-    """Create and publish every demo style missing from ``store``; return the ids added."""
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
+    """Install every demo style missing from ``store``; return the ids installed now.
+
+    A style whose files fail their check, or that the store cannot take now, is logged
+    and skipped (the others are still installed).
+    """
+    try:
+        styles = read_bundle(folder)
+    except (OSError, ValueError) as exc:
+        log.error("demo styles at %s not registered: %s", folder, exc)
+        return []
+    if not styles:
         log.info("no demo styles at %s", folder)
         return []
     added = []
-    for entry in json.loads(manifest_path.read_text())["styles"]:
-        style_id = entry["id"]
+    for style in styles:
         try:
-            store.get(style_id)
-            continue
-        except StyleNotFound:
-            pass
-        style_folder = folder / style_id
-        try:
-            weights = _read_verified(style_folder, entry["generator"], entry["sha256"])
-            image = _read_verified(style_folder, entry["style_image"], entry["style_image_sha256"])
-            preview = _read_verified(style_folder, entry["preview"], entry["preview_sha256"])
+            if _installed(store, style):
+                continue
+            outcome = _install(store, style)
         except (OSError, ValueError) as exc:
-            log.error("demo style %s not registered: %s", style_id, exc)
+            log.error("demo style %s not registered: %s", style.id, exc)
             continue
-        try:
-            store.create(image, name=entry["name"], params=entry["train_params"], style_id=style_id)
-        except StyleExists:
-            continue  # another replica is registering it
-        store.set_preview(style_id, preview)
-        store.publish(
-            style_id,
-            weights,
-            metadata={
-                "source": entry["source"],
-                "painting": entry["painting"],
-                "demo": True,
-                # The generator's shape: retrains and new styles may start from it.
-                "config": read_info(weights).config.to_dict(),
-            },
-            metrics=entry["metrics"],
-        )
-        added.append(style_id)
-        log.info("registered demo style %s (%s)", style_id, entry["name"])
+        except ModelStoreError as exc:  # a full disk, say: the next start tries again
+            log.error("demo style %s not registered now (next start): %s", style.id, exc)
+            continue
+        if outcome in (InstallOutcome.INSTALLED, InstallOutcome.FINISHED):
+            added.append(style.id)
+            how = "registered" if outcome is InstallOutcome.INSTALLED else "finished registering"
+            log.info("%s demo style %s (%s)", how, style.id, style.name)
+        elif outcome is InstallOutcome.DELETED:
+            log.info("demo style %s was deleted: not registered again", style.id)
+        elif outcome is InstallOutcome.TAKEN:
+            log.warning("demo style %s not registered: the id holds another style", style.id)
     return added

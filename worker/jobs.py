@@ -39,7 +39,7 @@ from redis import Redis
 from rq import get_current_job
 from torch import nn
 
-from model_store import ModelStore, Status, open_store
+from model_store import ModelStore, Status, StyleRecord, open_store
 from stylenet import ImageError, TrainParams, TrainResult, generator_to_bytes, train
 from stylenet.checkpoint import fingerprint
 from stylenet.data import find_images, open_image, split_content
@@ -190,10 +190,12 @@ class TrainingRun:
         if rec.status is Status.CANCELED:
             raise Canceled(f"style {self.style_id} was canceled")
         info, key = rec.version_info(), self._job_key()
+        if rec.status in (Status.QUEUED, Status.TRAINING):
+            return None  # a run to do (a retrain starts queued too)
         if rec.status is not Status.READY or info is None or key is None:
-            return None
+            return self._stale(rec)
         if info.metadata.get("job") != key:
-            return None  # a retrain: train again
+            return self._stale(rec)
         log.info("style %s: already published by another run of this job", self.style_id)
         self._clear_scratch()
         if (info.metrics.get("score") or {}).get("status") == "scoring":
@@ -202,6 +204,20 @@ class TrainingRun:
             except Exception as exc:
                 log.warning("style %s: cannot score v%d: %s", self.style_id, info.version, exc)
         return {"status": "ready", "style_id": self.style_id, "version": info.version}
+
+    def _stale(self, rec: StyleRecord) -> dict[str, Any]:
+        """Return without training: the style was settled without this job.
+
+        Every run starts from ``queued`` (a create, a retrain, a retry, a repair). A job
+        that finds its style ``ready`` or ``failed`` by another hand is stale: e.g. the
+        reconciler enqueued a demo style that the API then installed from its bundled
+        weights, or a job re-enqueued after Redis lost its data ran after the original.
+        Training it would redo hours of work the style does not need.
+        """
+        log.warning(
+            "style %s is %s, settled without this job: nothing to train", rec.id, rec.status
+        )
+        return {"status": str(rec.status), "style_id": rec.id, "trained": False}
 
     def _enqueue_score(self, version: int) -> bool:
         """Queue the version's score behind waiting trainings; False where it cannot be."""

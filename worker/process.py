@@ -14,7 +14,10 @@ additions, all in the parent process (which never initializes CUDA):
   ``store_gc_interval_s`` (replaced previews, dropped versions, crashed publishes).
   Several workers may do it at once: deleting an unreferenced file twice is harmless;
 * the reconciler (:mod:`worker.reconcile`) runs at start and every
-  ``reconcile_interval_s``;
+  ``reconcile_interval_s``, also while a job runs (from the job's heartbeats, every
+  ``TICK_S``), so styles whose jobs Redis lost are enqueued again during a long training;
+* every heartbeat, idle or busy, puts back what Redis lost of this worker
+  (:mod:`worker.presence`: its RQ registration, its device's training speed);
 * Redis outages are waited out with back-off instead of ending the worker: RQ's own
   loop already retries a failed dequeue; the heartbeats, state writes and maintenance
   around it are guarded here, and :class:`TrainingScheduler` (RQ's scheduler, which
@@ -50,6 +53,7 @@ from rq.utils import utcparse
 from model_store import ModelStore
 
 from . import lock
+from .presence import Presence
 from .reconcile import Reconciler, run_safely
 from .recovery import clean_up_after, describe_exit, settle_lost_job, style_of
 from .settings import WorkerSettings
@@ -136,9 +140,12 @@ class TrainingWorker(Worker):
             work_horse_killed_handler=self._on_horse_killed,
             maintenance_interval=settings.maintenance_interval_s,
             worker_ttl=TICK_S + 15,
+            # The parent's checks during a job run between these waits (RQ: 30 s).
+            job_monitoring_interval=TICK_S,
         )
         self.max_connection_wait_time = settings.redis_retry_max_s
         self.reconciler = Reconciler(store, connection, settings, owner=self.name)
+        self.presence = Presence(self, settings.device)
 
     # --- periodic work -------------------------------------------------------------------
 
@@ -161,7 +168,11 @@ class TrainingWorker(Worker):
         if now >= self._next_scheduler_check:
             self._next_scheduler_check = now + TICK_S
             _guarded("scheduler check", self._check_scheduler)
+        self._reconcile_if_due()
+
+    def _reconcile_if_due(self) -> None:
         interval = self.settings.reconcile_interval_s
+        now = time.monotonic()
         if interval > 0 and now >= self._next_reconcile:
             self._next_reconcile = now + interval
             run_safely(self.reconciler)
@@ -227,6 +238,27 @@ class TrainingWorker(Worker):
         self._release_stale_scheduler_locks()
         scheduler.acquire_locks(auto_start=True)
 
+    def unsubscribe(self) -> None:
+        """RQ's unsubscribe from the command channel, without its wait of up to 60 s.
+
+        RQ unsubscribes, then stops the listening thread and joins it (redis-py 8 joins
+        with no timeout). A thread that read the unsubscribe reply before the stop waits
+        60 s for a subscription that never comes, and the worker's exit with it. Here the
+        thread is told to stop first, so the reply ends it.
+        """
+        thread = self.pubsub_thread
+        if not thread:
+            return
+        self.log.info("Worker %s: unsubscribing from %s", self.name, self.pubsub_channel_name)
+        try:
+            thread.stop(timeout=0)  # clears its running flag; the join is bounded below
+        except TypeError:  # redis-py before 8: stop() only clears the flag
+            thread.stop()
+        with contextlib.suppress(RedisError):
+            self.pubsub.unsubscribe()
+        thread.join(timeout=2)
+        self.pubsub.close()
+
     def stop_scheduler(self) -> None:
         """Stop the scheduler process: SIGTERM, then SIGKILL if it has not ended in 5 s.
 
@@ -278,6 +310,7 @@ class TrainingWorker(Worker):
         else:
             parent = super()
             _guarded("heartbeat", lambda: parent.heartbeat(timeout))
+            self.presence.restore_safely()
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """RQ's set_state; a Redis failure is logged, the state kept locally."""
@@ -294,15 +327,23 @@ class TrainingWorker(Worker):
         _guarded("suspension check", lambda: parent.check_for_suspension(burst))
 
     def maintain_heartbeats(self, job: Job, execution: Any) -> None:
-        """RQ's job heartbeats; a training goes on through a Redis outage."""
+        """RQ's job heartbeats, then the checks that must go on during a long job.
+
+        A training goes on through a Redis outage; what Redis lost of this worker is put
+        back, and the reconciler runs when due (a training may last hours).
+        """
         parent = super()
         _guarded("job heartbeat", lambda: parent.maintain_heartbeats(job, execution))
+        self.presence.restore_safely()
+        self._reconcile_if_due()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job`` in a work horse, then release what a killed horse left behind."""
+        self.reconciler.busy_style = style_of(job)
         try:
             super().execute_job(job, queue)
         finally:
+            self.reconciler.busy_style = None
             style_id = style_of(job)
             if style_id is not None:
                 token = lock.lock_token(self.name, job.id)

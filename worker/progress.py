@@ -53,7 +53,12 @@ def progress_dict(progress: Progress) -> dict[str, Any]:
 
 
 def guard_store_write(style_id: str, write: Callable[[], Any]) -> Any:
-    """Run a store write, turning "canceled" and "deleted" into :class:`Canceled`."""
+    """Run a store write, turning "canceled" and "deleted" into :class:`Canceled`.
+
+    So is a progress report refused because the style left ``queued``/``training``
+    without this run (another hand made it ready or failed: the API installed a demo
+    style's bundled weights, say): its run is over.
+    """
     try:
         return write()
     except StyleNotFound:
@@ -61,6 +66,8 @@ def guard_store_write(style_id: str, write: Callable[[], Any]) -> Any:
     except InvalidTransition as exc:
         if exc.canceled:
             raise Canceled(f"style {style_id} was canceled") from None
+        if exc.requested == "progress":  # ready or failed by another hand: stop
+            raise Canceled(f"style {style_id} became {exc.current} without this run") from None
         raise
 
 

@@ -6,20 +6,23 @@ The model store is the source of truth of what should happen (a ``queued`` or
 apart: the API dies between saving a style and enqueueing its job, a job ends while the
 store refuses the final write, Redis loses its data, a lease is taken over. Instead of a
 special case per failure, every worker runs :meth:`Reconciler.run` when it starts and
-every ``STYLIZE_RECONCILE_INTERVAL_S``; it compares each ``queued``/``training`` record
-with its job and lease and repairs (the table is in ``docs/ARCHITECTURE.md``):
+every ``STYLIZE_RECONCILE_INTERVAL_S``, idle or running a job; it compares each
+``queued``/``training`` record with its job and lease and repairs (the table is in
+``docs/ARCHITECTURE.md``):
 
-============================================  ======================================
+============================================  ===============================================
 record queued/training, unchanged for grace   repair
-============================================  ======================================
+============================================  ===============================================
 lease held (a live run)                       none, ever
+this worker's own job trains it               none (its lease may have gone with Redis's data)
+a bundled style awaiting its install          none: the API installs its bundled weights
 job queued, scheduled or deferred             none (``training`` record -> ``queued``)
 job started                                   none: RQ's abandoned-job handling owns it
 no job                                        enqueue it again (idempotent job id)
 job finished, failed, stopped or canceled     ``queued`` + enqueue again, at most
                                               ``reconcile_max_repairs`` times per run;
                                               then ``failed`` with the job's reason
-============================================  ======================================
+============================================  ===============================================
 
 Only one reconciler acts at a time (a short Redis lease), so two workers never both
 delete and re-enqueue one job. Every write is a compare-and-swap on the record, so a
@@ -41,7 +44,15 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError, StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from model_store import InvalidTransition, ModelStore, Status, StyleNotFound, StyleRecord
+from model_store import (
+    InvalidTransition,
+    ModelStore,
+    Status,
+    StyleNotFound,
+    StyleRecord,
+    awaits_install,
+    read_bundle,
+)
 
 from . import lock
 from .recovery import JOB_FUNCTION
@@ -118,6 +129,9 @@ class Reconciler:
         self.queue = Queue(
             settings.training_queue, connection=connection, serializer=JSONSerializer
         )
+        self.bundled = _bundled_images(settings)
+        #: The style this worker's own job trains now (set by the worker while busy).
+        self.busy_style: str | None = None
 
     def run(self) -> list[Repair]:
         """Run one pass; return what it repaired (nothing if another worker's pass runs).
@@ -175,6 +189,10 @@ class Reconciler:
     def _reconcile(self, rec: StyleRecord) -> Repair | None:
         if _age_s(rec) < self.settings.reconcile_grace_s:
             return None  # a save just before its enqueue, or a run reporting progress
+        if rec.id == self.busy_style:
+            return None  # our own horse trains it (its lease may have gone with Redis's data)
+        if awaits_install(rec, self.bundled.get(rec.id)):
+            return None  # a demo style half-registered: the API installs its bundled weights
         if lock.holder(self.connection, rec.id) is not None:
             return None  # a live run: never touched
         job = self._fetch(rec.id)
@@ -210,6 +228,17 @@ class Reconciler:
             enqueue_training(
                 self.queue, rec.id, dict(rec.params), self.settings.train_job_timeout_s
             )
+
+
+def _bundled_images(settings: WorkerSettings) -> dict[str, str]:
+    """``style id -> bundled style image sha256`` of the demo styles (none if unset)."""
+    if settings.demo_styles_dir is None:
+        return {}
+    try:
+        return {s.id: s.style_image_sha256 for s in read_bundle(settings.demo_styles_dir)}
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read the demo styles (STYLIZE_DEMO_STYLES_DIR): %s", exc)
+        return {}
 
 
 def enqueue_training(queue: Queue, style_id: str, params: dict[str, Any], timeout_s: int) -> Job:

@@ -8,8 +8,9 @@ bypass that, and RQ 3 handles each of them in another process:
   requeues the job if it has retries left (one retry is used);
 * a stop-job command (cancel) kills the horse: RQ marks the job ``stopped``, never retries;
 * the whole worker dies: its job stays "started" until its heartbeat expires (about
-  90 s); the next worker maintenance calls the exception handlers with
-  ``AbandonedJobError`` and requeues the job if it has retries left.
+  65 s: the worker beats every 5 s with a 60 s margin); the next worker maintenance
+  calls the exception handlers with ``AbandonedJobError`` and requeues the job if it
+  has retries left.
 
 :func:`settle_lost_job` mirrors RQ's decision in the style record: ``queued`` when a
 retry is coming (it resumes from the checkpoint), else ``failed`` with the reason.

@@ -72,6 +72,10 @@ class WorkerSettings(FileVariablesSettings):
         calibration_max_age_s: a published speed younger than this is kept (it is
             also refined after every run).
         log_level: logging level of the worker process.
+        demo_styles_dir: the bundled demo styles (``STYLIZE_DEMO_STYLES_DIR``, as the
+            API's): a record the API's install will finish (no version, no owner, the
+            bundled style image) is never trained by the reconciler. Unset: only
+            records marked ``bundled`` are recognised.
     """
 
     model_config = SettingsConfigDict(env_prefix="STYLIZE_", extra="ignore")
@@ -102,6 +106,7 @@ class WorkerSettings(FileVariablesSettings):
     score: bool = True
     calibration_shapes: str = "32x1,32x4,64x4,128x4,256x4"
     calibration_max_age_s: float = Field(7 * 24 * 3600.0, ge=0)
+    demo_styles_dir: Path | None = None
 
     @field_validator("redis_url")
     @classmethod

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save
 
-from model_store import InvalidTransition, Progress, StyleNotFound, open_store
+from model_store import InvalidTransition, Progress, StyleNotFound, install_bundled, open_store
 
 CRASHED = 17  # exit code of a simulated crash
 STOPPED = 0  # the worker noticed the delete/cancel and stopped
@@ -65,6 +65,42 @@ def crash_during_publish(url: str, scratch: str, style_id: str, seed: int) -> No
     sys.exit(1)  # not reached
 
 
+#: A bundled style's files (tiny, but each of the right kind).
+BUNDLED_IMAGE = b"\x89PNG\r\n\x1a\n" + b"\x02" * 32
+BUNDLED_PREVIEW = b"\xff\xd8\xff\xe0" + b"\x03" * 32
+BUNDLED_PARAMS = {"iterations": 3000}
+
+
+def install_demo(store: Any, style_id: str) -> Any:
+    """Install the test's bundled style as the API's start does; return the outcome."""
+    return install_bundled(
+        store,
+        style_id,
+        name="Demo",
+        style_image=BUNDLED_IMAGE,
+        preview=BUNDLED_PREVIEW,
+        weights=make_weights(7),
+        params=BUNDLED_PARAMS,
+        metadata={"demo": True},
+        metrics={"loss": 1.0},
+    )
+
+
+def install_together(url: str, scratch: str, style_id: str, barrier: Any, results: Any) -> None:
+    """Install the bundled style, starting together with the other processes."""
+    store = open_store(url, scratch_root=scratch)
+    barrier.wait(timeout=60)
+    results.put(str(install_demo(store, style_id)))
+
+
+def crash_during_install(url: str, scratch: str, style_id: str) -> None:
+    """Install the bundled style, dying after its files are written, before its manifest."""
+    store = open_store(url, scratch_root=scratch)
+    store._fault_hook = _crash_at("bundled-files-written")
+    install_demo(store, style_id)
+    sys.exit(1)  # not reached
+
+
 def crash_during_delete(url: str, scratch: str, style_id: str) -> None:
     """Delete a training style, dying right after the cancel is committed."""
     store = open_store(url, scratch_root=scratch)
@@ -99,3 +135,14 @@ def train_until_stopped(url: str, scratch: str, style_id: str, started: Any) -> 
     except (StyleNotFound, InvalidTransition):
         sys.exit(STOPPED)
     sys.exit(NOT_STOPPED)
+
+
+def register_demos_together(url: str, folder: str, barrier: Any, results: Any) -> None:
+    """An API process's start: register the demo styles, together with the others."""
+    from pathlib import Path
+
+    from service.demo_styles import register_demo_styles
+
+    store = open_store(url)
+    barrier.wait(timeout=120)
+    results.put(register_demo_styles(store, Path(folder)))
