@@ -20,8 +20,10 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from model_store import open_store
+from service.cross_site import CrossSiteMiddleware
 from service.demo_styles import register_demo_styles
 from service.errors import install_error_handlers
 from service.limits import Limits
@@ -31,7 +33,9 @@ from service.openapi import install_openapi
 from service.processes import ProcessGroup
 from service.routes import estimate, events, health, styles, stylize
 from service.runtime import InferenceRuntime
+from service.security_headers import SecurityHeadersMiddleware, docs_policy
 from service.settings import ServiceSettings
+from service.streams import StreamLimiter
 from service.training import TrainingQueue
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             redis, queue_name=settings.training_queue, job_timeout_s=settings.train_job_timeout_s
         )
         app.state.limits = Limits(settings, redis)
+        app.state.streams = StreamLimiter(
+            # Short timeouts: asked as each stream starts; without an answer it counts locally.
+            AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5),
+            per_client=settings.streams_per_client,
+            per_process=settings.effective_max_streams,
+            metrics=metrics,
+        )
+        app.state.streams.start()
         warm = asyncio.create_task(runtime.warm_up(), name="stylize-warm-up")
         if group is not None:
             warm.add_done_callback(lambda task: runtime.warmed and group.mark_ready())
@@ -87,6 +99,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await asyncio.gather(warm, return_exceptions=True)
             await runtime.close()
             await app.state.limits.close()
+            await app.state.streams.close()
             redis.close()
             if group is not None:
                 group.leave()
@@ -104,14 +117,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.process_group = group
     install_error_handlers(app)
-    # Added last = outermost: the request context wraps the body limit.
+    # Added last = outermost: security headers on every answer, then the request context
+    # (id, metrics), the cross-site check before any body is read, the body limit.
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_upload_bytes,
         idle_timeout_s=settings.body_idle_timeout_s,
         total_timeout_s=settings.body_timeout_s,
     )
+    app.add_middleware(CrossSiteMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     for module in (stylize, styles, events, health, estimate):
         app.include_router(module.router)
     _mount_api_docs(app)
@@ -131,15 +147,19 @@ def _mount_api_docs(app: FastAPI) -> None:
     app.mount(assets, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
 
+    page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{app.title}: API docs",
+        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger-ui.css",
+        swagger_favicon_url=f"{assets}/favicon.png",
+    )
+    # Its inline start-up script is allowed by hash (service.security_headers).
+    headers = {"Content-Security-Policy": docs_policy(page.body)}
+
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{app.title}: API docs",
-            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
-            swagger_css_url=f"{assets}/swagger-ui.css",
-            swagger_favicon_url=f"{assets}/favicon.png",
-        )
+        return HTMLResponse(page.body, headers=headers)
 
 
 def _mount_web_page(app: FastAPI) -> None:

@@ -119,6 +119,29 @@ def check_manager(caller: Caller, owner: str | None, style_id: str, action: str)
     )
 
 
+def identify(settings: ServiceSettings, authorization: str | None) -> Caller:
+    """Return who an ``Authorization`` header names, never refusing the request.
+
+    A valid bearer key's caller; anything else (no key, a wrong one, auth off):
+    :data:`ANONYMOUS`, which :func:`client_id` then counts by address.
+    """
+    scheme, _, key = (authorization or "").partition(" ")
+    if not settings.auth_enabled or scheme.lower() != "bearer" or not key.strip():
+        return ANONYMOUS
+    return _match(settings, key.strip()) or ANONYMOUS
+
+
+def client_id(request: Request, caller: Caller) -> str:
+    """Return who the request counts against: its key's id, else ``addr:<client address>``.
+
+    The address is the peer's, or the proxy's ``X-Forwarded-For`` when uvicorn trusts the
+    proxy (``FORWARDED_ALLOW_IPS``).
+    """
+    if caller.key_id is not None:
+        return caller.key_id
+    return f"addr:{request.client.host if request.client else 'unknown'}"
+
+
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 

@@ -19,6 +19,7 @@ from service.metrics import ServiceMetrics
 from service.processes import ProcessGroup
 from service.runtime import InferenceRuntime
 from service.settings import ServiceSettings
+from service.streams import StreamLimiter
 from service.training import TrainingQueue
 
 
@@ -52,6 +53,11 @@ async def get_limits(request: Request) -> Limits:
     return request.app.state.limits
 
 
+async def get_streams(request: Request) -> StreamLimiter:
+    """Return the app's event stream limits."""
+    return request.app.state.streams
+
+
 async def get_process_group(request: Request) -> ProcessGroup | None:
     """Return the group of HTTP processes this one belongs to (``None``: it is alone)."""
     return request.app.state.process_group
@@ -64,6 +70,7 @@ TrainingDep = Annotated[TrainingQueue, Depends(get_training)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ProcessGroupDep = Annotated[ProcessGroup | None, Depends(get_process_group)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
+StreamsDep = Annotated[StreamLimiter, Depends(get_streams)]
 #: Who sent the request (its key's id, admin or not); the same check as the guards below,
 #: which FastAPI runs once per request.
 CallerDep = Annotated[Caller, Depends(require_key)]

@@ -8,6 +8,7 @@ extra fields where the client can act on them (``style_id``, ``status``, ``field
     ├── BadRequest            400   empty body, not an image, truncated image
     ├── Unauthorized          401   missing bearer key
     ├── Forbidden             403   wrong bearer key; ``not_owner``: another key's style
+    │   └── CrossSite         403   ``cross_site``: a state change sent by another site
     ├── Conflict              409   e.g. a training job for the style already exists
     │   └── StyleNotReady     409   style exists, nothing published yet (carries status)
     ├── UnsupportedMediaType  415   an image format or Content-Type we do not take
@@ -16,7 +17,8 @@ extra fields where the client can act on them (``style_id``, ``status``, ``field
     ├── Overloaded            429   queue full (carries retry_after)
     ├── QuotaExceeded         429   ``training_quota``: the key's trainings or budget
     ├── RateLimited           429   ``rate_limited``: the key's stylize token bucket is empty
-    ├── Unavailable           503   Redis / store down (carries retry_after)
+    ├── TooManyStreams        429   ``too_many_streams``: the key's or address's event streams
+    ├── Unavailable           503   Redis / store down, ``streams_full`` (carries retry_after)
     └── RequestTimeout        504   no answer within request_timeout_s of arrival
     PayloadTooLarge           413   body over the byte limit (an HTTPException: it is raised
                                     inside ``receive`` and must pass FastAPI's body parser)
@@ -93,6 +95,12 @@ class Forbidden(ServiceError):
     status, code = 403, "forbidden"
 
 
+class CrossSite(Forbidden):
+    """A state change a browser sent on behalf of another site's page (403)."""
+
+    status, code = 403, "cross_site"
+
+
 class Conflict(ServiceError):
     """The request conflicts with the current state (409)."""
 
@@ -139,6 +147,12 @@ class RateLimited(ServiceError):
     """The key (or client address) sent stylize requests faster than its rate (429)."""
 
     status, code = 429, "rate_limited"
+
+
+class TooManyStreams(ServiceError):
+    """The key (or client address) holds as many event streams as it may (429)."""
+
+    status, code = 429, "too_many_streams"
 
 
 class Unavailable(ServiceError):
@@ -261,10 +275,10 @@ def _request_id(request: Request) -> str | None:
     return request.scope.get("stylize.request_id")
 
 
-async def _service_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
+def service_error_response(exc: ServiceError, request_id: str | None) -> JSONResponse:
+    """Return the response of ``exc`` (also for ASGI middleware, outside the handlers)."""
     if exc.status in (500, 504):
-        log.warning("request %s: %s %s", _request_id(request), exc.code, exc.message)
+        log.warning("request %s: %s %s", request_id, exc.code, exc.message)
     headers = dict(exc.headers)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
@@ -272,11 +286,16 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
         exc.status,
         exc.code,
         exc.message,
-        request_id=_request_id(request),
+        request_id=request_id,
         retry_after=exc.retry_after,
         headers=headers,
         fields=exc.fields,
     )
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return service_error_response(exc, _request_id(request))
 
 
 async def _library_error(request: Request, exc: Exception) -> JSONResponse:

@@ -110,6 +110,18 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
+        self.streams = Gauge(
+            "stylize_event_streams",
+            "Event streams (GET /styles/{id}/events) open",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.streams_refused = Counter(
+            "stylize_event_streams_refused_total",
+            "Event streams refused: too_many_streams (the client's), streams_full (the process's)",
+            ["reason"],
+            registry=r,
+        )
         self.enqueued = Counter(
             "stylize_training_jobs_enqueued_total", "Training jobs enqueued", registry=r
         )

@@ -11,7 +11,9 @@ adds, per connection:
   answered when the limit is crossed, without reading further;
 * request line and headers not complete ``header_timeout_s`` after the connection
   opened (or after the first byte of a keep-alive request) → 408;
-* more than ``limit_concurrency`` connections or requests at once → 503 (uvicorn's rule);
+* more than ``limit_concurrency`` connections or requests at once → 503 (uvicorn's rule),
+  except for the health checks (:data:`ALWAYS_ANSWERED`): an orchestrator that sees them
+  fail restarts or unlists a process that is only busy, which makes an overload worse;
 * every answer given here is the API's JSON error document, with ``Connection: close``
   (and ``Retry-After`` on 503).
 
@@ -36,6 +38,9 @@ from service.errors import HTTP_CODES, error_body
 from service.settings import ServiceSettings, load_settings
 
 log = logging.getLogger(__name__)
+
+#: Paths answered however many connections are open: cheap, and what orchestrators probe.
+ALWAYS_ANSWERED = frozenset({b"/healthz", b"/readyz"})
 
 
 class _Refused(Exception):
@@ -126,8 +131,16 @@ class EdgeProtocol(HttpToolsProtocol):
         self._disarm_header_timer()
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
-            # uvicorn's own check (same rule) would answer in plain text.
-            raise self._refuse(503, f"more than {limit} connections or requests at once")
+            if self.url.partition(b"?")[0] not in ALWAYS_ANSWERED:
+                # uvicorn's own check (same rule) would answer in plain text.
+                raise self._refuse(503, f"more than {limit} connections or requests at once")
+            # A health check: past uvicorn's check too, which reads the limit from here.
+            self.limit_concurrency = None
+            try:
+                super().on_headers_complete()
+            finally:
+                self.limit_concurrency = limit
+            return
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
@@ -167,6 +180,7 @@ class EdgeProtocol(HttpToolsProtocol):
             "content-type: application/json",
             f"content-length: {len(body)}",
             "connection: close",
+            "x-content-type-options: nosniff",
         ]
         if status == 503:
             head.append("retry-after: 1")

@@ -3,7 +3,8 @@
 Build it with :func:`load_settings` (or ``ServiceSettings(...)`` in tests) and pass it to
 :func:`service.app.create_app`. Invalid values fail at start-up, not on the first request.
 List settings (``STYLIZE_API_KEYS``, ``STYLIZE_ADMIN_KEYS``, ``STYLIZE_WARM_STYLES``,
-``STYLIZE_WARM_SIDES``) accept JSON (``["a","b"]``) or a comma-separated string (``a,b``).
+``STYLIZE_WARM_SIDES``, ``STYLIZE_ALLOWED_ORIGINS``) accept JSON (``["a","b"]``) or a
+comma-separated string (``a,b``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,18 @@ class ServiceSettings(FileVariablesSettings):
         body_idle_timeout_s, body_timeout_s: a request body that stalls this long between
             two reads, or is not complete this long after the handler asks for it: 408.
         keep_alive_s: idle keep-alive connections are closed after this long.
-        limit_concurrency: most connections and requests at once; beyond: 503.
+        limit_concurrency: most connections and requests at once; beyond: 503. Per HTTP
+            process; ``/healthz`` and ``/readyz`` are answered beyond it too.
+        streams_per_client: event streams (``GET /styles/{id}/events``) one key, or one
+            client address for requests without a valid key, may hold open at once,
+            counted in Redis across every HTTP process and host; beyond: 429
+            ``too_many_streams``. 0: no limit.
+        max_streams: event streams one HTTP process holds open at once, whoever holds
+            them; beyond: 503 ``streams_full``. Below ``limit_concurrency``, so streams
+            never take the last connections; 0: half of ``limit_concurrency``.
+        allowed_origins: browser origins (``https://host[:port]``) besides the service's
+            own that may change state (POST, PUT, PATCH, DELETE) and read answers
+            cross-origin (CORS). Other origins get 403 ``cross_site``.
         max_pixels: largest decoded image (width × height), checked before decoding, so
             a decompression bomb is refused from its header.
         max_side_default, max_side_limit: inputs are downscaled so their longer side is
@@ -148,6 +160,9 @@ class ServiceSettings(FileVariablesSettings):
     body_timeout_s: float = Field(120.0, gt=0, le=3600)
     keep_alive_s: float = Field(15.0, gt=0, le=3600)
     limit_concurrency: int = Field(1024, ge=1, le=1_000_000)
+    streams_per_client: int = Field(16, ge=0, le=1_000_000)
+    max_streams: int = Field(0, ge=0, le=1_000_000)
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_pixels: int = Field(8192 * 8192, ge=MIN_SIDE * MIN_SIDE)
     max_side_default: int = Field(1024, ge=MIN_SIDE)
     max_side_limit: int = Field(8192, ge=MIN_SIDE)
@@ -184,7 +199,9 @@ class ServiceSettings(FileVariablesSettings):
     events_max_s: float = Field(600.0, gt=0)
     demo_styles_dir: Path | None = None
 
-    @field_validator("warm_styles", "warm_sides", "api_keys", "admin_keys", mode="before")
+    @field_validator(
+        "warm_styles", "warm_sides", "api_keys", "admin_keys", "allowed_origins", mode="before"
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -211,6 +228,12 @@ class ServiceSettings(FileVariablesSettings):
             raise ValueError("API keys must be at least 8 characters")
         return value
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # Compared with the browser's Origin header, which is always in this form.
+        return [normalize_origin(origin) for origin in value]
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -236,12 +259,20 @@ class ServiceSettings(FileVariablesSettings):
             raise ValueError("max_side_limit² must not exceed max_pixels")
         if self.stylize_requires_key and not self.auth_enabled:
             raise ValueError("stylize_requires_key needs api_keys or admin_keys")
+        if self.max_streams >= self.limit_concurrency:
+            # Streams would take the connections every other request needs.
+            raise ValueError("max_streams must be below limit_concurrency")
         return self
 
     @property
     def auth_enabled(self) -> bool:
         """Whether API keys (user or admin) are configured."""
         return bool(self.api_keys or self.admin_keys)
+
+    @property
+    def effective_max_streams(self) -> int:
+        """Return the event streams one HTTP process holds at most (``max_streams`` or half)."""
+        return self.max_streams or max(1, self.limit_concurrency // 2)
 
     @property
     def effective_stylize_burst(self) -> int:
@@ -274,6 +305,25 @@ class ServiceSettings(FileVariablesSettings):
         if self.torch_threads:
             return self.torch_threads
         return max(1, cpu_count() // max(1, self.workers))
+
+
+_ORIGIN_RE = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalize_origin(origin: str) -> str:
+    """Return ``origin`` as browsers send it in ``Origin`` (lower case, no default port).
+
+    Raises:
+        ValueError: not ``http(s)://host[:port]`` (no path, no wildcard, not ``null``).
+    """
+    match = _ORIGIN_RE.fullmatch(origin.strip().lower().rstrip("/"))
+    if match is None:
+        raise ValueError(
+            f"not an origin: {origin!r}; write scheme://host[:port], e.g. https://app.example.com"
+        )
+    scheme, host, port = match.groups()
+    return f"{scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[scheme] else "")
 
 
 def load_settings(**overrides: Any) -> ServiceSettings:

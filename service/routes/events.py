@@ -7,6 +7,10 @@ Events: ``style`` (the full style document, ``id:`` = revision), then, at the en
 ``end`` (the style reached ready, failed or canceled), ``deleted`` or ``timeout``
 (the stream's ``events_max_s`` ran out; reconnect). Comment lines keep idle
 connections alive through proxies.
+
+Each stream holds a slot of :class:`service.streams.StreamLimiter` for its whole life:
+one key (or address) holds ``streams_per_client`` at most (429 ``too_many_streams``), one
+process ``effective_max_streams`` (503 ``streams_full``).
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from model_store import ModelStore, ModelStoreError, Status, StyleNotFound, StyleRecord
-from service.deps import SettingsDep, StoreDep
+from service.auth import client_id, identify
+from service.deps import SettingsDep, StoreDep, StreamsDep
 from service.schemas import ErrorOut, StyleOut
 
 router = APIRouter(tags=["styles"])
@@ -67,16 +75,54 @@ async def style_events(
             return
 
 
+class SlottedStream(StreamingResponse):
+    """A streaming response that holds ``slot`` from before its first byte to its end.
+
+    Taken in the response rather than the route so that one ``async with`` covers the
+    stream however it ends (finished, client gone, server stopping); a refusal raised
+    there, before anything is sent, goes through the error handlers like any other.
+    """
+
+    def __init__(self, slot: AbstractAsyncContextManager[None], *args: Any, **kwargs: Any) -> None:
+        """``slot``: entered when the response starts; the rest is StreamingResponse's."""
+        super().__init__(*args, **kwargs)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the stream inside the slot."""
+        async with self._slot:
+            await super().__call__(scope, receive, send)
+
+
 @router.get(
     "/styles/{style_id}/events",
     response_class=StreamingResponse,
     summary="Follow a style's status and progress (Server-Sent Events)",
-    responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorOut}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        404: {"model": ErrorOut},
+        429: {
+            "model": ErrorOut,
+            "description": "too_many_streams: this key (or address, without a key) holds "
+            "STYLIZE_STREAMS_PER_CLIENT streams; see Retry-After",
+        },
+        503: {
+            "model": ErrorOut,
+            "description": "streams_full: the server holds as many streams as it keeps open",
+        },
+    },
 )
-async def follow_style(style_id: str, store: StoreDep, settings: SettingsDep) -> StreamingResponse:
-    """Stream ``style`` events until the style is ready, failed, canceled or deleted."""
+async def follow_style(
+    style_id: str, request: Request, store: StoreDep, settings: SettingsDep, streams: StreamsDep
+) -> StreamingResponse:
+    """Stream ``style`` events until the style is ready, failed, canceled or deleted.
+
+    A key is not needed; one sent counts the stream against the key instead of the address.
+    """
     first = await anyio.to_thread.run_sync(store.get, style_id)  # 404 before streaming
-    return StreamingResponse(
+    client = client_id(request, identify(settings, request.headers.get("authorization")))
+    return SlottedStream(
+        streams.slot(client),
         style_events(store, first, poll_s=settings.events_poll_s, max_s=settings.events_max_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
-from service.auth import Caller, KeyFirstRoute
+from service.auth import KeyFirstRoute, client_id
 from service.deps import LimitsDep, RequireStylizeKey, RuntimeDep, SettingsDep, StylizeCallerDep
 from service.errors import InvalidOption, RateLimited, RequestTimeout, UnsupportedMediaType
 from service.imaging import MEDIA_TYPES
@@ -144,17 +144,6 @@ async def stylize(
         raise RequestTimeout(
             f"no answer within {limit.seconds:g} s of the request's arrival"
         ) from exc
-
-
-def client_id(request: Request, caller: Caller) -> str:
-    """Return who the request counts against: its key's id, else ``addr:<client address>``.
-
-    The address is the peer's, or the proxy's ``X-Forwarded-For`` when uvicorn trusts the
-    proxy (``FORWARDED_ALLOW_IPS``).
-    """
-    if caller.key_id is not None:
-        return caller.key_id
-    return f"addr:{request.client.host if request.client else 'unknown'}"
 
 
 @dataclass

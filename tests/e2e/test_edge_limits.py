@@ -195,14 +195,20 @@ def test_trickled_body_gets_408_at_the_body_deadline(port: int):
     assert reply.seconds > BODY_TOTAL_S - 0.1
 
 
-def test_over_the_concurrency_limit_is_json_503(port: int):
+def test_over_the_concurrency_limit_is_json_503_but_health_checks_answer(port: int):
     # Idle connections count; each would get its 408 after HEADER_TIMEOUT_S.
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONCURRENCY)]
     try:
         time.sleep(0.2)
-        reply = raw_request(port, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"])
+        reply = raw_request(port, [b"GET /styles HTTP/1.1\r\nHost: x\r\n\r\n"])
         _error(reply, 503, "unavailable")
         assert reply.headers["retry-after"] == "1"
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        # What orchestrators probe is answered past the limit (issue 24): a busy process
+        # must not be restarted or unlisted for being busy.
+        for path in (b"/healthz", b"/readyz", b"/healthz?probe=1"):
+            probe = raw_request(port, [b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"])
+            assert probe.status == 200, (path, probe)
     finally:
         for sock in idle:
             sock.close()

@@ -180,6 +180,23 @@ def test_proxy_limits_match_the_service() -> None:
     assert "proxy_buffering off" in conf.split("/events$")[1]  # SSE is not buffered
 
 
+def test_proxy_limits_event_streams_as_the_service_does() -> None:
+    from service.settings import ServiceSettings
+
+    conf = (ROOT / "deploy/nginx.conf").read_text()
+    events = conf.split("/events$")[1].split("}")[0]
+    limits = dict(re.findall(r"limit_conn (\w+) (\d+);", events))
+    per_client = ServiceSettings.model_fields["streams_per_client"].default
+    assert int(limits["streams_per_client"]) == per_client
+    assert re.search(r"limit_conn_zone \$binary_remote_addr zone=streams_per_client:", conf)
+    assert "limit_conn_status 429;" in events
+    # The refusal is the API's JSON error, with Retry-After.
+    assert "error_page 429 /_proxy_errors/429;" in conf
+    answer = conf.split("location = /_proxy_errors/429 {")[1].split("}\n")[0]
+    assert '"too_many_streams"' in answer and "add_header Retry-After" in answer
+    assert f"at most {per_client} from one address" in answer
+
+
 def _instructions() -> list[tuple[str, str]]:
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     rows = []
