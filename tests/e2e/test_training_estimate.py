@@ -2,7 +2,7 @@
 prices a training before it runs and while it runs, and the run refines the speed.
 
 How close the price comes to the real run is a benchmark (bench/estimate_accuracy.py,
-README "Training your own style"), never asserted here: a busy machine would fail it."""
+docs/TRAINING.md, "Cost before commitment"), never asserted here: a busy machine would fail it."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def test_gpu_overlay_gives_each_worker_and_api_pod_one_gpu(
 
 def test_secrets_are_mounted_files_not_variables(overlay: tuple[str, list[Doc]]) -> None:
     docs = overlay[1]
-    assert not [d for d in docs if d["kind"] == "Secret"]  # made by the operator (README)
+    assert not [d for d in docs if d["kind"] == "Secret"]  # operator-made (docs/DEPLOYMENT.md)
     text = json.dumps(docs)
     assert "secretKeyRef" not in text and "secretRef" not in text
     for pod in pod_specs(docs):
@@ -323,7 +323,7 @@ def test_bucket_job_and_store_url_work_on_s3(
     docs = render(K8S / "overlays/cpu")
     job = _container(docs, "Job", "minio-bucket")
     env = _environment(docs, job)
-    # The credentials file as the README makes it (boto3 must read it).
+    # The credentials file as docs/DEPLOYMENT.md makes it (boto3 must read it).
     credentials = tmp_path / "s3-credentials"
     credentials.write_text(
         "[default]\naws_access_key_id = stylize\naws_secret_access_key = not-a-real-secret\n"
@@ -345,9 +345,11 @@ def test_bucket_job_and_store_url_work_on_s3(
         assert store.list_styles().items == ()
 
 
-def test_readme_fleet_section_names_what_an_operator_provides() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Fleet (Kubernetes)\n", 1)[1].split("\n## ", 1)[0]
+def test_fleet_docs_name_what_an_operator_provides() -> None:
+    """docs/DEPLOYMENT.md's Fleet section (moved there from the README), which the README links."""
+    assert "docs/DEPLOYMENT.md#fleet-kubernetes" in (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs/DEPLOYMENT.md").read_text()
+    section = docs.split("## Fleet (Kubernetes)\n", 1)[1].split("\n## ", 1)[0]
     for overlay_name in OVERLAYS:
         assert f"kubectl apply -k deploy/k8s/overlays/{overlay_name}" in section
     for secret, keys in SECRETS.items():
