@@ -12,7 +12,7 @@ exact and the naive result. Prints a table; writes JSON. Not a test.
 
     python bench/bench_tiled.py                                   # demo Scream, CPU
     python bench/bench_tiled.py --sizes 2048 --modes whole,tiled  # the ≤ 1.5× check
-    python bench/bench_tiled.py --poster 8192x5464                # the README's 8K figure
+    python bench/bench_tiled.py --poster 8192x5464                # docs/TILED.md's 8K figure
 """
 
 from __future__ import annotations

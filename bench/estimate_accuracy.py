@@ -4,7 +4,7 @@ The worker calibrates its device at start (``worker.speed.measure``: a few timed
 and the run overhead) and the API prices a training from that curve
 (``stylenet.cost.estimate_seconds``). This bench does the same in one process, then
 trains each shape for real and prints estimate vs actual (a table, and JSON). It is the
-figure the README quotes; no test asserts it (a busy machine would fail such a test).
+figure docs/TRAINING.md quotes; no test asserts it (a busy machine would fail such a test).
 
     python bench/estimate_accuracy.py --content ~/.cache/stylize/content \\
         --runs 32x2x200,64x4x60,128x4x20 --out bench/results/estimate.json

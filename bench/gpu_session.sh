@@ -67,7 +67,7 @@ else
   QUALITY=(--size 256 --iterations 3000 --batch-size 4 --baseline-steps 500)
   SERVICE=(--sizes 256 --clients 32 --per-client 8 --bare-batches 1,16)
   STYLENET=()
-  # The recipe adopted from bench/recipe.py (README, Quality), at the demo styles' scale.
+  # The recipe adopted from bench/recipe.py (docs/QUALITY.md), at the demo styles' scale.
   RECIPE='{"iterations": 3000, "image_size": 256}'
   DEMO=(--params "${DEMO_PARAMS:-$RECIPE}" --size 256 --steps 300)
   # A width-1.0 base at 256 px, Reptile's k = 8 Adam steps per painting: at ~50 steps/s

@@ -7,7 +7,7 @@ computed — autocast dtype, memory layouts, ``torch.compile`` — never *what*:
 losses, weights and optimizer are the same with any options.
 
 What measured faster on the 2-core AVX2 CPU this project develops on
-(``bench/train_speed.py``, README "Training your own style"):
+(``bench/train_speed.py``, docs/TRAINING.md):
 
 * the generator's last convolution (9×9, 32 → 3 channels) in ``channels_last``:
   oneDNN's NCHW backward of it runs at a few GFLOP/s, several times slower than the
