@@ -8,7 +8,8 @@
 * ``Referrer-Policy: same-origin``: style ids in URLs stay here.
 * ``Content-Security-Policy``: the web page and its files (``/``, ``/static/``, and the
   API docs' assets) may load only this origin's scripts, styles and connections, and
-  run no inline script (the page has none; event handlers are bound in ``app.js``);
+  run no inline script (the page has none; event handlers are bound in the
+  ES modules under ``static/``, entry ``app.js``);
   images may also be ``blob:`` (the chosen photo and the result) and ``data:``. Every
   other answer (JSON, images) gets ``default-src 'none'``: nothing in it may run. A
   route that sets its own policy keeps it (``/docs``: :func:`docs_policy`).

@@ -1,7 +1,7 @@
 // Cost before commitment: what a training will take on the workers' device, before it
 // starts (POST /training/estimate, priced from the speed the workers measured).
-// Self-contained: app.js calls showSpeedEstimates() once and confirmCost() before
-// starting a run.
+// Self-contained: training.js calls showSpeedEstimates() once; training.js and styles.js
+// call confirmCost() before starting a run.
 
 const CONFIRM_ABOVE_S = 5 * 60; // ask before starting anything longer
 

@@ -1,0 +1,178 @@
+// Stylize a photo: the photo (picked, dropped or pasted), the options, and the result
+// with its before/after slider, zoom, download and copy.
+
+import { $, api, fmtBytes, LocalError, showError } from "./common.js";
+import { selectedStyle, styles } from "./styles.js";
+
+// ------------------------------------------------------------------ stylize: the photo
+// Picked, dropped anywhere on the card, or pasted; shown as a thumbnail with its size.
+const photoInput = $("#photo");
+const dropZone = $("#stylize");
+let photo = null;
+let resultUrl = null;
+let originalUrl = null;
+
+function setPhoto(file, fromInput = false) {
+  photo = file || null;
+  if (originalUrl) URL.revokeObjectURL(originalUrl);
+  originalUrl = null;
+  showError($("#stylize-error"), null);
+  if (photo && !fromInput) {
+    // Dropped or pasted: the file input shows it too (not "No file chosen").
+    try {
+      const transfer = new DataTransfer();
+      transfer.items.add(photo);
+      photoInput.files = transfer.files;
+    } catch {
+      /* an old browser: the thumbnail below still says what was chosen */
+    }
+  }
+  const info = $("#photo-info");
+  const thumb = $("#photo-thumb");
+  info.hidden = !photo;
+  $("#result-box").hidden = true; // the previous result belongs to the previous photo
+  $("#stylize-status").textContent = "";
+  if (!photo) return;
+  const meta = `${photo.name || "pasted image"} · ${fmtBytes(photo.size)}`;
+  $("#photo-meta").textContent = meta;
+  if (photo.type.startsWith("image/")) {
+    originalUrl = URL.createObjectURL(photo);
+    thumb.onload = () => ($("#photo-meta").textContent = `${meta} · ${thumb.naturalWidth}×${thumb.naturalHeight}`);
+    thumb.onerror = () => (thumb.hidden = true); // not decodable here; the service will say why
+    thumb.hidden = false;
+    thumb.src = originalUrl;
+    thumb.alt = `Chosen photo: ${photo.name || "pasted image"}`;
+  } else {
+    thumb.hidden = true;
+  }
+}
+
+photoInput.addEventListener("change", () => setPhoto(photoInput.files[0], true));
+for (const name of ["dragenter", "dragover"]) {
+  dropZone.addEventListener(name, (e) => {
+    if (![...(e.dataTransfer?.types || [])].includes("Files")) return;
+    e.preventDefault();
+    dropZone.classList.add("over");
+  });
+}
+dropZone.addEventListener("dragleave", (e) => {
+  if (!dropZone.contains(e.relatedTarget)) dropZone.classList.remove("over");
+});
+dropZone.addEventListener("drop", (e) => {
+  dropZone.classList.remove("over");
+  if (!e.dataTransfer?.files.length) return;
+  e.preventDefault();
+  setPhoto(e.dataTransfer.files[0]);
+});
+document.addEventListener("paste", (e) => {
+  if (e.target.closest?.("input[type=text], input[type=password], textarea")) return;
+  const file = [...(e.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (!file) return;
+  e.preventDefault();
+  setPhoto(file);
+  dropZone.scrollIntoView({ block: "nearest" });
+});
+
+$("#print-size").addEventListener("change", () => {
+  $("#max-side").disabled = $("#print-size").checked;
+});
+
+for (const [input, out, fmt] of [
+  ["#strength", "#strength-out", (v) => Number(v).toFixed(2)],
+  ["#max-side", "#max-side-out", (v) => v],
+]) {
+  const sync = () => ($(out).textContent = fmt($(input).value));
+  $(input).addEventListener("input", sync);
+  sync();
+}
+
+// ------------------------------------------------------------------ stylize: the result
+// One frame: the result, with the original over it up to the before/after slider.
+const frame = $("#frame");
+const split = $("#split");
+const syncSplit = () => frame.style.setProperty("--split", `${split.value}%`);
+split.addEventListener("input", syncSplit);
+
+$("#zoom").addEventListener("click", () => {
+  const actual = frame.classList.toggle("actual");
+  $("#zoom").setAttribute("aria-pressed", String(actual));
+  $("#zoom").textContent = actual ? "Fit to screen" : "Zoom 1:1";
+});
+
+async function pngOf(blob) {
+  if (blob.type === "image/png") return blob;
+  const bitmap = await createImageBitmap(blob);
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  return await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+let resultBlob = null;
+$("#copy").addEventListener("click", async () => {
+  const status = $("#result-status");
+  try {
+    await navigator.clipboard.write([new ClipboardItem({ "image/png": pngOf(resultBlob) })]);
+    status.textContent = "Copied to the clipboard.";
+  } catch (err) {
+    status.textContent = `Could not copy (${err.message}); use Download instead.`;
+  }
+});
+
+$("#stylize-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const errorEl = $("#stylize-error");
+  const status = $("#stylize-status");
+  showError(errorEl, null);
+  if (!photo) return showError(errorEl, new LocalError("Pick a photo first."));
+  if (!selectedStyle) return showError(errorEl, new LocalError("No style is ready yet."));
+  const form = new FormData();
+  form.append("image", photo, photo.name || "pasted.png");
+  form.append("style", selectedStyle);
+  form.append("strength", $("#strength").value);
+  // Print size: up to 8192 px; the service stylizes large images by exact tiled inference.
+  form.append("max_side", $("#print-size").checked ? "8192" : $("#max-side").value);
+  form.append("preserve_color", $("#preserve-color").checked ? "true" : "false");
+  const button = $("#stylize-btn");
+  button.disabled = true;
+  status.textContent = "Stylizing…";
+  const started = performance.now();
+  try {
+    const response = await api("/stylize", { method: "POST", body: form });
+    resultBlob = await response.blob();
+    if (resultUrl) URL.revokeObjectURL(resultUrl);
+    resultUrl = URL.createObjectURL(resultBlob);
+    const result = $("#result");
+    await new Promise((resolve, reject) => {
+      result.onload = resolve;
+      result.onerror = () => reject(new Error("the result is not a displayable image"));
+      result.src = resultUrl;
+    });
+    const original = $("#original");
+    original.hidden = !originalUrl;
+    if (originalUrl) original.src = originalUrl;
+    result.hidden = false;
+    frame.style.setProperty("--w", `${result.naturalWidth}px`);
+    split.value = 0;
+    syncSplit();
+    const styleName = styles.get(selectedStyle)?.name || selectedStyle;
+    result.alt = `${photo.name || "Your photo"} in the style of ${styleName}`;
+    const ext = (resultBlob.type.split("/")[1] || "png").replace("jpeg", "jpg");
+    const download = $("#download");
+    download.href = resultUrl;
+    download.download = `${(photo.name || "photo").replace(/\.[^.]*$/, "")}-${selectedStyle}.${ext}`;
+    download.hidden = false;
+    $("#result-status").textContent = "";
+    $("#result-box").hidden = false;
+    status.textContent = `Done in ${((performance.now() - started) / 1000).toFixed(1)} s: ${result.naturalWidth}×${result.naturalHeight}`;
+    // Bring the result into view (it is below the form on a laptop and a phone).
+    $("#result-box").scrollIntoView({ behavior: "instant", block: "start" });
+    $("#result-h").focus({ preventScroll: true });
+  } catch (err) {
+    status.textContent = "";
+    showError(errorEl, err);
+  } finally {
+    button.disabled = false;
+  }
+});
