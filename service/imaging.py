@@ -117,6 +117,22 @@ def decode(data: bytes, *, max_pixels: int, max_side: int | None) -> DecodedImag
     return DecodedImage(np.asarray(rgb, dtype=np.uint8), kind, (width, height))
 
 
+def probe(data: bytes, *, max_pixels: int, max_side: int | None) -> tuple[int, int]:
+    """Return ``(width, height)`` that :func:`decode` will produce, from the header only.
+
+    No pixel is decoded (PIL reads the header lazily): this is what admission by cost
+    charges before the decode. Raises what :func:`decode` raises for the header.
+    """
+    kind = check_kind(data)
+    with (
+        pil_errors(kind, max_pixels),
+        Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]]) as image,
+    ):
+        width, height = image.size
+    check_pixels(width, height, max_pixels)
+    return fit_within((width, height), max_side)
+
+
 def check_kind(data: bytes) -> str:
     """Return the format of ``data`` if the service decodes it (``jpeg``, ``png``, ``webp``).
 

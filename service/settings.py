@@ -85,6 +85,10 @@ class ServiceSettings(FileVariablesSettings):
         batch_timeout_ms: how long the first request of a batch waits for company when
             the device is idle (under load batches fill while the device is busy).
         queue_size: requests waiting for the device; beyond it requests get 429 at once.
+        inflight_pixels: decoded pixels (after ``max_side`` scaling) the normal lane of
+            one HTTP process holds at once, from the image header to the answer; a
+            request that does not fit gets 429 ``pixel_budget`` at once. An image larger
+            than the budget is served alone. Default 4 × 2048² (five 2048×1536 photos).
         request_timeout_s: a stylize request still unanswered this long after arrival
             gets 504 (and is dropped from the queue if it has not run yet).
         cache_max_models, cache_max_bytes: generator cache limits (count, device bytes).
@@ -169,6 +173,7 @@ class ServiceSettings(FileVariablesSettings):
     max_batch_size: int | None = Field(None, ge=1, le=256)
     batch_timeout_ms: float = Field(2.0, ge=0, le=10_000)
     queue_size: int = Field(32, ge=1, le=100_000)
+    inflight_pixels: int = Field(4 * 2048 * 2048, ge=MIN_SIDE * MIN_SIDE)
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     cache_max_models: int = Field(8, ge=1)
     cache_max_bytes: int = Field(2048 * MiB, ge=1)

@@ -87,7 +87,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Unsupported image format or Content-Type",
         422: "Invalid options",
         429: "Queue full (overloaded; fair_share: this client holds more of the queue than "
-        "any other), or (rate_limited) the key's or address's stylize rate; see Retry-After",
+        "any other), the decoded pixels in flight at inflight_pixels (pixel_budget), or "
+        "(rate_limited) the key's or address's stylize rate; see Retry-After",
         500: "The style's weights are corrupt (the error names the style)",
         504: "Not answered within request_timeout_s",
     }.items()
@@ -129,6 +130,7 @@ async def stylize(
             runtime.metrics.rejected.labels(reason="rate_limited").inc()
             raise
     runtime.batcher.check_capacity(client)  # refuse before reading a byte when overloaded
+    runtime.budget.check()  # and when the pixel budget is spent
     timings: dict[str, float] = {}
     limit = Limit(arrival, settings.request_timeout_s)
     try:
@@ -211,6 +213,25 @@ async def _process(
             field="max_side",
             limit=settings.max_side_limit,
         )
+    # Admission by cost: the decoded size, from the header, reserved until the answer.
+    width, height = runtime.probe(data, max_side)
+    with runtime.admission(width, height):
+        return await _admitted(
+            runtime, settings, data, options, max_side, limit, timings, arrival, client
+        )
+
+
+async def _admitted(
+    runtime: InferenceRuntime,
+    settings: ServiceSettings,
+    data: bytes,
+    options: StylizeOptions,
+    max_side: int,
+    limit: Limit,
+    timings: dict[str, float],
+    arrival: float,
+    client: str,
+) -> Response:
     target = await runtime.styles.resolve(options.style, options.version)
     # Load the generator (on a miss) while the image decodes.
     load = asyncio.ensure_future(runtime.generator(target))

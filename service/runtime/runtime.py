@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -28,6 +29,7 @@ from service.codecs import ImageCodecs, host_pixels
 from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
 from service.runtime.batcher import Batched, Batcher
+from service.runtime.budget import PixelBudget
 from service.runtime.cache import GeneratorCache
 from service.runtime.executor import DeviceExecutor, resolve_device
 from service.runtime.generators import (
@@ -99,6 +101,10 @@ class InferenceRuntime:
             batch_timeout_s=settings.batch_timeout_ms / 1000,
             queue_size=settings.queue_size,
             metrics=metrics,
+        )
+        #: Admission by cost of the normal lane (:mod:`service.runtime.budget`).
+        self.budget = PixelBudget(
+            settings.inflight_pixels, metrics, retry_after=self.batcher.retry_after
         )
         self.warmed = False
         self.warm_errors: dict[str, str] = {}
@@ -175,6 +181,19 @@ class InferenceRuntime:
         )
 
     # --- request path ---------------------------------------------------------------------
+
+    def probe(self, data: bytes, max_side: int) -> tuple[int, int]:
+        """``(width, height)`` :meth:`decode` will return, from the header (no pixels)."""
+        return imaging.probe(data, max_pixels=self.settings.max_pixels, max_side=max_side)
+
+    def admission(self, width: int, height: int) -> AbstractContextManager[None]:
+        """Reserve a normal-lane image's pixels for a block (or raise 429 at once).
+
+        Large-lane images reserve nothing here: that lane admits by its own count.
+        """
+        if self.is_large(height, width):
+            return nullcontext()
+        return self.budget.reserve(width * height)
 
     async def decode(self, data: bytes, max_side: int) -> imaging.DecodedImage:
         """Decode request bytes in the codec pool (see :meth:`ImageCodecs.decode`)."""

@@ -1,0 +1,197 @@
+"""A burst of large photos on the normal lane, before and after admission by cost (#24 item 6).
+
+Was: 50 concurrent 4000×3000 photos at ``max_side=2048`` got no 200 (41 × 504 at 30 s,
+9 × 429 only after 24–26 s) and the API's RSS peaked at 4.22 GB. Starts ``python -m
+service`` (one process, CPU unless ``--device``) on a store with one published generator
+and sends ``--n`` concurrent uploads of one 4000×3000 JPEG photo, once per setting of
+``STYLIZE_INFLIGHT_PIXELS``: ``off`` (10¹², no budget: as before) and the default.
+Reports 200/429/504 counts, p50/p99 latency of the 200s and the 429s, and the service
+process's peak RSS (psutil, sampled every 50 ms). Prints a Markdown table and writes
+JSON (``bench/results/burst.json``). Not a test: the load generator shares the machine.
+
+    python bench/burst.py
+    python bench/burst.py --n 50 --budgets off,default,8388608
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from bench_service import make_generator, percentile, running_service  # noqa: E402
+
+from model_store import open_store  # noqa: E402
+from stylenet import samples  # noqa: E402
+
+OFF = str(10**12)
+
+
+def photo_jpeg(width: int, height: int) -> bytes:
+    """A real photo (scikit-image's) upscaled to ``width × height``, as a camera JPEG."""
+    image = samples.sample(samples.PHOTOS[0]).convert("RGB").resize((width, height))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+class PeakRss:
+    """Sample a process's RSS (with its children) every ``every`` seconds; keep the peak."""
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        self.proc = psutil.Process(pid)
+        self.every = every
+        self.peak = 0
+        self.baseline = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        procs = [self.proc, *self.proc.children(recursive=True)]
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.every)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def burst(base: str, jpeg: bytes, n: int, max_side: int) -> list[tuple[int, float]]:
+    limits = httpx.Limits(max_connections=n + 4)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+
+        async def one() -> tuple[int, float]:
+            started = time.perf_counter()
+            r = await http.post(
+                "/stylize",
+                params={"style": "bench", "max_side": str(max_side)},
+                content=jpeg,
+                headers={"content-type": "image/jpeg"},
+            )
+            return r.status_code, time.perf_counter() - started
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def summarize(name: str, results: list[tuple[int, float]], rss: PeakRss) -> dict[str, Any]:
+    codes = Counter(code for code, _ in results)
+    row: dict[str, Any] = {"budget": name, "codes": dict(sorted(codes.items()))}
+    for code in (200, 429, 504):
+        times = [t for c, t in results if c == code]
+        row[f"p50_{code}_s"] = percentile(times, 50) if times else None
+        row[f"p99_{code}_s"] = percentile(times, 99) if times else None
+    row["rss_baseline_mb"] = rss.baseline / 1e6
+    row["rss_peak_mb"] = rss.peak / 1e6
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    lines = [
+        "| budget | 200 | 429 | 504 | other | 200 p50/p99 s | 429 p50/p99 s | RSS base → peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r["codes"]
+        other = sum(v for k, v in c.items() if k not in (200, 429, 504))
+        lines.append(
+            f"| {r['budget']} | {c.get(200, 0)} | {c.get(429, 0)} | {c.get(504, 0)} | {other} "
+            f"| {fmt(r['p50_200_s'])}/{fmt(r['p99_200_s'])} "
+            f"| {fmt(r['p50_429_s'])}/{fmt(r['p99_429_s'])} "
+            f"| {r['rss_baseline_mb']:.0f} → {r['rss_peak_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--max-side", type=int, default=2048)
+    parser.add_argument("--size", default="4000x3000")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--budgets", default="off,default", help="off, default, or pixels")
+    parser.add_argument("--width", type=float, default=1.0, help="width of the generator")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/burst.json")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    jpeg = photo_jpeg(width, height)
+    work = Path(tempfile.mkdtemp(prefix="bench-burst-"))
+    store_url = (work / "models").as_uri()
+    store = open_store(store_url)
+    png = io.BytesIO()
+    samples.sample(samples.TEXTURE).save(png, "PNG")
+    store.create(png.getvalue(), name="bench", style_id="bench")
+    store.publish("bench", make_generator(None, args.width))
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "device": args.device,
+    }
+    print(
+        f"# {machine}; {args.n} × {args.size} JPEG ({len(jpeg) / 1e6:.1f} MB) at "
+        f"max_side={args.max_side}; log {work / 'service.log'}",
+        flush=True,
+    )
+    rows = []
+    for name in args.budgets.split(","):
+        env = {"STYLIZE_WORKERS": "1", "STYLIZE_WARM_STYLES": "bench"}
+        if name == "off":
+            env["STYLIZE_INFLIGHT_PIXELS"] = OFF
+        elif name != "default":
+            env["STYLIZE_INFLIGHT_PIXELS"] = name
+        log = work / "service.log"
+        with running_service(store_url, args.device, env, log) as (base, pid), PeakRss(pid) as rss:
+            results = asyncio.run(burst(base, jpeg, args.n, args.max_side))
+        rows.append(summarize(name, results, rss))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print(table(rows))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "n": args.n,
+                "size": args.size,
+                "max_side": args.max_side,
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
