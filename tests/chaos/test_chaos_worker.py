@@ -72,8 +72,12 @@ def test_item1_store_refuses_the_final_writes(
 def test_item1_training_lease_disappears(
     chaos_env: WorkerEnv, style_image: Image.Image, how: str
 ) -> None:
-    style_id = chaos_env.create_style(style_image, LONG)
-    job = chaos_env.enqueue(style_id, LONG)
+    # Deleted: the run must outlast a lease refresh tick (TTL/3: 1.7 s in the harness)
+    # after the fault, else it ends before it notices (a quiet machine did the 20 steps
+    # left in less); 240 steps take several seconds anywhere.
+    params = {**TINY, "iterations": 240} if how == "deleted" else LONG
+    style_id = chaos_env.create_style(style_image, params)
+    job = chaos_env.enqueue(style_id, params)
     worker = chaos_env.start_worker()
     chaos_env.wait_horse(style_id, min_iteration=4)
     key = lock.KEY_TEMPLATE.format(style_id)
