@@ -204,8 +204,7 @@ def install_bundled(
                 _new_record(sid, name, style_image, params), preview, weights, metadata, metrics
             )
             _put_files(backend, rec, style_image, preview, weights)
-            if store._fault_hook is not None:  # the tests' crash point
-                store._fault_hook("bundled-files-written")
+            store._stage("bundled-files-written")  # the tests' crash point
             try:
                 backend.write_manifest(sid, record_to_json(rec), None)
             except StyleExists:

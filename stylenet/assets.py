@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in report.failures:
         print(f"warning: {line}", file=sys.stderr)
     print(f"{report.installed} of {report.total} corpus photos in {args.content}")
-    return 0 if report.installed == report.total else (3 if report.installed else 1)
+    return report.exit_status
 
 
 if __name__ == "__main__":

@@ -273,8 +273,7 @@ def _cmd_content(args: argparse.Namespace) -> int:
             f"{report.installed} of {report.total} corpus photos in {dest} "
             f"({report.written} written, {time.perf_counter() - started:.1f}s)"
         )
-        # 0: complete; 3: some photos missing (see the warnings); 1: none installed.
-        return 0 if report.installed == report.total else (3 if report.installed else 1)
+        return report.exit_status
     if not args.dataset:
         raise corpus.CorpusError(f"content fetch needs a data set: {list(corpus_fetch.DATASETS)}")
     count = corpus_fetch.fetch_dataset(
@@ -304,8 +303,7 @@ def _cmd_paintings(args: argparse.Namespace) -> int:
         f"{report.installed} of {report.total} paintings in {dest} "
         f"({report.written} written, {time.perf_counter() - started:.1f}s)"
     )
-    # 0: complete; 3: some paintings missing (see the warnings); 1: none installed.
-    return 0 if report.installed == report.total else (3 if report.installed else 1)
+    return report.exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:

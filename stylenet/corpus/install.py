@@ -44,6 +44,11 @@ class InstallReport:
     total: int = 0
     failures: list[str] = field(default_factory=list)
 
+    @property
+    def exit_status(self) -> int:
+        """0: complete; 3: some missing (see ``failures``); 1: none installed."""
+        return 0 if self.installed == self.total else (3 if self.installed else 1)
+
 
 def load_manifest(path: Path | None = None) -> dict[str, Any]:
     """Return the parsed corpus manifest (the packaged one by default)."""
