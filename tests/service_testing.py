@@ -255,3 +255,15 @@ def _whole_response(reply: bytes) -> bool:
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value)
     return True
+
+
+def sse_events(text: str) -> list[tuple[str, dict]]:
+    """The ``(event, data)`` pairs of a Server-Sent Events body (comments skipped)."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
+        )
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events

@@ -3,7 +3,9 @@
 The store has no change feed, so the stream polls the record (in a thread, every
 ``events_poll_s``) and sends an event whenever its revision changes: many clients
 following one style cost one manifest read each per poll, not a tight client loop.
-Events: ``style`` (the full style document, ``id:`` = revision), then, at the end,
+Events: ``style`` (the full style document, ``id:`` = revision; a queued style's
+document, with its ``queue`` place and times, is sent again whenever those change,
+re-read every ``REPRICE_S``, though its record did not), then, at the end,
 ``end`` (the style reached ready, failed or canceled), ``deleted`` or ``timeout``
 (the stream's ``events_max_s`` ran out; reconnect). Comment lines keep idle
 connections alive through proxies.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -29,13 +31,16 @@ from starlette.types import Receive, Scope, Send
 
 from model_store import ModelStore, ModelStoreError, Status, StyleNotFound, StyleRecord
 from service.auth import client_id, identify
-from service.deps import SettingsDep, StoreDep, StreamsDep
+from service.deps import SettingsDep, StoreDep, StreamsDep, TrainingDep
+from service.pricing import priced_one
 from service.schemas import ErrorOut, StyleOut
 
 router = APIRouter(tags=["styles"])
 
 TERMINAL = frozenset({Status.READY, Status.FAILED, Status.CANCELED})
 KEEPALIVE_S = 15.0
+#: How often a queued style's place is read again (a look at the queue in Redis).
+REPRICE_S = 2.0
 
 
 def _event(name: str, data: object, event_id: int | None = None) -> str:
@@ -44,17 +49,40 @@ def _event(name: str, data: object, event_id: int | None = None) -> str:
 
 
 async def style_events(
-    store: ModelStore, first: StyleRecord, *, poll_s: float, max_s: float
+    store: ModelStore,
+    first: StyleRecord,
+    *,
+    poll_s: float,
+    max_s: float,
+    price: Callable[[StyleRecord], StyleOut] | None = None,
 ) -> AsyncIterator[str]:
-    """Yield SSE frames for ``first`` and its successors until a terminal state."""
+    """Yield SSE frames for ``first`` and its successors until a terminal state.
+
+    ``price`` (blocking; run in a thread) turns a record into its document with what the
+    queue knows (:func:`service.pricing.priced_one`); without it the record's own.
+    """
     started = last_sent = time.monotonic()
     yield f"retry: {int(max(1.0, poll_s) * 1000)}\n\n"
-    rec, last_revision = first, None
+    rec, last_revision, last_doc, priced_at = first, None, None, -REPRICE_S
+
+    async def document(rec: StyleRecord) -> dict[str, Any]:
+        if price is None:
+            return StyleOut.from_record(rec).model_dump(mode="json")
+        return (await anyio.to_thread.run_sync(price, rec)).model_dump(mode="json")
+
     while True:
         now = time.monotonic()
+        doc = None
         if rec.revision != last_revision:
-            last_revision, last_sent = rec.revision, now
-            yield _event("style", StyleOut.from_record(rec).model_dump(mode="json"), rec.revision)
+            doc = await document(rec)
+        elif rec.status is Status.QUEUED and price is not None and now - priced_at >= REPRICE_S:
+            # The queue moves without the record changing: the place and times may have.
+            priced_at = now
+            candidate = await document(rec)
+            doc = candidate if candidate != last_doc else None
+        if doc is not None:
+            last_revision, last_doc, last_sent = rec.revision, doc, now
+            yield _event("style", doc, rec.revision)
             if rec.status in TERMINAL:
                 yield _event("end", {"id": rec.id, "status": rec.status.value})
                 return
@@ -113,7 +141,12 @@ class SlottedStream(StreamingResponse):
     },
 )
 async def follow_style(
-    style_id: str, request: Request, store: StoreDep, settings: SettingsDep, streams: StreamsDep
+    style_id: str,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    streams: StreamsDep,
+    training: TrainingDep,
 ) -> StreamingResponse:
     """Stream ``style`` events until the style is ready, failed, canceled or deleted.
 
@@ -123,7 +156,13 @@ async def follow_style(
     client = client_id(request, identify(settings, request.headers.get("authorization")))
     return SlottedStream(
         streams.slot(client),
-        style_events(store, first, poll_s=settings.events_poll_s, max_s=settings.events_max_s),
+        style_events(
+            store,
+            first,
+            poll_s=settings.events_poll_s,
+            max_s=settings.events_max_s,
+            price=lambda rec: priced_one(rec, training, store),
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -28,7 +28,6 @@ from model_store import (
     ModelStore,
     ModelStoreError,
     Status,
-    StyleNotFound,
     StyleRecord,
     generate_style_id,
 )
@@ -45,9 +44,9 @@ from service.deps import (
     TrainingDep,
 )
 from service.errors import BadRequest, Conflict, InvalidOption, ServiceError
-from service.estimate import QueuePlace, estimate_for_record, queue_places
 from service.limits import Limits
-from service.schemas import ErrorOut, QueueOut, StyleOut, StylePage
+from service.pricing import priced, priced_one
+from service.schemas import ErrorOut, StyleOut, StylePage
 from service.settings import ServiceSettings
 from service.training import TrainingQueue
 from stylenet import TrainParams
@@ -56,51 +55,6 @@ from stylenet.errors import InvalidParams
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/styles", tags=["styles"], route_class=KeyFirstRoute)
 IMAGE_FIELD = "image"
-
-
-def _priced(
-    records: list[StyleRecord], training: TrainingQueue, store: ModelStore
-) -> list[StyleOut]:
-    """Return the styles' documents with ``estimated_seconds`` and a queued one's ``queue``.
-
-    The queue is read once (only when a style is queued); a Redis or store failure
-    leaves the estimates null rather than failing the request.
-    """
-    places: dict[str, QueuePlace] = {}
-    if any(rec.status is Status.QUEUED for rec in records):
-        snapshot = training.snapshot()
-        known: dict[str, StyleRecord | None] = {rec.id: rec for rec in records}
-
-        def find(style_id: str) -> StyleRecord | None:
-            if style_id not in known:
-                try:
-                    known[style_id] = store.get(style_id)
-                except StyleNotFound:
-                    known[style_id] = None
-            return known[style_id]
-
-        try:
-            places = {} if snapshot is None else queue_places(training.reader, snapshot, find)
-        except ModelStoreError as exc:
-            log.warning("could not price the training queue: %s", exc)
-    outs = []
-    for rec in records:
-        out = StyleOut.from_record(rec)
-        out.estimated_seconds = estimate_for_record(training.reader, rec)
-        place = places.get(rec.id) if rec.status is Status.QUEUED else None
-        if place is not None:
-            out.queue = QueueOut(
-                position=place.position,
-                starts_in_seconds=place.starts_in_seconds,
-                ready_in_seconds=place.ready_in_seconds,
-            )
-        outs.append(out)
-    return outs
-
-
-def _priced_one(rec: StyleRecord, training: TrainingQueue, store: ModelStore) -> StyleOut:
-    """:func:`_priced` of one style."""
-    return _priced([rec], training, store)[0]
 
 
 #: What the errors shared by several routes mean here.
@@ -207,7 +161,7 @@ async def create_style(
     )
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return await anyio.to_thread.run_sync(_priced_one, rec, training, store)  # reads Redis
+    return await anyio.to_thread.run_sync(priced_one, rec, training, store)  # reads Redis
 
 
 def _create(
@@ -271,7 +225,7 @@ async def train_style_again(
     )
     metrics.enqueued.inc()
     response.headers["Location"] = f"/styles/{rec.id}"
-    return await anyio.to_thread.run_sync(_priced_one, rec, training, store)  # reads Redis
+    return await anyio.to_thread.run_sync(priced_one, rec, training, store)  # reads Redis
 
 
 def _train_again(
@@ -334,7 +288,7 @@ def list_styles(
         query += [("limit", str(limit)), ("cursor", page.next_cursor)]
         next_url = f"/styles?{urlencode(query)}"
     return StylePage(
-        items=_priced(list(page.items), training, store),
+        items=priced(list(page.items), training, store),
         next_cursor=page.next_cursor,
         next=next_url,
     )
@@ -352,7 +306,7 @@ def get_style(style_id: str, store: StoreDep, training: TrainingDep) -> StyleOut
     With ``estimated_seconds`` while it is queued or training, and ``queue`` (its place
     on the training queue, when it should start and be ready) while it is queued.
     """
-    return _priced_one(store.get(style_id), training, store)
+    return priced_one(store.get(style_id), training, store)
 
 
 def _sha256(data: bytes) -> str:

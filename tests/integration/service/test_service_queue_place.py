@@ -6,6 +6,8 @@ Real Redis and RQ throughout; the "after one starts" test runs a real training w
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -18,7 +20,7 @@ from redis import Redis
 from redis_server import free_port
 from rq import Queue
 from rq.serializers import JSONSerializer
-from service_testing import wait_ready
+from service_testing import sse_events, wait_ready
 from worker_harness import TINY
 
 from service import ServiceSettings, create_app, estimate
@@ -195,3 +197,30 @@ def test_without_redis_a_queued_style_is_still_answered(make_client: MakeClient)
         items = listed.json()["items"]
         assert "pending" in {i["id"] for i in items}
         assert all(i["queue"] is None for i in items)
+
+
+def test_the_event_stream_tells_a_queued_style_its_place_as_the_queue_moves(
+    make_client: MakeClient, style_png: bytes, redis: Redis
+) -> None:
+    _publish_speed(redis)
+    queue = f"training-{uuid.uuid4().hex[:8]}"
+    with make_client(training_queue=queue, events_poll_s=0.2, events_max_s=6) as client:
+        ids = [_create(client, style_png, {**SMALL, "iterations": n}) for n in (50, 100)]
+
+        def move_up() -> None:  # the style ahead leaves the queue; this one's record stays
+            time.sleep(1.0)
+            assert client.post(f"/styles/{ids[0]}/cancel").status_code == 200
+
+        thread = threading.Thread(target=move_up)
+        thread.start()
+        # The stream ends by itself after events_max_s (a "timeout" event).
+        with client.stream("GET", f"/styles/{ids[1]}/events") as r:
+            assert r.status_code == 200
+            text = "".join(r.iter_text())
+        thread.join()
+    docs = [data for name, data in sse_events(text) if name == "style"]
+    assert docs and all(doc["status"] == "queued" for doc in docs)
+    places = [doc["queue"] for doc in docs]
+    assert places[0]["position"] == 2 and places[0]["starts_in_seconds"] > 0
+    assert places[-1]["position"] == 1 and places[-1]["starts_in_seconds"] == 0
+    assert len({doc["revision"] for doc in docs}) == 1  # sent for the queue, not the record

@@ -16,7 +16,7 @@ from redis_server import free_port
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from service_testing import assert_error, image_bytes
+from service_testing import assert_error, image_bytes, sse_events
 
 from model_store import ModelStore, Progress, open_store
 from stylenet import TrainParams
@@ -317,17 +317,6 @@ def test_train_again_with_redis_down_changes_nothing(
     assert store.get("offline") == before  # still ready, version 1 serving
 
 
-def _events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
-        )
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
-
-
 def test_events_follow_training_to_ready(
     client: TestClient, store, style_png: bytes, tiny_generator_bytes: bytes
 ):
@@ -349,7 +338,7 @@ def test_events_follow_training_to_ready(
         assert r.headers["content-type"].startswith("text/event-stream")
         text = "".join(r.iter_text())
     thread.join()
-    events = _events(text)
+    events = sse_events(text)
     statuses = [data["status"] for name, data in events if name == "style"]
     assert statuses[0] == "queued" and statuses[-1] == "ready"
     assert "training" in statuses
@@ -369,7 +358,7 @@ def test_events_end_when_the_style_is_deleted(client: TestClient, style_png: byt
     with client.stream("GET", f"/styles/{sid}/events") as r:
         text = "".join(r.iter_text())
     thread.join()
-    events = _events(text)
+    events = sse_events(text)
     assert events[0][0] == "style"
     assert events[-1] in (("deleted", {"id": sid}), ("end", {"id": sid, "status": "canceled"}))
 
