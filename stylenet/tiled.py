@@ -40,6 +40,7 @@ from torch import nn
 
 from .errors import InvalidParams
 from .generators import MIN_SIDE, MultiscaleGenerator, ResidualGenerator, _to_pixels
+from .norm_stats import NormStatistics, Stats, norm_affine
 
 Storage = Literal["auto", "memory", "disk"]
 STORAGES: tuple[str, ...] = ("auto", "memory", "disk")
@@ -52,14 +53,14 @@ AUTO_MEMORY_PIXELS = 2048 * 2048
 
 
 class _Source(Protocol):
-    """A whole-image activation (1×C×H×W) whose rows can be read band by band."""
+    """A whole-image activation (N×C×H×W) whose rows can be read band by band."""
 
     channels: int
     height: int
     width: int
 
     def read(self, lo: int, hi: int) -> torch.Tensor:
-        """Rows ``lo:hi`` as a 1×C×(hi−lo)×W float32 tensor on the compute device."""
+        """Rows ``lo:hi`` as an N×C×(hi−lo)×W float32 tensor on the compute device."""
         ...
 
 
@@ -79,7 +80,7 @@ def _nearest(source_size: int, size: int) -> torch.Tensor:
 
 
 class _Image:
-    """The input image, in memory."""
+    """The input image (or the frames of a clip, N×3×H×W), in memory."""
 
     def __init__(self, image: torch.Tensor) -> None:
         self.image = image
@@ -90,15 +91,17 @@ class _Image:
 
 
 class _Stored:
-    """A materialized activation: host memory, or an unlinked temporary file (H×C×W rows)."""
+    """A materialized activation: host memory, or an unlinked temporary file (H×N×C×W rows)."""
 
-    def __init__(self, channels: int, height: int, width: int, device: torch.device, disk: bool):
+    def __init__(
+        self, channels: int, height: int, width: int, device: torch.device, disk: bool, frames: int
+    ):
         self.channels, self.height, self.width = channels, height, width
-        self.device = device
-        self._row_bytes = channels * width * 4
+        self.device, self.frames = device, frames
+        self._row_bytes = frames * channels * width * 4
         # Unlinked at once: nothing is left behind, even if the process is killed.
         self._file = tempfile.TemporaryFile(prefix="stylize-tiled-") if disk else None  # noqa: SIM115
-        self._memory = None if disk else torch.empty((1, channels, height, width))
+        self._memory = None if disk else torch.empty((frames, channels, height, width))
 
     def write(self, lo: int, band: torch.Tensor) -> None:
         band = band.detach().float().cpu()
@@ -106,7 +109,7 @@ class _Stored:
             self._memory[:, :, lo : lo + band.shape[2]] = band
             return
         assert self._file is not None
-        data = band[0].permute(1, 0, 2).contiguous().numpy().tobytes()
+        data = band.permute(2, 0, 1, 3).contiguous().numpy().tobytes()
         os.pwrite(self._file.fileno(), data, lo * self._row_bytes)
 
     def read(self, lo: int, hi: int) -> torch.Tensor:
@@ -122,8 +125,8 @@ class _Stored:
             chunks.append(chunk)
             size, offset = size - len(chunk), offset + len(chunk)
         rows = np.frombuffer(b"".join(chunks), dtype=np.float32)
-        rows = torch.from_numpy(rows.copy()).view(hi - lo, self.channels, self.width)
-        return rows.permute(1, 0, 2).unsqueeze(0).to(self.device)
+        rows = torch.from_numpy(rows.copy()).view(hi - lo, self.frames, self.channels, self.width)
+        return rows.permute(1, 2, 0, 3).to(self.device)
 
 
 class _Affine:
@@ -207,55 +210,33 @@ class _Sum:
         return self.a.read(lo, hi) + self.b.read(lo, hi)
 
 
-class _Stats:
-    """Per-channel count, mean and variance of an activation, accumulated band by band.
+class _Runner:
+    """Sweeps sources band by band: statistics, storage, output.
 
-    Sums of values and of squares are taken around a per-channel centre (the first
-    band's mean), so the variance does not cancel when the mean is large against the
-    spread; each band sums in float32 (a band is at most ``tile²`` positions), the bands
-    add up in float64. Twice as fast as a per-band :func:`torch.var_mean` here.
+    ``frames`` images go through together (a clip's frames): each instance norm then
+    uses the statistics of all of them, which ``record`` (when given) keeps.
     """
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.centre: torch.Tensor | None = None
-        self.sum: torch.Tensor | None = None
-        self.squares: torch.Tensor | None = None
-
-    def add(self, band: torch.Tensor) -> None:
-        if self.centre is None:
-            self.centre = band.mean(dim=(0, 2, 3), keepdim=True)
-        centred = band - self.centre
-        total = centred.sum(dim=(0, 2, 3)).double()
-        squares = centred.square_().sum(dim=(0, 2, 3)).double()
-        self.sum = total if self.sum is None else self.sum + total
-        self.squares = squares if self.squares is None else self.squares + squares
-        self.count += band.shape[0] * band.shape[2] * band.shape[3]
-
-    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.centre is not None
-        assert self.sum is not None
-        assert self.squares is not None
-        mean = self.sum / self.count
-        var = (self.squares / self.count - mean.square()).clamp_min(0)
-        return mean + self.centre.view(-1).double(), var
-
-
-class _Runner:
-    """Sweeps sources band by band: statistics, storage, output."""
-
-    def __init__(self, device: torch.device, tile: int, disk: bool) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        tile: int,
+        disk: bool,
+        frames: int = 1,
+        record: NormStatistics | None = None,
+    ) -> None:
         self.device, self.tile, self.disk = device, tile, disk
+        self.frames, self.record = frames, record
 
     def step(self, source: _Source) -> int:
-        """Rows a band of ``source`` has: about ``tile²`` positions."""
-        return max(1, self.tile * self.tile // source.width)
+        """Rows a band of ``source`` has: about ``tile²`` positions over all frames."""
+        return max(1, self.tile * self.tile // (source.width * self.frames))
 
     def stats(
         self, source: _Source, sink: Callable[[int, torch.Tensor], None] | None = None
-    ) -> _Stats:
+    ) -> Stats:
         """Sweep ``source`` band by band for its statistics, handing each band to ``sink``."""
-        stats, step = _Stats(), self.step(source)
+        stats, step = Stats(), self.step(source)
         for lo in range(0, source.height, step):
             band = source.read(lo, min(lo + step, source.height))
             stats.add(band)
@@ -263,9 +244,11 @@ class _Runner:
                 sink(lo, band)
         return stats
 
-    def store(self, source: _Source) -> tuple[_Stored, _Stats]:
+    def store(self, source: _Source) -> tuple[_Stored, Stats]:
         """Materialize ``source``, with its statistics from the same sweep."""
-        stored = _Stored(source.channels, source.height, source.width, self.device, self.disk)
+        stored = _Stored(
+            source.channels, source.height, source.width, self.device, self.disk, self.frames
+        )
         return stored, self.stats(source, stored.write)
 
     def normalize(
@@ -273,19 +256,21 @@ class _Runner:
         source: _Source,
         norm: nn.Module,
         act: Callable[[torch.Tensor], torch.Tensor] | None,
-        stats: _Stats | None = None,
+        stats: Stats | None = None,
     ) -> _Affine:
-        """``act(norm(source))`` as a read-time affine; instance norm over the whole image."""
-        weight = norm.weight if norm.weight is not None else torch.ones(source.channels)
-        bias = norm.bias if norm.bias is not None else torch.zeros(source.channels)
+        """``act(norm(source))`` as a read-time affine; instance norm over the whole image.
+
+        With several frames, over all of them; ``record`` keeps what instance norms used.
+        """
         if isinstance(norm, nn.InstanceNorm2d):
             mean, var = (stats or self.stats(source)).mean_var()
+            if self.record is not None:
+                self.record[norm] = (mean, var)
         elif isinstance(norm, nn.BatchNorm2d) and norm.running_mean is not None:
             mean, var = norm.running_mean.double(), norm.running_var.double()
         else:
             raise InvalidParams("generator", f"tiling does not support {type(norm).__name__}")
-        scale = weight.double() / torch.sqrt(var + norm.eps)
-        shift = bias.double() - mean * scale
+        scale, shift = norm_affine(norm, mean, var)
         return _Affine(source, scale.float().to(self.device), shift.float().to(self.device), act)
 
 
@@ -373,6 +358,38 @@ def check_tile(tile: int) -> int:
     return tile
 
 
+def _check_images(images: torch.Tensor, what: str) -> None:
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise InvalidParams(what, f"expected N×3×H×W, got {tuple(images.shape)}")
+    height, width = images.shape[-2:]
+    if min(height, width) < MIN_SIDE:
+        raise InvalidParams(what, f"both sides must be ≥ {MIN_SIDE} px, got {height}×{width}")
+
+
+def _build(
+    generator: nn.Module,
+    images: torch.Tensor,
+    tile: int,
+    storage: Storage,
+    record: NormStatistics | None = None,
+) -> tuple[_Source, _Runner]:
+    """Sweep every layer below the output (all norm statistics are known on return)."""
+    check_tile(tile)
+    if storage not in STORAGES:
+        raise InvalidParams("storage", f"must be one of {STORAGES}, got {storage!r}")
+    frames, (height, width) = images.shape[0], images.shape[-2:]
+    device = next(generator.parameters()).device
+    pixels = frames * height * width
+    disk = storage == "disk" or (storage == "auto" and pixels > AUTO_MEMORY_PIXELS)
+    run = _Runner(device, tile, disk, frames, record)
+    source = _Image(images.to(device).float())
+    if isinstance(generator, ResidualGenerator):
+        return _residual(generator, source, run), run
+    if isinstance(generator, MultiscaleGenerator):
+        return _multiscale(generator, source, run), run
+    raise InvalidParams("generator", f"tiling does not support {type(generator).__name__}")
+
+
 @torch.inference_mode()
 def forward_tiled(
     generator: nn.Module,
@@ -395,25 +412,12 @@ def forward_tiled(
         The generator's output (1×3×H×W, 0–255, float32) on the generator's device,
         equal to ``generator(image)`` up to float rounding.
     """
-    check_tile(tile)
-    if storage not in STORAGES:
-        raise InvalidParams("storage", f"must be one of {STORAGES}, got {storage!r}")
-    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+    _check_images(image, "image")
+    if image.shape[0] != 1:
         raise InvalidParams("image", f"expected 1×3×H×W, got {tuple(image.shape)}")
+    last, run = _build(generator, image, tile, storage)
     height, width = image.shape[-2:]
-    if min(height, width) < MIN_SIDE:
-        raise InvalidParams("image", f"both sides must be ≥ {MIN_SIDE} px, got {height}×{width}")
-    device = next(generator.parameters()).device
-    disk = storage == "disk" or (storage == "auto" and height * width > AUTO_MEMORY_PIXELS)
-    run = _Runner(device, tile, disk)
-    source = _Image(image.to(device).float())
-    if isinstance(generator, ResidualGenerator):
-        last = _residual(generator, source, run)
-    elif isinstance(generator, MultiscaleGenerator):
-        last = _multiscale(generator, source, run)
-    else:
-        raise InvalidParams("generator", f"tiling does not support {type(generator).__name__}")
-    out = torch.empty((1, 3, height, width), device=device)
+    out = torch.empty((1, 3, height, width), device=run.device)
     step = run.step(last)
     for lo in range(0, height, step):
         hi = min(lo + step, height)
@@ -421,4 +425,47 @@ def forward_tiled(
     return out
 
 
-__all__ = ["AUTO_MEMORY_PIXELS", "MIN_TILE", "STORAGES", "check_tile", "forward_tiled"]
+@torch.inference_mode()
+def shared_statistics(
+    generator: nn.Module,
+    frames: torch.Tensor,
+    *,
+    tile: int = 512,
+    storage: Storage = "auto",
+) -> NormStatistics:
+    """Each instance norm's statistics over all ``frames`` together (a clip's, or a sample's).
+
+    The first of the two passes of :func:`forward_tiled`, over N frames at once: layer by
+    layer, every norm's per-channel mean and variance are taken over the N frames'
+    positions (as if the frames were one image), with the statistics of the norms below
+    already applied. Normalizing each frame by these (:mod:`stylenet.temporal`) gives the
+    frames exactly the forward of the whole clip with shared statistics. Memory is
+    bounded by ``tile`` as in :func:`forward_tiled` (``auto`` storage: disk above
+    :data:`AUTO_MEMORY_PIXELS` summed over the frames).
+
+    Args:
+        generator: a residual or multiscale generator.
+        frames: N×3×H×W in the pixel convention (0–255), all one size.
+        tile: band size, as :func:`forward_tiled`'s.
+        storage: as :func:`forward_tiled`'s.
+
+    Returns:
+        ``{norm module: (mean, var)}`` (float64, population variance) for every
+        :class:`torch.nn.InstanceNorm2d` of ``generator``.
+    """
+    _check_images(frames, "frames")
+    record: NormStatistics = {}
+    _build(generator, frames, tile, storage, record)
+    return record
+
+
+__all__ = [
+    "AUTO_MEMORY_PIXELS",
+    "MIN_TILE",
+    "STORAGES",
+    "NormStatistics",
+    "check_tile",
+    "forward_tiled",
+    "norm_affine",
+    "shared_statistics",
+]
