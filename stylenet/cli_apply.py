@@ -4,6 +4,7 @@
 
     stylize apply --style scream photo.jpg out.png
     stylize apply --style scream holiday/ beach.jpg --out styled/ --format webp
+    stylize apply --style scream clip.mp4 styled.mp4          # a clip: stylenet/cli_video.py
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .cli_args import (
     side_arg,
     tile_arg,
 )
+from .cli_video import add_clip_arguments, apply_clip, is_clip
 from .data import open_image
 from .inference import CPU_DTYPES, inference_dtype, stylize
 from .model_file import load_generator
@@ -72,6 +74,8 @@ def _apply_one(args: argparse.Namespace) -> int:
         raise CliError(f"{source} is a folder: write its photos with --out FOLDER")
     if args.format is not None:
         raise CliError("--format goes with --out FOLDER; here OUTPUT's suffix decides")
+    if is_clip(source):
+        return apply_clip(args, source, output)
     check_output(output, OUTPUT_SUFFIXES, "output")
     convert = _converter(args)
     started = time.perf_counter()
@@ -179,4 +183,5 @@ def add_apply_parser(sub: argparse._SubParsersAction) -> None:
         "no seams); 'none' never tiles; 'auto' (default) tiles images over 2048² px "
         "(after --max-side)",
     )
+    add_clip_arguments(a)
     a.set_defaults(func=cmd_apply)
