@@ -101,6 +101,12 @@ class CrossSite(Forbidden):
     status, code = 403, "cross_site"
 
 
+class NotFound(ServiceError):
+    """Nothing of the kind under that name (404), for what is not a library error."""
+
+    status, code = 404, "not_found"
+
+
 class Conflict(ServiceError):
     """The request conflicts with the current state (409)."""
 

@@ -45,6 +45,12 @@ class StylizeOptions(BaseModel):
         None, description="Output format (default: the input's format)"
     )
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality", examples=[90])
+    progress_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{8,64}$",
+        description="A name the client makes up (8-64 letters, digits, - or _; a random "
+        "UUID) to follow this request at GET /stylize/progress/{progress_id} while it runs",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -140,17 +141,19 @@ def stylize_tiled(
     tile: int = AUTO_TILE,
     strength: float = 1.0,
     preserve_color: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Stylize one 1×3×H×W image in bands with exact whole-image instance statistics.
 
     The same result as :func:`stylize_tensor` in float32 (:mod:`stylenet.tiled`), in
     memory bounded by ``tile`` instead of the image size; runs in float32.
+    ``progress(done, total)`` is called after each band (see :func:`forward_tiled`).
     """
     image = image.to(_device_of(generator))
     was_training = generator.training
     generator.eval()
     try:
-        out = forward_tiled(generator, image, tile=tile)
+        out = forward_tiled(generator, image, tile=tile, progress=progress)
     finally:
         generator.train(was_training)
     return blend(image, out, strength, preserve_color)

@@ -31,7 +31,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -228,6 +228,8 @@ class _Runner:
         self.device, self.tile, self.disk = device, tile, disk
         self.frames, self.record = frames, record
 
+    on_band: Callable[[], None] | None = None  # after each band; what it raises stops the run
+
     def step(self, source: _Source) -> int:
         """Rows a band of ``source`` has: about ``tile²`` positions over all frames."""
         return max(1, self.tile * self.tile // (source.width * self.frames))
@@ -242,6 +244,8 @@ class _Runner:
             stats.add(band)
             if sink is not None:
                 sink(lo, band)
+            if self.on_band is not None:
+                self.on_band()
         return stats
 
     def store(self, source: _Source) -> tuple[_Stored, Stats]:
@@ -372,8 +376,12 @@ def _build(
     tile: int,
     storage: Storage,
     record: NormStatistics | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[_Source, _Runner]:
-    """Sweep every layer below the output (all norm statistics are known on return)."""
+    """Sweep every layer below the output (all norm statistics are known on return).
+
+    ``progress``: as :func:`forward_tiled`'s (set up here, before the first band).
+    """
     check_tile(tile)
     if storage not in STORAGES:
         raise InvalidParams("storage", f"must be one of {STORAGES}, got {storage!r}")
@@ -384,10 +392,23 @@ def _build(
     run = _Runner(device, tile, disk, frames, record)
     source = _Image(images.to(device).float())
     if isinstance(generator, ResidualGenerator):
-        return _residual(generator, source, run), run
-    if isinstance(generator, MultiscaleGenerator):
-        return _multiscale(generator, source, run), run
-    raise InvalidParams("generator", f"tiling does not support {type(generator).__name__}")
+        walk: Callable[[Any, _Image, _Runner], _Source] = _residual
+    elif isinstance(generator, MultiscaleGenerator):
+        walk = _multiscale
+    else:
+        raise InvalidParams("generator", f"tiling does not support {type(generator).__name__}")
+    if progress is not None:
+        from .tiled_plan import count_bands  # it builds on _Runner
+
+        total, done = count_bands(walk, generator, source, run), 0
+
+        def on_band() -> None:
+            nonlocal done
+            done += 1
+            progress(done, total)
+
+        run.on_band = on_band
+    return walk(generator, source, run), run
 
 
 @torch.inference_mode()
@@ -397,6 +418,7 @@ def forward_tiled(
     *,
     tile: int = 512,
     storage: Storage = "auto",
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Run the generator on one image band by band, with whole-image statistics.
 
@@ -407,6 +429,9 @@ def forward_tiled(
         storage: where stored activations live: ``memory``, ``disk`` (an unlinked
             temporary file in ``$TMPDIR``), or ``auto`` (disk above
             :data:`AUTO_MEMORY_PIXELS`).
+        progress: called as ``progress(done, total)`` after each band computed (every
+            sweep's and the output's; ``total`` counted beforehand); an exception it
+            raises stops the run between two bands (how a service gives up a request).
 
     Returns:
         The generator's output (1×3×H×W, 0–255, float32) on the generator's device,
@@ -415,13 +440,15 @@ def forward_tiled(
     _check_images(image, "image")
     if image.shape[0] != 1:
         raise InvalidParams("image", f"expected 1×3×H×W, got {tuple(image.shape)}")
-    last, run = _build(generator, image, tile, storage)
+    last, run = _build(generator, image, tile, storage, progress=progress)
     height, width = image.shape[-2:]
     out = torch.empty((1, 3, height, width), device=run.device)
     step = run.step(last)
     for lo in range(0, height, step):
         hi = min(lo + step, height)
         out[:, :, lo:hi] = _to_pixels(last.read(lo, hi))
+        if run.on_band is not None:
+            run.on_band()
     return out
 
 

@@ -22,15 +22,25 @@ from starlette.types import Receive, Scope, Send
 
 from service.auth import KeyFirstRoute, client_id
 from service.deps import LimitsDep, RequireStylizeKey, RuntimeDep, SettingsDep, StylizeCallerDep
-from service.errors import InvalidOption, RateLimited, RequestTimeout, UnsupportedMediaType
+from service.errors import (
+    Conflict,
+    InvalidOption,
+    RateLimited,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from service.imaging import MEDIA_TYPES
 from service.middleware import ARRIVAL
+from service.routes import progress
 from service.runtime import BlendOptions, InferenceRuntime
+from service.runtime.progress import Canceled, StylizeProgress
 from service.schemas import ErrorOut, StylizeOptions
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["stylize"], route_class=KeyFirstRoute)
+# A named request's progress and stop (GET/DELETE /stylize/progress/{id}) come with it.
+router.include_router(progress.router)
 
 IMAGE_FIELD = "image"
 RAW_TYPES = frozenset({*MEDIA_TYPES.values(), "application/octet-stream"})
@@ -215,10 +225,31 @@ async def _process(
         )
     # Admission by cost: the decoded size, from the header, reserved until the answer.
     width, height = runtime.probe(data, max_side)
-    with runtime.admission(width, height):
-        return await _admitted(
-            runtime, settings, data, options, max_side, limit, timings, arrival, client
-        )
+    progress = runtime.progress.open(options.progress_id)
+    try:
+        with runtime.admission(width, height):
+            response = await _admitted(
+                runtime,
+                settings,
+                data,
+                options,
+                max_side,
+                limit,
+                timings,
+                arrival,
+                client,
+                progress,
+            )
+    except (asyncio.CancelledError, Canceled) as exc:
+        progress.finish("canceled")
+        if isinstance(exc, Canceled):
+            raise Conflict("the request was canceled", code="canceled") from exc
+        raise
+    except BaseException:
+        progress.finish("failed")
+        raise
+    progress.finish("done")
+    return response
 
 
 async def _admitted(
@@ -231,6 +262,7 @@ async def _admitted(
     timings: dict[str, float],
     arrival: float,
     client: str,
+    progress: StylizeProgress,
 ) -> Response:
     target = await runtime.styles.resolve(options.style, options.version)
     # Load the generator (on a miss) while the image decodes.
@@ -249,7 +281,12 @@ async def _admitted(
         # Exact tiled inference in the large-image lane: minutes on a CPU, not seconds.
         limit.extend(settings.large_request_timeout_s)
     blend = BlendOptions(options.strength, options.preserve_color)
-    result = await runtime.stylize(generator, decoded.pixels, blend, limit.deadline, client)
+    if not runtime.is_large(*decoded.pixels.shape[:2]):
+        progress.start()  # a large image's lane says when it starts
+    result = await runtime.stylize(
+        generator, decoded.pixels, blend, limit.deadline, client, progress
+    )
+    progress.state = "encoding"
     timings["queue"] = result.queue_wait_s
     timings["infer"] = result.run_s
     fmt = options.format or decoded.format

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,12 +172,18 @@ def _device_batch(
 
 
 def stylize_large(
-    loaded: LoadedGenerator, image: np.ndarray, options: BlendOptions, tile: int
+    loaded: LoadedGenerator,
+    image: np.ndarray,
+    options: BlendOptions,
+    tile: int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Stylize one large ``H×W×3`` uint8 image by exact tiled inference; return uint8.
 
     Runs on the large-image lane's thread, in float32, with whole-image instance
     statistics (:func:`stylenet.inference.stylize_tiled`): memory bounded by ``tile``.
+    ``progress(done, total)`` hears of each band; what it raises stops the forward.
     """
     with torch.inference_mode():
         # One float copy of the (read-only) decoded array.
@@ -188,6 +194,7 @@ def stylize_large(
             tile=tile,
             strength=options.strength,
             preserve_color=options.preserve_color,
+            progress=progress,
         )
         return out.round_().to(torch.uint8)[0].permute(1, 2, 0).contiguous().cpu().numpy()
 

@@ -41,6 +41,7 @@ from service.runtime.generators import (
     stylize_large,
     warm,
 )
+from service.runtime.progress import ProgressBoard, StylizeProgress
 from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
 from service.settings import ServiceSettings
 from stylenet.inference import inference_dtype
@@ -106,6 +107,8 @@ class InferenceRuntime:
         self.budget = PixelBudget(
             settings.inflight_pixels, metrics, retry_after=self.batcher.retry_after
         )
+        #: Named requests' progress (``GET /stylize/progress/{id}``).
+        self.progress = ProgressBoard()
         self.warmed = False
         self.warm_errors: dict[str, str] = {}
 
@@ -245,12 +248,16 @@ class InferenceRuntime:
         options: BlendOptions,
         deadline: float,
         client: str = "",
+        progress: StylizeProgress | None = None,
     ) -> Batched[np.ndarray | torch.Tensor]:
         """Queue one image for the device; batches with same-shape, same-model requests.
 
         ``pixels`` may be a device tensor (device JPEG decode); the result is then a
         device tensor too, for :meth:`encode` (see :func:`stylize_batch`). ``client``
-        (a key id or an address) is whom the batcher keeps fair between.
+        (a key id or an address) is whom the batcher keeps fair between. ``progress``
+        (:mod:`service.runtime.progress`) hears of a large image's bands, and stops its
+        forward between two bands once set to stop (a new one is made when not given):
+        :class:`~service.runtime.progress.Canceled` is raised then.
 
         Raises:
             Overloaded: the queue is full.
@@ -260,7 +267,9 @@ class InferenceRuntime:
         if self.is_large(height, width):
             # The tiled lane works on the host, memory bounded by its tile.
             large = host_pixels(pixels)
-            return await self._stylize_large(generator, large, options, deadline)
+            return await self._stylize_large(
+                generator, large, options, deadline, progress or self.progress.open(None)
+            )
         key = BatchKey(generator.key, height, width)  # type: ignore[arg-type]
         item = _Item(generator, pixels, options)
         return await self.batcher.submit(key, item, deadline, client=client)
@@ -286,6 +295,7 @@ class InferenceRuntime:
         pixels: np.ndarray,
         options: BlendOptions,
         deadline: float,
+        progress: StylizeProgress,
     ) -> Batched[np.ndarray]:
         self._check_large_capacity()
         if self._large_pool is None:
@@ -297,15 +307,26 @@ class InferenceRuntime:
                 started = time.monotonic()
                 if started >= deadline:
                     raise RequestTimeout("the request's deadline passed while it waited")
+                progress.start()
                 loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(
+                work = loop.run_in_executor(
                     self._large_pool,
-                    stylize_large,
-                    generator,
-                    pixels,
-                    options,
-                    self.settings.tile_side,
+                    functools.partial(
+                        stylize_large,
+                        generator,
+                        pixels,
+                        options,
+                        self.settings.tile_side,
+                        progress=progress.band,
+                    ),
                 )
+                try:
+                    value = await work
+                except asyncio.CancelledError:
+                    # The client went away (or the deadline passed): the forward stops at
+                    # its next band rather than running on for nobody.
+                    progress.stop.set()
+                    raise
                 self.metrics.inference.observe(time.monotonic() - started)
             return Batched(value, 1, started - submitted, time.monotonic() - started)
         finally:
