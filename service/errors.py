@@ -49,6 +49,7 @@ from starlette.routing import Match
 
 import model_store
 import stylenet
+from stylenet.video_read import UnsupportedVideo, VideoError, VideoTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,13 @@ def _map_library_error(exc: Exception) -> tuple[int, str, dict[str, Any]]:
         return 503, "store_unavailable", {}
     if isinstance(exc, stylenet.InvalidParams):
         return 422, "invalid_params", {"field": exc.field}
+    if isinstance(exc, VideoTooLarge):
+        fields = {"field": exc.field, "limit": exc.limit, "actual": exc.actual}
+        return 413, "clip_too_large", fields
+    if isinstance(exc, UnsupportedVideo):
+        return 415, "unsupported_clip", {}
+    if isinstance(exc, VideoError):  # before ImageError, which it is
+        return 400, "invalid_clip", {}
     if isinstance(exc, stylenet.ImageError):
         return 400, "invalid_image", {}
     if isinstance(exc, stylenet.ModelFileError):

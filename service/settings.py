@@ -146,6 +146,18 @@ class ServiceSettings(FileVariablesSettings):
         events_max_s: longest life of one event stream (clients reconnect).
         demo_styles_dir: folder of bundled demo styles (``demo_styles/``) registered in
             the store at start when missing; unset registers none.
+        clip_max_seconds, clip_max_frames: longest clip ``POST /stylize`` takes (its
+            declared duration and frame count, and again as frames are decoded); beyond,
+            413 ``clip_too_large`` naming the limit (docs/VIDEO.md).
+        clip_max_frame_pixels: largest frame of a clip as stored (width × height, from
+            the header, before any frame is decoded: a GIF's screen too).
+        clip_max_total_pixels: pixels stylized over a whole clip, after ``max_side``.
+        clip_max_side: a clip's frames are downscaled to this longer side by default
+            (``max_side`` may ask for less, never for more).
+        clip_request_timeout_s: ``request_timeout_s`` for a clip.
+        clip_batch_frames: frames a clip hands the batcher at once.
+        clip_temporal: default temporal mode (``per_frame`` or ``shared``).
+        clip_stats_frames: frames the shared statistics are taken over.
     """
 
     model_config = SettingsConfigDict(env_prefix="STYLIZE_", extra="ignore")
@@ -203,6 +215,15 @@ class ServiceSettings(FileVariablesSettings):
     events_poll_s: float = Field(0.5, gt=0, le=60)
     events_max_s: float = Field(600.0, gt=0)
     demo_styles_dir: Path | None = None
+    clip_max_seconds: float = Field(30.0, gt=0, le=3600)
+    clip_max_frames: int = Field(900, ge=1, le=1_000_000)
+    clip_max_frame_pixels: int = Field(4096 * 4096, ge=MIN_SIDE * MIN_SIDE)
+    clip_max_total_pixels: int = Field(300 * 1280 * 720, ge=MIN_SIDE * MIN_SIDE)
+    clip_max_side: int = Field(1280, ge=MIN_SIDE, le=8192)
+    clip_request_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
+    clip_batch_frames: int = Field(4, ge=1, le=64)
+    clip_temporal: Literal["per_frame", "shared"] = "shared"
+    clip_stats_frames: int = Field(8, ge=1, le=64)
 
     @field_validator(
         "warm_styles", "warm_sides", "api_keys", "admin_keys", "allowed_origins", mode="before"

@@ -127,6 +127,24 @@ def fixed_statistics(generator: nn.Module, stats: ClipStatistics | None) -> Iter
             setattr(parent, child, original)
 
 
+class WithStatistics(nn.Module):
+    """A generator whose instance norms use ``stats`` in every forward (``shared``'s pass 2).
+
+    A module of its own, so code that runs generators (the service's batcher, the
+    yardstick) runs this one unchanged; the swap lasts one forward (:func:`fixed_statistics`).
+    """
+
+    def __init__(self, generator: nn.Module, stats: ClipStatistics) -> None:
+        """Wrap ``generator`` (its parameters stay its own)."""
+        super().__init__()
+        self.generator, self.stats = generator, stats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the generator on ``x`` with the shared statistics."""
+        with fixed_statistics(self.generator, self.stats):
+            return self.generator(x)
+
+
 class FrameSample:
     """At most ``limit`` frames spread evenly over a clip of unknown length, one pass.
 
@@ -164,6 +182,7 @@ __all__ = [
     "ClipStatistics",
     "FrameSample",
     "TemporalMode",
+    "WithStatistics",
     "check_temporal",
     "clip_statistics",
     "fixed_statistics",

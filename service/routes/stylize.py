@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
 from service.auth import KeyFirstRoute, client_id
+from service.clips import CLIP_MEDIA_TYPES, is_clip, stylize_clip_request
 from service.deps import LimitsDep, RequireStylizeKey, RuntimeDep, SettingsDep, StylizeCallerDep
 from service.errors import (
     Conflict,
@@ -43,7 +44,7 @@ router = APIRouter(tags=["stylize"], route_class=KeyFirstRoute)
 router.include_router(progress.router)
 
 IMAGE_FIELD = "image"
-RAW_TYPES = frozenset({*MEDIA_TYPES.values(), "application/octet-stream"})
+RAW_TYPES = frozenset({*MEDIA_TYPES.values(), *CLIP_MEDIA_TYPES, "application/octet-stream"})
 CLIENT_CLOSED = 499  # nginx's "client closed request"; nobody reads it, logs do
 
 
@@ -149,7 +150,11 @@ async def stylize(
             started = time.perf_counter()
             data, fields = await _read_input(request)
             timings["read"] = time.perf_counter() - started
-            work = _process(runtime, settings, data, fields, limit, timings, arrival, client)
+            if is_clip(data):  # a clip: frames through the batcher, on a longer limit
+                limit.extend(settings.clip_request_timeout_s)
+                work = stylize_clip_request(runtime, settings, data, fields, limit.deadline, client)
+            else:
+                work = _process(runtime, settings, data, fields, limit, timings, arrival, client)
             return await _unless_disconnected(request, runtime, work)
     except TimeoutError as exc:
         runtime.metrics.rejected.labels(reason="timeout").inc()

@@ -1,0 +1,250 @@
+"""Flicker of stylized clips, per-frame vs shared instance-norm statistics (issue 29).
+
+Two measurements, each printed as a table and written to ``bench/results/``:
+
+* **flicker** (default): clips made from the content corpus's *evaluation* photos (never
+  trained on) by a pan and a zoom, stylized by each demo style in each temporal mode
+  (:mod:`stylenet.temporal`). Flicker = mean absolute difference of consecutive output
+  frames minus that of the input frames (0–255 levels; the motion itself moves pixels,
+  so only the excess is the style's). Beside it, on a sample of frames, the generator's
+  own style and content losses and the yardstick's r against a short optimization
+  (``--steps``; the same runs score both modes), so stability is not bought by
+  washing the style out.
+* ``--fps``: a synthetic 720p clip (the pan, at 1280×720) through
+  :func:`stylenet.video.stylize_clip` end to end (decode, stylize, encode H.264) in a
+  child process per mode: frames per second and the child's peak RSS.
+
+::
+
+    .venv/bin/python bench/flicker.py                     # the table of docs/VIDEO.md
+    .venv/bin/python bench/flicker.py --fps --seconds 2   # 720p speed and memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stylenet import TrainParams  # noqa: E402
+from stylenet.corpus import EVALUATION_PHOTOS  # noqa: E402
+from stylenet.inference import cpu_has_native_bf16, inference_dtype  # noqa: E402
+from stylenet.model_file import load_generator  # noqa: E402
+from stylenet.temporal import (  # noqa: E402
+    DEFAULT_STATS_FRAMES,
+    FrameSample,
+    WithStatistics,
+)
+from stylenet.train import build_loss, style_tensor  # noqa: E402
+from stylenet.video import LocalStylizer, VideoLimits, stylize_clip  # noqa: E402
+from stylenet.yardstick import optimization_trajectory, yardstick  # noqa: E402
+
+STYLES = ("scream", "starry-night")
+MODES = ("per_frame", "shared")
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures come from."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "bf16": cpu_has_native_bf16(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def camera(photo: Image.Image, kind: str, frames: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """A camera move over a still photo: ``pan`` left to right, or ``zoom`` in by 1.6×."""
+    width, height = photo.size
+    aspect = size[0] / size[1]
+    out = []
+    for t in np.linspace(0.0, 1.0, frames):
+        if kind == "pan":
+            h = height * 0.8
+            w = min(width * 0.7, h * aspect)
+            h = w / aspect
+            left, top = (width - w) * t, (height - h) / 2
+        else:
+            scale = 1.0 / (1.0 + 0.6 * t)
+            h = min(height, width / aspect) * scale
+            w = h * aspect
+            left, top = (width - w) / 2, (height - h) / 2
+        crop = photo.resize(size, Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        out.append(np.asarray(crop.convert("RGB"), dtype=np.uint8))
+    return out
+
+
+def mean_step(frames: list[np.ndarray]) -> float:
+    """Mean absolute difference of consecutive frames (0–255 levels)."""
+    steps = [np.abs(b.astype(np.float32) - a).mean() for a, b in itertools.pairwise(frames)]
+    return float(np.mean(steps))
+
+
+def flicker(args: argparse.Namespace) -> dict[str, Any]:
+    """Stylize each clip in each mode; flicker, losses and r per (style, clip, mode)."""
+    content = Path(args.photos).expanduser()
+    photos = [content / name for name in sorted(EVALUATION_PHOTOS) if (content / name).exists()]
+    if len(photos) < 2:
+        raise SystemExit(f"need 2 evaluation photos under {content} (stylize content install)")
+    size = (args.width, args.width * 9 // 16)
+    clips = {
+        f"pan {photos[0].stem}": camera(Image.open(photos[0]), "pan", args.frames, size),
+        f"zoom {photos[1].stem}": camera(Image.open(photos[1]), "zoom", args.frames, size),
+    }
+    device = torch.device("cpu")
+    rows = []
+    for style in STYLES:
+        model = ROOT / "demo_styles" / style / "generator.safetensors"
+        generator, info = load_generator(model, device=device)
+        params = TrainParams.from_dict(info.train_params)
+        loss = build_loss(params, device, None)
+        loss.set_style(style_tensor(model.with_name("style.jpg"), params.style_size).to(device))
+        stylizer = LocalStylizer(generator, dtype=torch.float32)
+        for name, frames in clips.items():
+            sample = [frames[i] for i in np.linspace(0, len(frames) - 1, args.sample).astype(int)]
+            images = [torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in sample]
+            runs = [optimization_trajectory(loss, im, args.steps, device=device) for im in images]
+            for mode in MODES:
+                started = time.perf_counter()
+                stats = None
+                if mode == "shared":  # the product's sample: FrameSample(stats_frames)
+                    sample_frames = FrameSample(DEFAULT_STATS_FRAMES)
+                    for index, frame in enumerate(frames):
+                        sample_frames.offer(index, frame)
+                    stats = stylizer.statistics(sample_frames.frames())
+                out: list[np.ndarray] = []
+                for lo in range(0, len(frames), 4):
+                    out.extend(stylizer.stylize(frames[lo : lo + 4], stats))
+                seconds = time.perf_counter() - started
+                scored = WithStatistics(generator, stats) if stats is not None else generator
+                report = yardstick(scored, loss, images, args.steps, device=device, runs=runs)
+                entry = {
+                    "style": style,
+                    "clip": name,
+                    "mode": mode,
+                    "input_step": round(mean_step(frames), 3),
+                    "output_step": round(mean_step(out), 3),
+                    "flicker": round(mean_step(out) - mean_step(frames), 3),
+                    "style_loss": round(float(np.mean([e["style"] for e in report["images"]])), 4),
+                    "content_loss": round(
+                        float(np.mean([e["content"] for e in report["images"]])), 4
+                    ),
+                    "r": report["r_mean"],
+                    "seconds": round(seconds, 2),
+                }
+                rows.append(entry)
+                print(json.dumps(entry), flush=True)
+    return {
+        "rows": rows,
+        "frames": args.frames,
+        "size": size,
+        "steps": args.steps,
+        "sample": args.sample,
+    }
+
+
+def fps_child(args: argparse.Namespace) -> dict[str, Any]:
+    """One mode over the synthetic 720p clip, in this (child) process."""
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    generator, _ = load_generator(ROOT / "demo_styles" / "scream" / "generator.safetensors")
+    stylizer = LocalStylizer(generator, dtype=inference_dtype(torch.device("cpu"), "auto"))
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "out.mp4"
+        started = time.perf_counter()
+        result = stylize_clip(
+            Path(args.clip), out, stylizer, max_side=1280, temporal=args.mode,
+            limits=VideoLimits(), batch_size=args.batch,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    return {
+        "mode": args.mode,
+        "frames": result.frames,
+        "size": [result.width, result.height],
+        "seconds": round(seconds, 1),
+        "fps": round(result.frames / seconds, 3),
+        "peak_rss_mib": round(peak),
+    }
+
+
+def fps(args: argparse.Namespace) -> dict[str, Any]:
+    """Make the 720p clip, then time each mode in a child process (its own peak RSS)."""
+    import av
+
+    content = Path(args.photos).expanduser()
+    photo = Image.open(content / sorted(EVALUATION_PHOTOS)[0])
+    frames = camera(photo, "pan", int(args.seconds * 30), (1280, 720))
+    with tempfile.TemporaryDirectory() as scratch:
+        clip = Path(scratch) / "pan720.mp4"
+        with av.open(str(clip), "w") as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode(None))
+        rows = []
+        for mode in MODES:
+            command = [sys.executable, __file__, "--fps-child", "--clip", str(clip), "--mode", mode]
+            command += ["--batch", str(args.batch)]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    return {"rows": rows, "seconds_of_clip": args.seconds, "batch": args.batch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", default="~/.cache/stylize/content")
+    parser.add_argument("--frames", type=int, default=24, help="frames per clip")
+    parser.add_argument("--width", type=int, default=320, help="clip width (16:9)")
+    parser.add_argument("--sample", type=int, default=3, help="frames scored per clip")
+    parser.add_argument("--steps", type=int, default=60, help="yardstick optimization steps")
+    parser.add_argument("--fps", action="store_true", help="720p frames/s and peak RSS")
+    parser.add_argument("--seconds", type=float, default=2.0, help="--fps: clip length")
+    parser.add_argument("--batch", type=int, default=2, help="--fps: frames per forward")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--fps-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--clip", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="shared", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fps_child:
+        print(json.dumps(fps_child(args)))
+        return
+    report = fps(args) if args.fps else flicker(args)
+    report["machine"] = machine()
+    out = ROOT / "bench" / "results" / ("flicker-fps.json" if args.fps else "flicker.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["machine"]))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
