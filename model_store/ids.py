@@ -28,6 +28,7 @@ _INCARNATION_RE = re.compile(r"[0-9a-f]{16}")
 #: A tampered manifest therefore cannot point a read at an arbitrary path or key.
 _BLOB_NAME_RE = re.compile(
     r"weights/[0-9a-f]{64}\.safetensors"
+    r"|exports/[0-9a-f]{64}\.onnx"
     r"|(?:style|preview)-[0-9a-f]{16}\.(?:png|jpg|webp|gif|bmp|tiff|bin)"
 )
 

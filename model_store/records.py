@@ -121,6 +121,9 @@ class VersionInfo:
         metadata: what the worker needs to rebuild the generator (architecture, params).
         metrics: held-out losses, training time, device, ...
         name: stored file name (backend-internal, relative to the style).
+        exports: the version's weights converted to other formats, by kind (``onnx``,
+            ``onnx-float16``): made on first request and kept while the version is
+            (:mod:`model_store.exports`).
     """
 
     version: int
@@ -130,6 +133,7 @@ class VersionInfo:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
+    exports: Mapping[str, BlobInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ class StyleRecord:
     def blob_names(self) -> set[str]:
         """Return every stored file name this record references."""
         names = {self.style_image.name, *(v.name for v in self.versions)}
+        names.update(b.name for v in self.versions for b in v.exports.values())
         names.update(b.name for b in (self.preview, self.run_preview) if b is not None)
         return names
 
@@ -275,6 +280,7 @@ def _version_to_json(v: VersionInfo) -> dict[str, Any]:
         "created_at": v.created_at.isoformat(),
         "metadata": dict(v.metadata),
         "metrics": dict(v.metrics),
+        "exports": {kind: _blob_to_json(b) for kind, b in sorted(v.exports.items())},
     }
 
 
@@ -344,9 +350,13 @@ def _version_from_json(d: Any) -> VersionInfo:
         created_at=_time(d["created_at"]),
         metadata=_dict(d["metadata"]),
         metrics=_dict(d["metrics"]),
+        # Absent from manifests written before exports.
+        exports={str(k): _blob_from_json(b) for k, b in _dict(d.get("exports") or {}).items()},
     )
     if not is_valid_blob_name(v.name) or not v.name.startswith("weights/"):
         raise ValueError(f"bad weights file name {v.name!r}")
+    if any(not b.name.startswith("exports/") for b in v.exports.values()):
+        raise ValueError("bad export file name")
     return v
 
 

@@ -13,7 +13,8 @@ and immutable, atomically written blobs. On top of that:
 The class is composed of one module per concept: :mod:`model_store.core` (backend,
 reads, the CAS change, verified files), this module (records: create, list, update,
 cancel, restart), :mod:`model_store.versions` (publish, score, weights),
-:mod:`model_store.images` (style image and previews), :mod:`model_store.deletion`
+:mod:`model_store.exports` (ONNX exports of a version), :mod:`model_store.images` (style
+image and previews), :mod:`model_store.deletion`
 (delete, tombstones) and :mod:`model_store.maintenance` (scratch folders, gc).
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 from model_store.content import sha256_hex, sniff_image
 from model_store.deletion import DeletionMixin
 from model_store.errors import CorruptRecord, InvalidTransition, StyleExists
+from model_store.exports import ExportsMixin
 from model_store.ids import generate_style_id, is_valid_owner, new_incarnation, validate_style_id
 from model_store.images import ImagesMixin
 from model_store.listing import StatusFilter, paginate
@@ -49,7 +51,7 @@ from model_store.versions import VersionsMixin
 log = logging.getLogger(__name__)
 
 
-class ModelStore(VersionsMixin, ImagesMixin, DeletionMixin, MaintenanceMixin):
+class ModelStore(VersionsMixin, ExportsMixin, ImagesMixin, DeletionMixin, MaintenanceMixin):
     """Registry of styles: records, images and versioned safetensors weights.
 
     Safe to use from many threads, processes and hosts at once. It holds no cache, so

@@ -31,7 +31,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.openapi import install_openapi
 from service.processes import ProcessGroup
-from service.routes import estimate, events, health, styles, stylize
+from service.routes import estimate, events, exports, health, styles, stylize
 from service.runtime import InferenceRuntime
 from service.security_headers import SecurityHeadersMiddleware, docs_policy
 from service.settings import ServiceSettings
@@ -128,7 +128,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(CrossSiteMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (stylize, styles, events, health, estimate):
+    for module in (stylize, styles, exports, events, health, estimate):
         app.include_router(module.router)
     _mount_api_docs(app)
     _mount_web_page(app)

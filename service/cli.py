@@ -38,6 +38,7 @@ commands:
   train     train a style from a painting and a folder of photos
   apply     stylize a photo, or photos and folders into a folder (--out), with a style
             (--style ID or NAME) or a generator file (--model)
+  export    write a style's generator as an ONNX model (--style ID or --model FILE)
   lossnet   fetch or list the loss-network weights
   content   install photos to train on
 

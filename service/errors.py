@@ -282,6 +282,8 @@ def _map_library_error(exc: Exception) -> tuple[int, str, dict[str, Any]]:
         return 400, "invalid_image", {}
     if isinstance(exc, stylenet.ModelFileError):
         return 500, "model_file_invalid", {}
+    if isinstance(exc, stylenet.ExportUnsupported):
+        return 422, "export_unsupported", {}
     return 500, "internal_error", {}
 
 

@@ -288,6 +288,12 @@ class ReadyOut(BaseModel):
     status: Literal["ready"]
     device: str
     dtype: str = Field(description="Compute dtype of the generators (float32 or bfloat16)")
+    backend: str = Field(
+        "torch",
+        description="What runs the generators: torch, or onnxruntime (STYLIZE_BACKEND; "
+        "auto measures both at start)",
+    )
+    backend_reason: str = Field("", description="Why that backend: the setting, or the timings")
     cached_models: int
     queue_depth: int
     warm_errors: dict[str, str]

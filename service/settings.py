@@ -121,6 +121,11 @@ class ServiceSettings(FileVariablesSettings):
             runs bf16 autocast.
         torch_threads: intra-op threads of the device executor (0: one per CPU, shared
             out among ``workers``).
+        backend: what runs the generators on a CPU device: ``torch`` (``cpu_dtype``),
+            ``onnxruntime`` (the style's ONNX export on ONNX Runtime, float32) or
+            ``auto`` (both timed at start at 256² on a generator of the default
+            structure, the faster kept; ``/readyz`` says which and why). Images over
+            ``tile_pixels`` stay on torch's exact tiled path; CUDA always runs torch.
         workers: HTTP processes ``python -m service`` runs on one port, each with its own
             runtime and generator cache (0: :meth:`effective_workers` decides).
         process_dir: set by ``python -m service`` for the processes it starts (shared
@@ -204,6 +209,7 @@ class ServiceSettings(FileVariablesSettings):
     torch_compile: bool = False
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     torch_threads: int = Field(0, ge=0, le=1024)
+    backend: Literal["torch", "onnxruntime", "auto"] = "torch"
     workers: int = Field(0, ge=0, le=64)
     process_dir: Path | None = None
     codec_threads: int = Field(2, ge=1, le=64)

@@ -13,6 +13,7 @@ Pixel convention (shared by training, inference, worker and service): float32 RG
 from .errors import (
     ChecksumMismatch,
     ContentImagesError,
+    ExportUnsupported,
     ImageError,
     InvalidParams,
     LossNetworkError,
@@ -31,6 +32,7 @@ __all__ = [
     "PIXEL_CONVENTION",
     "ChecksumMismatch",
     "ContentImagesError",
+    "ExportUnsupported",
     "GeneratorConfig",
     "GeneratorInfo",
     "ImageError",

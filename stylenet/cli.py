@@ -9,6 +9,7 @@ Examples::
     stylize train --style scream.jpg --content photos/ --out scream.safetensors --iterations 2000
     stylize apply --model scream.safetensors photo.jpg out.png --max-side 1024
     stylize apply --style scream holiday/ beach.jpg --out styled/
+    stylize export --style scream --format onnx scream.onnx
     stylize base train --styles paintings/ --content photos/ --out base.safetensors
 """
 
@@ -35,6 +36,7 @@ from .cli_args import (
     check_output,
     resolve_device,
 )
+from .cli_export import add_export_parser
 from .data import find_images
 from .errors import ModelFileError, StylenetError
 from .model_file import read_info, save_generator
@@ -375,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_cmd_base)
 
     add_apply_parser(sub)
+    add_export_parser(sub)
 
     n = sub.add_parser("lossnet", help="fetch and check loss-network weights")
     n.add_argument("action", choices=("fetch", "list"))

@@ -10,13 +10,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from PIL import Image
 
-from . import batch
+from . import batch, ort_backend
+from .blend import blend_generator_bytes, parse_blend
 from .cli_args import (
     CliError,
     check_output,
@@ -30,6 +34,7 @@ from .cli_video import add_clip_arguments, apply_clip, is_clip
 from .data import open_image
 from .inference import CPU_DTYPES, inference_dtype, stylize
 from .model_file import load_generator
+from .onnx_export import export_onnx
 
 #: What PIL writes, by output file extension.
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -49,8 +54,19 @@ def _converter(args: argparse.Namespace) -> Callable[[Path], Image.Image]:
         model = args.model
     generator, _ = load_generator(model, device=device)
     dtype = inference_dtype(device, args.cpu_dtype)
+    runner = _ort_runner(args.backend, device, dtype, model)
 
     def convert(photo: Path) -> Image.Image:
+        if runner is not None:
+            return ort_backend.stylize_image(
+                open_image(photo),
+                runner,
+                generator,
+                max_side=args.max_side,
+                strength=args.strength,
+                preserve_color=args.preserve_color,
+                tile=args.tile,
+            )
         return stylize(
             open_image(photo),
             generator,
@@ -62,6 +78,29 @@ def _converter(args: argparse.Namespace) -> Callable[[Path], Image.Image]:
         )
 
     return convert
+
+
+def _ort_runner(
+    backend: str, device: torch.device, dtype: torch.dtype, model: bytes | Path
+) -> ort_backend.OrtGenerator | None:
+    """Return the ONNX Runtime session ``--backend`` asks for (``auto``: if faster), or None."""
+    if backend == "torch":
+        return None
+    if device.type != "cpu":
+        if backend == "onnxruntime":
+            raise CliError(f"--backend onnxruntime runs on the CPU, not {device}")
+        return None
+    if not ort_backend.onnxruntime_available():
+        if backend == "onnxruntime":
+            raise CliError("--backend onnxruntime: onnxruntime is not installed")
+        return None
+    if backend == "auto":
+        chosen = ort_backend.calibrate(torch_dtype=dtype, threads=torch.get_num_threads())
+        print(f"stylize: backend {chosen.backend} ({chosen.reason})", file=sys.stderr)
+        if chosen.backend == "torch":
+            return None
+    data = model if isinstance(model, bytes) else model.read_bytes()
+    return ort_backend.OrtGenerator(export_onnx(data).data, threads=torch.get_num_threads())
 
 
 def _apply_one(args: argparse.Namespace) -> int:
@@ -107,8 +146,30 @@ def _apply_batch(args: argparse.Namespace) -> int:
     return SOME_FAILED if report.failed else 0
 
 
+def _blending(find_style: Callable[[str], bytes | Path]) -> Callable[[str], bytes | Path]:
+    """Wrap ``find_style`` so that ``--style a:0.7,b:0.3`` gives the blended generator.
+
+    A spec with a comma is a blend (:mod:`stylenet.blend`; its errors say what is wrong);
+    anything else is one style, by id or display name, as before.
+    """
+
+    def find(spec: str) -> bytes | Path:
+        if "," not in spec:
+            return find_style(spec)
+        parts = parse_blend(spec)
+        files = []
+        for part in parts:
+            found = find_style(part.style)
+            files.append((part.style, found if isinstance(found, bytes) else found.read_bytes()))
+        return blend_generator_bytes(files, [part.weight for part in parts])
+
+    return find
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     """Run ``stylize apply``; return its exit status."""
+    if args.find_style is not None:
+        args.find_style = _blending(args.find_style)
     return _apply_one(args) if args.out is None else _apply_batch(args)
 
 
@@ -129,7 +190,8 @@ def add_apply_parser(sub: argparse._SubParsersAction) -> None:
         "--style",
         metavar="STYLE",
         help="a registered (STYLIZE_MODEL_STORE) or bundled style (scream, starry-night): "
-        "its id or, when no id matches, its display name (any case, e.g. 'The Scream')",
+        "its id or, when no id matches, its display name (any case, e.g. 'The Scream'); "
+        "or a blend of styles that share a base, 'a:0.7,b:0.3' (docs/BLENDING.md)",
     )
     a.add_argument(
         "paths",
@@ -174,6 +236,14 @@ def add_apply_parser(sub: argparse._SubParsersAction) -> None:
         choices=CPU_DTYPES,
         default="auto",
         help="on CPU: auto = bfloat16 where the CPU has bf16 instructions (CUDA: bf16)",
+    )
+    a.add_argument(
+        "--backend",
+        choices=ort_backend.BACKENDS,
+        default=os.environ.get("STYLIZE_BACKEND", "torch"),
+        help="on CPU: torch, onnxruntime (the generator exported to ONNX, float32), or auto "
+        "(both timed here at 256², the faster used); images tiled by --tile run on torch "
+        "(default: $STYLIZE_BACKEND or torch)",
     )
     a.add_argument(
         "--tile",

@@ -10,7 +10,8 @@ callers (the worker, the service) can map the whole family in one place::
     ├── LossNetworkError
     │   ├── WeightsNotFound    loss-network weights missing (message says how to get them)
     │   └── ChecksumMismatch   a file's digest differs from the expected one
-    └── ModelFileError         a generator file that cannot be served
+    ├── ModelFileError         a generator file that cannot be served
+    └── ExportUnsupported      a generator that cannot be exported to the format asked for
 """
 
 from __future__ import annotations
@@ -63,3 +64,7 @@ class ModelFileError(StylenetError, ValueError):
 
 class DeviceUnavailable(StylenetError):
     """A device was asked for that this machine does not have (CUDA, or that GPU)."""
+
+
+class ExportUnsupported(StylenetError, ValueError):
+    """A generator cannot be exported faithfully to the format asked for."""

@@ -54,6 +54,8 @@ async def readyz(runtime: RuntimeDep, training: TrainingDep, group: ProcessGroup
         status="ready",
         device=str(runtime.device),
         dtype=str(runtime.dtype).removeprefix("torch."),
+        backend=runtime.backend,
+        backend_reason=runtime.backend_reason,
         cached_models=len(runtime.cache),
         queue_depth=runtime.batcher.depth,
         warm_errors=runtime.warm_errors,

@@ -24,6 +24,7 @@ from service.codecs import host_pixels
 from stylenet import GeneratorInfo, load_generator, stylize_tensor
 from stylenet.devices import wait_idle
 from stylenet.inference import blend, stylize_tiled
+from stylenet.ort_backend import OrtGenerator
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class LoadedGenerator:
         compiled: ``torch.compile`` of ``model`` when enabled, used only for shapes in
             ``compiled_shapes`` (compiled ahead of time, at warm-up), so no request
             ever waits for a compilation.
+        ort: the style's ONNX export in ONNX Runtime when that backend serves (the
+            batcher's forwards run there; the tiled lane keeps ``model``).
     """
 
     key: Hashable
@@ -61,6 +64,7 @@ class LoadedGenerator:
     nbytes: int
     compiled: nn.Module | None = None
     compiled_shapes: set[tuple[int, int]] = field(default_factory=set)
+    ort: OrtGenerator | None = None
 
 
 def module_nbytes(model: nn.Module) -> int:
@@ -90,7 +94,9 @@ def warm(loaded: LoadedGenerator, side: int, dtype: torch.dtype) -> float:
     """Run one ``side``×``side`` forward (compiling that shape if enabled); return seconds."""
     started = time.perf_counter()
     batch = torch.full((1, 3, side, side), 128.0, device=next(loaded.model.parameters()).device)
-    if loaded.compiled is not None:
+    if loaded.ort is not None:
+        loaded.ort(batch.numpy())
+    elif loaded.compiled is not None:
         stylize_tensor(batch, loaded.compiled, dtype=dtype)
         loaded.compiled_shapes.add((side, side))
     else:
@@ -126,7 +132,9 @@ def stylize_batch(
     # .contiguous(): the permuted view has channels_last strides; keep NCHW (see above).
     batch = _device_batch(images, device).permute(0, 3, 1, 2).float().contiguous()
     height, width = batch.shape[-2:]
-    if loaded.compiled is not None and (height, width) in loaded.compiled_shapes:
+    if loaded.ort is not None:
+        out = torch.from_numpy(loaded.ort(batch.numpy())).clamp_(0, 255)
+    elif loaded.compiled is not None and (height, width) in loaded.compiled_shapes:
         # Compiled graphs exist for batch size 1 only; on CPU a batch buys little anyway.
         out = torch.cat(
             [

@@ -28,6 +28,7 @@ from service import imaging
 from service.codecs import ImageCodecs, host_pixels
 from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
+from service.onnx_exports import onnx_export
 from service.runtime.batcher import Batched, Batcher
 from service.runtime.budget import PixelBudget
 from service.runtime.cache import GeneratorCache
@@ -45,6 +46,7 @@ from service.runtime.progress import ProgressBoard, StylizeProgress
 from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
 from service.settings import ServiceSettings
 from stylenet.inference import inference_dtype
+from stylenet.ort_backend import Calibration, OrtGenerator, calibrate, onnxruntime_available
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,6 +113,12 @@ class InferenceRuntime:
         self.progress = ProgressBoard()
         self.warmed = False
         self.warm_errors: dict[str, str] = {}
+        #: What runs the batcher's forwards (``torch`` or ``onnxruntime``), and why.
+        self.backend = "torch"
+        self.backend_reason = "STYLIZE_BACKEND=torch"
+        self.calibration: Calibration | None = None
+        # Set once ``backend`` is final; a generator loaded before would be torch's.
+        self._backend_decided = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -132,7 +140,50 @@ class InferenceRuntime:
         self._large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylize-large")
         if self.settings.uses_gpu_codecs(self.device.type):
             self.codecs = await self._codec(self._device_codecs)
+        self._choose_backend_now()
         self.batcher.start()
+
+    def _choose_backend_now(self) -> None:
+        """Settle the backend where no measurement is needed (all but CPU ``auto``).
+
+        Raises:
+            RuntimeError: ``onnxruntime`` was asked for where it cannot run.
+        """
+        wanted = self.settings.backend
+        if wanted == "torch":
+            self._backend_decided.set()
+        elif self.device.type != "cpu":
+            if wanted == "onnxruntime":
+                raise RuntimeError(f"STYLIZE_BACKEND=onnxruntime runs on a CPU, not {self.device}")
+            self.backend_reason = f"STYLIZE_BACKEND=auto on {self.device}: torch"
+            self._backend_decided.set()
+        elif not onnxruntime_available():
+            if wanted == "onnxruntime":
+                raise RuntimeError("STYLIZE_BACKEND=onnxruntime but onnxruntime is not installed")
+            self.backend_reason = "STYLIZE_BACKEND=auto: onnxruntime is not installed"
+            self._backend_decided.set()
+        elif wanted == "onnxruntime":
+            self.backend, self.backend_reason = "onnxruntime", "STYLIZE_BACKEND=onnxruntime"
+            self._backend_decided.set()
+
+    async def _calibrate_backend(self) -> None:
+        """``auto`` on a CPU: time both backends on the device thread; keep the faster."""
+        if self._backend_decided.is_set():
+            return
+        try:
+            self.calibration = await self._device().run(
+                calibrate,
+                torch_dtype=self.dtype,
+                threads=self.settings.effective_torch_threads(),
+            )
+            self.backend = self.calibration.backend
+            self.backend_reason = f"STYLIZE_BACKEND=auto: {self.calibration.reason}"
+        except Exception as exc:  # a failed measurement must not keep the service down
+            log.warning("backend calibration failed, serving with torch: %s", exc)
+            self.backend_reason = f"STYLIZE_BACKEND=auto: calibration failed ({exc}); torch"
+        finally:
+            self._backend_decided.set()
+        log.info("backend %s (%s)", self.backend, self.backend_reason)
 
     def _device_codecs(self) -> ImageCodecs:
         """Build the torchvision.io codecs on the device (codec pool), or PIL on ``auto``."""
@@ -152,6 +203,7 @@ class InferenceRuntime:
         keep the service from becoming ready (its requests get the error instead).
         """
         await self._device().run(lambda: None)  # the device thread is up and answering
+        await self._calibrate_backend()
         for style_id in self.settings.warm_styles:
             try:
                 loaded = await self.cache.get((await self.styles.resolve(style_id)).key)
@@ -354,9 +406,20 @@ class InferenceRuntime:
         assert isinstance(key, ModelKey)
         # The store verifies the sha256 against the manifest (ChecksumMismatch otherwise).
         data = await anyio.to_thread.run_sync(self.store.open_weights, key.style_id, key.version)
-        return await self._device().run(
+        loaded = await self._device().run(
             load_on_device, key, data, self.device, compile_model=self.settings.torch_compile
         )
+        await self._backend_decided.wait()
+        if self.backend == "onnxruntime":
+            try:
+                export = await onnx_export(self.store, key.style_id, key.version)
+                loaded.ort = await self._device().run(
+                    OrtGenerator, export.data, threads=self.settings.effective_torch_threads()
+                )
+                loaded.nbytes += loaded.ort.nbytes
+            except Exception as exc:  # e.g. a multiscale generator: it still serves, on torch
+                log.warning("%s serves on torch: no ONNX Runtime session (%s)", key, exc)
+        return loaded
 
     async def _release(self) -> None:
         await self._device().run(release_memory, self.device)
