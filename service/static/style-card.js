@@ -3,6 +3,17 @@
 
 import { $, fmtSeconds } from "./common.js";
 
+// This browser's key id, as the API names owners (16 hex digits of a SHA-256 of
+// "stylize-api-key\0" + key); null without a key or without WebCrypto (plain http).
+let myKeyId = null;
+export async function learnKeyId(key) {
+  myKeyId = null;
+  if (!key || !globalThis.crypto?.subtle) return;
+  const bytes = new TextEncoder().encode(`stylize-api-key\0${key}`);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  myKeyId = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 16);
+}
+
 export function withRevision(link, style) {
   return `${link}?r=${style.revision}`;
 }
@@ -15,24 +26,56 @@ function cardPicture(style) {
   return withRevision(link, style);
 }
 
-function lossSummary(style) {
-  const m = style.metrics || {};
-  const pick = m.holdout_loss && Object.keys(m.holdout_loss).length ? m.holdout_loss : m.final_train_loss;
-  if (!pick) return "";
-  const total = pick.total ?? Object.values(pick).reduce((a, b) => a + (Number(b) || 0), 0);
-  return Number.isFinite(total) ? `final loss ${Number(total).toPrecision(3)}` : "";
-}
-
 // The quality score (r: 1 = as good as image optimization on the same loss), measured
 // after the style is published; "at most" where it is an upper bound.
 function scoreSummary(style) {
   const score = (style.metrics || {}).score;
   if (!score) return "";
-  if (score.status === "scoring") return "quality score: scoring…";
+  if (score.status === "scoring") return "Quality score: scoring…";
+  if (score.status === "failed") return "Quality score: could not be measured";
   if (score.status !== "done" || !Number.isFinite(score.r_mean)) return "";
   const bound = score.bound === "upper" ? "at most " : "";
   const photos = score.photos === "evaluation" ? "" : " (on your own photos)";
-  return `quality score ${bound}${Number(score.r_mean).toFixed(2)}${photos}`;
+  return (
+    `Quality score ${bound}${Number(score.r_mean).toFixed(2)}${photos} ` +
+    "(1 = as close to the painting as a slow, photo-by-photo painting would get)"
+  );
+}
+
+function ownerSummary(style) {
+  if (!style.owner) return "Shared style: made without an API key";
+  if (myKeyId && style.owner === myKeyId) return "Yours (made with this browser's API key)";
+  return `Made with another API key (${style.owner.slice(0, 6)}…)`;
+}
+
+function recipeSummary(style) {
+  const p = style.params || {};
+  if (!p.iterations) return "";
+  const size = p.image_size ? ` on ${p.image_size} px crops` : "";
+  return `Trained for ${p.iterations} steps${size}`;
+}
+
+const ordinal = (n) => {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] || "th";
+  return `${n}${suffix}`;
+};
+
+const clock = (seconds) =>
+  new Date(Date.now() + seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+
+// A queued style: its place in line and when it should start and be ready.
+export function queueText(style) {
+  const q = style.queue;
+  if (!q) return "queued · waiting for its place in line to be known";
+  const parts = [q.position === 1 ? "next in line" : `${ordinal(q.position)} in line`];
+  if (q.starts_in_seconds != null) {
+    parts.push(q.starts_in_seconds < 1 ? "starts as soon as a worker is free" : `starts in ≈ ${fmtSeconds(q.starts_in_seconds)}`);
+  }
+  if (q.ready_in_seconds != null) {
+    parts.push(`ready in ≈ ${fmtSeconds(q.ready_in_seconds)} (about ${clock(q.ready_in_seconds)})`);
+  }
+  return parts.join(" · ");
 }
 
 function startSummary(style) {
@@ -77,7 +120,7 @@ export function fillCard(card, style) {
       ? "Preview"
       : "Painting";
   img.alt = `${what} of ${style.name}`;
-  $(".thumb-btn", card).setAttribute("aria-label", `Enlarge: ${what.toLowerCase()} of ${style.name}`);
+  $(".thumb-btn", card).setAttribute("aria-label", `Enlarge the painting of ${style.name}`);
   $(".name", card).textContent = style.name;
   const badge = $(".badge", card);
   // The state reads "ready · v1 (retrain canceled)" for a style whose retrain stopped:
@@ -97,25 +140,28 @@ export function fillCard(card, style) {
     $(".ptext", card).textContent = `step ${p.iteration} of ${p.total} · ${fmtSeconds(p.eta_s)} left`;
   } else if (training) {
     bar.removeAttribute("value"); // indeterminate while queued
-    $(".ptext", card).textContent = style.status === "queued" ? "waiting for a worker" : "starting";
+    $(".ptext", card).textContent = style.status === "queued" ? queueText(style) : "starting";
   }
   bar.setAttribute("aria-label", `Training progress of ${style.name}`);
   drawCurve(card, style);
   $(".error-text", card).textContent = style.error || "";
   $(".error-text", card).hidden = !style.error;
-  // Ids, versions and loss values are for the curious: inside "Details".
-  const detail = [`id ${style.id}`];
-  if (style.current_version) detail.push(`version ${style.current_version}`);
-  detail.push(`run: ${style.status}`);
-  const score = scoreSummary(style);
-  if (score) detail.push(score);
-  const start = startSummary(style);
-  if (start) detail.push(start);
-  const loss = lossSummary(style);
-  if (loss) detail.push(loss);
+  // What a user asks about a style, one line each: how good, whose, how it was made.
+  const detail = [scoreSummary(style), ownerSummary(style)];
+  if (style.current_version) detail.push(`Serving version ${style.current_version}`);
   const photos = style.metrics?.content_images;
-  if (photos) detail.push(`trained on ${photos} photos`);
-  $(".detail", card).textContent = detail.join(" · ");
+  const recipe = recipeSummary(style);
+  detail.push(recipe && photos ? `${recipe}, from ${photos} photos` : recipe);
+  const start = startSummary(style);
+  if (start) detail.push(start[0].toUpperCase() + start.slice(1));
+  detail.push(`Id for the API and the command line: ${style.id}`);
+  $(".detail", card).replaceChildren(
+    ...detail.filter(Boolean).map((text) => {
+      const line = document.createElement("span");
+      line.textContent = text;
+      return line;
+    }),
+  );
   $(".more summary", card).setAttribute("aria-label", `Details of ${style.name}`);
   $(".again", card).hidden = training;
   $(".again", card).setAttribute("aria-label", `Train ${style.name} again`);

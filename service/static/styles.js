@@ -1,9 +1,10 @@
 // The styles: the list of cards, the gallery of usable styles, live progress of the
 // trainings (one EventSource each), and the cards' actions (train again, cancel, delete).
 
-import { $, api, showError } from "./common.js";
+import { $, api, KEY_STORAGE, showError } from "./common.js";
 import { confirmCost } from "./estimate.js";
-import { fillCard, withRevision } from "./style-card.js";
+import { askRetrain } from "./retrain.js";
+import { fillCard, learnKeyId, withRevision } from "./style-card.js";
 
 const TERMINAL = new Set(["ready", "failed", "canceled"]);
 
@@ -25,12 +26,15 @@ function renderCard(style) {
   if (!card) {
     card = $("#style-card").content.firstElementChild.cloneNode(true);
     card.dataset.styleId = style.id;
-    $(".again", card).addEventListener("click", () => trainAgain(style.id));
+    $(".again", card).addEventListener("click", () =>
+      askRetrain(styles.get(style.id) || style).then((changes) => changes && trainAgain(style.id, changes)),
+    );
     $(".cancel", card).addEventListener("click", () => cancelTraining(style.id));
     $(".delete", card).addEventListener("click", () => removeStyle(style.id));
     $(".thumb-btn", card).addEventListener("click", () => {
-      const img = $(".thumb", card);
-      openViewer(styles.get(style.id)?.name || style.name, img.src, img.alt);
+      // Enlarged: the painting itself (the card's thumbnail may be a preview).
+      const current = styles.get(style.id) || style;
+      openViewer(`${current.name}: the painting`, withRevision(current.links.style_image, current), `The painting of ${current.name}`);
     });
     cards.set(style.id, card);
   }
@@ -163,6 +167,7 @@ function forget(id) {
 
 export async function loadStyles() {
   const errorEl = $("#styles-error");
+  await learnKeyId(localStorage.getItem(KEY_STORAGE)).catch(() => {}); // to say "yours"
   try {
     const found = [];
     let url = "/styles?limit=200";
@@ -184,18 +189,24 @@ export async function loadStyles() {
   }
 }
 
-// A new run with the style's last parameters; its current version serves until the
-// run publishes the next one. RQ records the previous job finished a moment after the
-// style is ready: the API answers 409 job_exists with Retry-After until then.
-async function trainAgain(id, attempts = 5, confirmed = false) {
-  if (!confirmed && !(await confirmCost(styles.get(id)?.params ?? {}, "Training it again"))) return;
+// A new run; the dialog (retrain.js) may change some parameters, which the API merges
+// over the last run's. Its current version serves until the run publishes the next one.
+// RQ records the previous job finished a moment after the style is ready: the API
+// answers 409 job_exists with Retry-After until then.
+async function trainAgain(id, changes = {}, attempts = 5, confirmed = false) {
+  const merged = { ...(styles.get(id)?.params ?? {}), ...changes };
+  if (!confirmed && !(await confirmCost(merged, "Training it again"))) return;
   try {
-    const response = await api(`/styles/${id}/train`, { method: "POST" });
+    const response = await api(`/styles/${id}/train`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ params: changes }),
+    });
     update(await response.json());
     showError($("#styles-error"), null);
   } catch (err) {
     if (err.code === "job_exists" && attempts > 1) {
-      setTimeout(() => trainAgain(id, attempts - 1, true), 1000);
+      setTimeout(() => trainAgain(id, changes, attempts - 1, true), 1000);
       return;
     }
     showError($("#styles-error"), err);

@@ -1,8 +1,8 @@
 // Stylize a photo: the photo (picked, dropped or pasted), the options, and the result
 // with its before/after slider, zoom, download and copy.
 
-import { $, api, fmtBytes, LocalError, showError } from "./common.js";
 import { selectedStyle, styles } from "./styles.js";
+import { $, api, fmtBytes, fmtSeconds, LocalError, showError } from "./common.js";
 
 // ------------------------------------------------------------------ stylize: the photo
 // Picked, dropped anywhere on the card, or pasted; shown as a thumbnail with its size.
@@ -134,12 +134,18 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   // Print size: up to 8192 px; the service stylizes large images by exact tiled inference.
   form.append("max_side", $("#print-size").checked ? "8192" : $("#max-side").value);
   form.append("preserve_color", $("#preserve-color").checked ? "true" : "false");
+  // Named, so the service can say how far it has got (GET /stylize/progress/{id}); a
+  // cancel aborts the fetch, and the service stops the work between two bands.
+  const progressId = crypto.randomUUID?.() ?? `p${Date.now()}${Math.random().toString(36).slice(2)}`;
+  form.append("progress_id", progressId.replaceAll(/[^A-Za-z0-9_-]/g, ""));
   const button = $("#stylize-btn");
   button.disabled = true;
   status.textContent = "Stylizing…";
   const started = performance.now();
+  const abort = new AbortController();
+  const watch = followProgress(form.get("progress_id"), abort, status);
   try {
-    const response = await api("/stylize", { method: "POST", body: form });
+    const response = await api("/stylize", { method: "POST", body: form, signal: abort.signal });
     resultBlob = await response.blob();
     if (resultUrl) URL.revokeObjectURL(resultUrl);
     resultUrl = URL.createObjectURL(resultBlob);
@@ -170,9 +176,56 @@ $("#stylize-form").addEventListener("submit", async (e) => {
     $("#result-box").scrollIntoView({ behavior: "instant", block: "start" });
     $("#result-h").focus({ preventScroll: true });
   } catch (err) {
-    status.textContent = "";
-    showError(errorEl, err);
+    status.textContent = abort.signal.aborted ? "Canceled." : "";
+    if (!abort.signal.aborted) showError(errorEl, err);
   } finally {
+    watch.stop();
     button.disabled = false;
   }
 });
+
+// Poll the request's progress while it runs: a bar for a large photo's bands (the
+// tiled lane), "Stylizing…" for a small one; the cancel button aborts the request.
+function followProgress(id, abort, status) {
+  const box = $("#stylize-progress");
+  const bar = $("#stylize-bar");
+  const cancel = $("#stylize-cancel");
+  let timer = null;
+  let stopped = false;
+  const onCancel = () => {
+    abort.abort();
+    // Also tell the service, in case the aborted connection is not noticed at once.
+    fetch(`/stylize/progress/${id}`, { method: "DELETE" }).catch(() => {});
+  };
+  cancel.addEventListener("click", onCancel);
+  bar.removeAttribute("value");
+  const poll = async () => {
+    try {
+      const response = await fetch(`/stylize/progress/${id}`);
+      if (response.ok && !stopped) {
+        const p = await response.json();
+        if (p.bands_total) {
+          box.hidden = false;
+          bar.value = p.fraction ?? 0;
+          const left = p.eta_s == null ? "" : ` · about ${fmtSeconds(p.eta_s)} left`;
+          status.textContent = `Stylizing in tiles: ${Math.round((p.fraction ?? 0) * 100)} %${left}`;
+        } else if (p.state === "waiting") {
+          box.hidden = false;
+          status.textContent = "Waiting for another large photo to finish…";
+        }
+      }
+    } catch {
+      /* the result is what matters; progress is a courtesy */
+    }
+    if (!stopped) timer = setTimeout(poll, 700);
+  };
+  timer = setTimeout(poll, 300);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      cancel.removeEventListener("click", onCancel);
+      box.hidden = true;
+    },
+  };
+}
