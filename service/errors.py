@@ -49,6 +49,7 @@ from starlette.routing import Match
 
 import model_store
 import stylenet
+from stylenet.blend import BlendSpecError, StylesIncompatible
 from stylenet.video_read import UnsupportedVideo, VideoError, VideoTooLarge
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,10 @@ def _map_library_error(exc: Exception) -> tuple[int, str, dict[str, Any]]:
         return 409, "style_exists", {"style_id": exc.style_id}
     if isinstance(exc, ms.Conflict | ms.BackendError):
         return 503, "store_unavailable", {}
+    if isinstance(exc, StylesIncompatible):  # a blend of styles that share no base
+        return 422, "styles_incompatible", {"styles": exc.styles, "reason": exc.reason}
+    if isinstance(exc, BlendSpecError):
+        return 422, "invalid_option", {"field": exc.field}
     if isinstance(exc, stylenet.InvalidParams):
         return 422, "invalid_params", {"field": exc.field}
     if isinstance(exc, VideoTooLarge):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_store import Status, StyleRecord
-from model_store.ids import STYLE_ID_RE
 from stylenet import TrainParams
+from stylenet.blend import MAX_STYLES, SPEC_PATTERN, BlendSpecError, parse_blend
 from stylenet.generators import MIN_SIDE
 
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -25,9 +25,12 @@ class StylizeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     style: str = Field(
-        pattern=f"^{STYLE_ID_RE.pattern}$",
-        description="Style id to apply (GET /styles lists them)",
+        max_length=400,
+        description="Style id to apply (GET /styles lists them), or a blend of up to "
+        f"{MAX_STYLES} styles that share a base, `a:0.7,b:0.3` (weights > 0, normalized to "
+        "sum to 1; a weight left out counts 1); see docs/BLENDING.md",
         examples=["scream"],
+        json_schema_extra={"pattern": SPEC_PATTERN},
     )
     # No example: a pinned version is an exception (Swagger UI still fills in 1, its
     # sample of an integer >= 1, which every published style has unless pruned).
@@ -51,6 +54,17 @@ class StylizeOptions(BaseModel):
         description="A name the client makes up (8-64 letters, digits, - or _; a random "
         "UUID) to follow this request at GET /stylize/progress/{progress_id} while it runs",
     )
+
+    @field_validator("style")
+    @classmethod
+    def _blend_spec(cls, value: str) -> str:
+        # One id or a blend: a malformed one is a 422 that says what is wrong (the
+        # BlendSpecError's message), not just "does not match the pattern".
+        try:
+            parse_blend(value)
+        except BlendSpecError as exc:
+            raise ValueError(exc.reason) from None
+        return value
 
 
 class ErrorDetail(BaseModel):

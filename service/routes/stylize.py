@@ -33,7 +33,7 @@ from service.errors import (
 from service.imaging import MEDIA_TYPES
 from service.middleware import ARRIVAL
 from service.routes import progress
-from service.runtime import BlendOptions, InferenceRuntime
+from service.runtime import BlendOptions, InferenceRuntime, blends
 from service.runtime.progress import Canceled, StylizeProgress
 from service.schemas import ErrorOut, StylizeOptions
 from service.settings import ServiceSettings
@@ -92,11 +92,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Empty body, not an image, or a corrupt / truncated image",
         401: "API key missing (when stylize_requires_key)",
         403: "API key not valid",
-        404: "Unknown style or version",
+        404: "Unknown style or version (of any style of a blend)",
         409: "The style has no published version yet (the error carries its status)",
         413: "Body over max_upload_bytes, or image over max_pixels",
         415: "Unsupported image format or Content-Type",
-        422: "Invalid options",
+        422: "Invalid options (a malformed blend spec says what is wrong); "
+        "styles_incompatible: the styles of a blend share no base",
         429: "Queue full (overloaded; fair_share: this client holds more of the queue than "
         "any other), the decoded pixels in flight at inflight_pixels (pixel_budget), or "
         "(rate_limited) the key's or address's stylize rate; see Retry-After",
@@ -114,7 +115,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses={
         200: {
             "description": "The stylized image, the size of the (downscaled) input. Headers: "
-            "X-Style-Id, X-Style-Version, X-Batch-Size, Server-Timing.",
+            "X-Style-Id, X-Style-Version (a blend: its canonical spec and each style's "
+            "version, comma-separated), X-Batch-Size, Server-Timing.",
             "content": {
                 t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES.values()
             },
@@ -269,7 +271,8 @@ async def _admitted(
     client: str,
     progress: StylizeProgress,
 ) -> Response:
-    target = await runtime.styles.resolve(options.style, options.version)
+    # One style, or a blend of styles sharing a base (service.runtime.blends).
+    target = await blends.resolve(runtime.styles, options.style, options.version)
     # Load the generator (on a miss) while the image decodes.
     load = asyncio.ensure_future(runtime.generator(target))
     load.add_done_callback(lambda f: f.cancelled() or f.exception())

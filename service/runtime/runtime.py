@@ -30,6 +30,7 @@ from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
 from service.onnx_exports import onnx_export
 from service.runtime.batcher import Batched, Batcher
+from service.runtime.blends import BlendBuilder, BlendKey, BlendTarget, mentions
 from service.runtime.budget import PixelBudget
 from service.runtime.cache import GeneratorCache
 from service.runtime.executor import DeviceExecutor, resolve_device
@@ -91,6 +92,7 @@ class InferenceRuntime:
         self._large_lock = asyncio.Lock()
         self._large_slots = 0
         self.styles = StyleResolver(store, ttl_s=settings.style_cache_ttl_s)
+        self.blends = BlendBuilder(store)  # style=a:0.7,b:0.3 (service.runtime.blends)
         self.cache = GeneratorCache(
             self._load,
             max_models=settings.cache_max_models,
@@ -289,7 +291,7 @@ class InferenceRuntime:
         self.metrics.codec.labels(op="encode").observe(time.perf_counter() - started)
         return out, size
 
-    async def generator(self, target: ServeTarget) -> LoadedGenerator:
+    async def generator(self, target: ServeTarget | BlendTarget) -> LoadedGenerator:
         """Return the cached generator of ``target`` (loading it on a miss)."""
         return await self.cache.get(target.key)
 
@@ -387,7 +389,7 @@ class InferenceRuntime:
     def forget_style(self, style_id: str) -> None:
         """Drop a (deleted) style's record and generators."""
         self.styles.invalidate(style_id)
-        self.cache.discard(lambda key: isinstance(key, ModelKey) and key.style_id == style_id)
+        self.cache.discard(lambda key: mentions(key, style_id))  # blends of it too
 
     # --- internals ------------------------------------------------------------------------
 
@@ -403,6 +405,9 @@ class InferenceRuntime:
         return await loop.run_in_executor(self._codec_pool, functools.partial(fn, *args, **kwargs))
 
     async def _load(self, key: Hashable) -> LoadedGenerator:
+        if isinstance(key, BlendKey):  # built from its styles' weights; served on torch
+            data = await self.blends.build(key)
+            return await self._device().run(load_on_device, key, data, self.device)
         assert isinstance(key, ModelKey)
         # The store verifies the sha256 against the manifest (ChecksumMismatch otherwise).
         data = await anyio.to_thread.run_sync(self.store.open_weights, key.style_id, key.version)

@@ -1,7 +1,8 @@
 // Stylize a photo: the photo (picked, dropped or pasted), the options, and the result
 // with its before/after slider, zoom, download and copy.
 
-import { selectedStyle, styles } from "./styles.js";
+import { styleSpec, styleWords } from "./blend.js";
+import { selectedStyle } from "./styles.js";
 import { $, api, fmtBytes, fmtSeconds, LocalError, showError } from "./common.js";
 
 // ------------------------------------------------------------------ stylize: the photo
@@ -129,7 +130,7 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   if (!selectedStyle) return showError(errorEl, new LocalError("No style is ready yet."));
   const form = new FormData();
   form.append("image", photo, photo.name || "pasted.png");
-  form.append("style", selectedStyle);
+  form.append("style", styleSpec(selectedStyle)); // one style, or a blend (blend.js)
   form.append("strength", $("#strength").value);
   // Print size: up to 8192 px; the service stylizes large images by exact tiled inference.
   form.append("max_side", $("#print-size").checked ? "8192" : $("#max-side").value);
@@ -162,12 +163,12 @@ $("#stylize-form").addEventListener("submit", async (e) => {
     frame.style.setProperty("--w", `${result.naturalWidth}px`);
     split.value = 0;
     syncSplit();
-    const styleName = styles.get(selectedStyle)?.name || selectedStyle;
-    result.alt = `${photo.name || "Your photo"} in the style of ${styleName}`;
+    result.alt = `${photo.name || "Your photo"} in the style of ${styleWords(selectedStyle)}`;
     const ext = (resultBlob.type.split("/")[1] || "png").replace("jpeg", "jpg");
     const download = $("#download");
     download.href = resultUrl;
-    download.download = `${(photo.name || "photo").replace(/\.[^.]*$/, "")}-${selectedStyle}.${ext}`;
+    const named = styleSpec(selectedStyle).replaceAll(/[:,]/g, "-");
+    download.download = `${(photo.name || "photo").replace(/\.[^.]*$/, "")}-${named}.${ext}`;
     download.hidden = false;
     $("#result-status").textContent = "";
     $("#result-box").hidden = false;
