@@ -64,7 +64,7 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
 
     def json_post(path: str, body: bytes, with_key: bool = True) -> dict[str, object]:
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n"
         ).encode()
         return ex([head + (auth if with_key else b"") + b"\r\n" + body])
@@ -86,7 +86,7 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
         )
         body += image + f"\r\n--{boundary}--\r\n".encode()
         head = (
-            f"POST /styles HTTP/1.1\r\nHost: x\r\n"
+            f"POST /styles HTTP/1.1\r\nHost: localhost\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
             f"Content-Length: {len(body)}\r\n"
         ).encode()
@@ -96,17 +96,17 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(big_header, 64 * MiB) for _ in range(4)]
             time.sleep(1.0)
-            health = ex([b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"])
+            health = ex([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"])
             results = [f.result() for f in futures]
         return {**results[0], "healthz_s": health["seconds"], "healthz": health["status"]}
 
     def big_header(size: int) -> dict[str, object]:
-        head = b"POST /stylize HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nX-Big: "
+        head = b"POST /stylize HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nX-Big: "
         return ex(_streamed(head, b"a", size), wait_s=max(wait_s, 30))
 
     def many_headers(n: int) -> dict[str, object]:
         lines = b"".join(b"X-H%d: v\r\n" % i for i in range(n))
-        return ex([b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n"])
+        return ex([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + lines + b"\r\n"])
 
     def half_body(path: str, with_key: bool) -> dict[str, object]:
         return ex(_half_body_chunks(path, with_key))
@@ -121,7 +121,7 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(request)
             selector.register(sock, selectors.EVENT_READ)
-        health = ex([b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"])
+        health = ex([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"])
         statuses: Counter[str] = Counter()
         last = started
         while len(selector.get_map()) and time.monotonic() < started + wait_s:
@@ -152,7 +152,8 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
         if path == "/styles":
             kind = "multipart/form-data; boundary=b0undary"
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: 100000\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {kind}\r\n"
+            "Content-Length: 100000\r\n"
         ).encode()
         start = b"--b0undary\r\n" if path == "/styles" else b'{"params": {'
         return [head + (auth if with_key else b"") + b"\r\n" + start]
@@ -162,9 +163,11 @@ def probes(port: int, key: str, style: str, wait_s: float) -> dict[str, Callable
         "64 MiB header": lambda: big_header(64 * MiB),
         "4 x 64 MiB headers, /healthz meanwhile": parallel_big_headers,
         "100,000 headers": lambda: many_headers(100_000),
-        "1 MiB URL": lambda: ex([b"GET /styles?x=" + b"a" * MiB + b" HTTP/1.1\r\nHost: x\r\n\r\n"]),
+        "1 MiB URL": lambda: ex(
+            [b"GET /styles?x=" + b"a" * MiB + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"]
+        ),
         "malformed request line": lambda: ex([b"GARBAGE\r\n\r\n"]),
-        "headers stalled": lambda: ex([b"GET /healthz HTTP/1.1\r\nHost: x\r\n"]),
+        "headers stalled": lambda: ex([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"]),
         "headers 1 byte / 0.5 s": lambda: ex(
             [b"G", *(bytes([c]) for c in b"ET /healthz HTTP/1.1\r\nHost: xxxxxxxxxxxxxxx\r\n")],
             pause_s=0.5,

@@ -66,7 +66,7 @@ async def _exchange(port: int, request: bytes, source: str | None) -> tuple[int,
 async def _open_streams(
     port: int, count: int, openers: int, sources: list[str | None], held: list[Any]
 ) -> Counter[str]:
-    request = f"GET /styles/{STYLE}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    request = f"GET /styles/{STYLE}/events HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
     outcomes: Counter[str] = Counter()
     gate = asyncio.Semaphore(openers)
 
@@ -89,7 +89,7 @@ async def _probe(port: int, path: str) -> tuple[int, float]:
     started = time.perf_counter()
     try:
         status, _ = await asyncio.wait_for(
-            _exchange(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), None), 30
+            _exchange(port, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode(), None), 30
         )
     except (OSError, asyncio.IncompleteReadError, TimeoutError):
         status = 0

@@ -26,6 +26,7 @@ from model_store import open_store
 from service.cross_site import CrossSiteMiddleware
 from service.demo_styles import register_demo_styles
 from service.errors import install_error_handlers
+from service.hosts import HostCheckMiddleware
 from service.limits import Limits
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -118,7 +119,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.process_group = group
     install_error_handlers(app)
     # Added last = outermost: security headers on every answer, then the request context
-    # (id, metrics), the cross-site check before any body is read, the body limit.
+    # (id, metrics), the Host check (DNS rebinding) and the cross-site check before any
+    # body is read, the body limit.
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_upload_bytes,
@@ -126,6 +128,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         total_timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(CrossSiteMiddleware, allowed_origins=settings.allowed_origins)
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     for module in (stylize, styles, exports, events, health, estimate):

@@ -6,6 +6,8 @@ extra fields where the client can act on them (``style_id``, ``status``, ``field
 
     ServiceError                    (this module; status and code on the class)
     ├── BadRequest            400   empty body, not an image, truncated image
+    │   └── HostNotAllowed    400   ``host_not_allowed``: a Host this service has not
+    │                               (DNS rebinding, :mod:`service.hosts`)
     ├── Unauthorized          401   missing bearer key
     ├── Forbidden             403   wrong bearer key; ``not_owner``: another key's style
     │   └── CrossSite         403   ``cross_site``: a state change sent by another site
@@ -83,6 +85,12 @@ class BadRequest(ServiceError):
     """The request cannot be processed as sent (400)."""
 
     status, code = 400, "bad_request"
+
+
+class HostNotAllowed(BadRequest):
+    """The request's ``Host`` is not a name of this service's (400, :mod:`service.hosts`)."""
+
+    status, code = 400, "host_not_allowed"
 
 
 class Unauthorized(ServiceError):

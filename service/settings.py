@@ -3,8 +3,8 @@
 Build it with :func:`load_settings` (or ``ServiceSettings(...)`` in tests) and pass it to
 :func:`service.app.create_app`. Invalid values fail at start-up, not on the first request.
 List settings (``STYLIZE_API_KEYS``, ``STYLIZE_ADMIN_KEYS``, ``STYLIZE_WARM_STYLES``,
-``STYLIZE_WARM_SIDES``, ``STYLIZE_ALLOWED_ORIGINS``) accept JSON (``["a","b"]``) or a
-comma-separated string (``a,b``).
+``STYLIZE_WARM_SIDES``, ``STYLIZE_ALLOWED_ORIGINS``, ``STYLIZE_ALLOWED_HOSTS``) accept
+JSON (``["a","b"]``) or a comma-separated string (``a,b``).
 """
 
 from __future__ import annotations
@@ -75,6 +75,10 @@ class ServiceSettings(FileVariablesSettings):
         allowed_origins: browser origins (``https://host[:port]``) besides the service's
             own that may change state (POST, PUT, PATCH, DELETE) and read answers
             cross-origin (CORS). Other origins get 403 ``cross_site``.
+        allowed_hosts: host names the service is reached by (``Host``), besides IP
+            addresses and ``localhost`` (always accepted): ``stylize.example.com``,
+            ``*.example.com`` for the names under it, ``*`` for any. Other names get
+            400 ``host_not_allowed`` (DNS rebinding, :mod:`service.hosts`).
         max_pixels: largest decoded image (width × height), checked before decoding, so
             a decompression bomb is refused from its header.
         max_side_default, max_side_limit: inputs are downscaled so their longer side is
@@ -184,6 +188,7 @@ class ServiceSettings(FileVariablesSettings):
     streams_per_client: int = Field(16, ge=0, le=1_000_000)
     max_streams: int = Field(0, ge=0, le=1_000_000)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_pixels: int = Field(8192 * 8192, ge=MIN_SIDE * MIN_SIDE)
     max_side_default: int = Field(1024, ge=MIN_SIDE)
     max_side_limit: int = Field(8192, ge=MIN_SIDE)
@@ -232,7 +237,13 @@ class ServiceSettings(FileVariablesSettings):
     clip_stats_frames: int = Field(8, ge=1, le=64)
 
     @field_validator(
-        "warm_styles", "warm_sides", "api_keys", "admin_keys", "allowed_origins", mode="before"
+        "warm_styles",
+        "warm_sides",
+        "api_keys",
+        "admin_keys",
+        "allowed_origins",
+        "allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: Any) -> Any:
@@ -265,6 +276,11 @@ class ServiceSettings(FileVariablesSettings):
     def _origins(cls, value: list[str]) -> list[str]:
         # Compared with the browser's Origin header, which is always in this form.
         return [normalize_origin(origin) for origin in value]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [normalize_host_pattern(host) for host in value]
 
     @field_validator("device")
     @classmethod
@@ -356,6 +372,25 @@ def normalize_origin(origin: str) -> str:
         )
     scheme, host, port = match.groups()
     return f"{scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[scheme] else "")
+
+
+def normalize_host_pattern(pattern: str) -> str:
+    """Return an ``allowed_hosts`` entry as :mod:`service.hosts` compares it (lower case).
+
+    Raises:
+        ValueError: a URL, a port, a path or a wildcard other than a leading ``*.``.
+    """
+    value = pattern.strip().lower()
+    if value == "*":
+        return value
+    wildcard = "*." if value.startswith("*.") else ""
+    body = value.removeprefix(wildcard).rstrip(".")
+    if not body or any(c in body for c in "/:*@ ["):
+        raise ValueError(
+            f"not a host name: {pattern!r}; write a name (stylize.example.com), "
+            "*.example.com for the names under it, or * for any host"
+        )
+    return wildcard + body
 
 
 def load_settings(**overrides: Any) -> ServiceSettings:

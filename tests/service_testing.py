@@ -93,6 +93,11 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+#: Host names the in-process clients send (Starlette's TestClient, httpx's ``http://t``):
+#: names, so the service's DNS-rebinding check (service/hosts.py) must be told of them.
+TEST_HOSTS = ["testserver", "t"]
+
+
 def http_scope(
     method: str, path: str, query: str = "", headers: list[tuple[bytes, bytes]] | None = None
 ) -> dict[str, Any]:

@@ -273,13 +273,14 @@ def _raw(stack: Stack, request: bytes) -> tuple[int, dict[str, str], bytes]:
     ("request_bytes", "status", "code"),
     [
         (b"GARBAGE\r\n\r\n", 400, "bad_request"),
-        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 414,
-         "uri_too_long"),
-        (b"GET /styles HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * 20_000
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+         b"\r\n", 414, "uri_too_long"),
+        (b"GET /styles HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: " + b"a" * 20_000
          + b"\r\n\r\n", 431, "headers_too_large"),
-        (b"POST /stylize HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: image/jpeg\r\n"
-         b"Content-Length: 69206016\r\n\r\n", 413, "payload_too_large"),
-        (b"GET /no/such/path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404, "not_found"),
+        (b"POST /stylize HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+         b"Content-Type: image/jpeg\r\nContent-Length: 69206016\r\n\r\n", 413, "payload_too_large"),
+        (b"GET /no/such/path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 404,
+         "not_found"),
     ],
     ids=["malformed", "long-url", "big-header", "66MiB-body", "unknown-path"],
 )  # fmt: skip

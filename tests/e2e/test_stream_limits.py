@@ -62,7 +62,7 @@ def port(tmp_path_factory: pytest.TempPathFactory, store_url: str, redis_url: st
 def _stream(port: int, key: str | None = None) -> Iterator[tuple[int, bytes]]:
     """Open an event stream on a connection of its own; yield (status, what came first)."""
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    request = f"GET /styles/{PENDING_STYLE}/events HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+    request = f"GET /styles/{PENDING_STYLE}/events HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(request.encode())
         head = b""
@@ -84,7 +84,8 @@ def _hold(stack: ExitStack, port: int, key: str | None = None) -> int:
 
 
 def _get(port: int, path: str) -> int:
-    return raw_request(port, [f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()]).status or 0
+    request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+    return raw_request(port, [request]).status or 0
 
 
 def _error_of(head: bytes) -> tuple[str, dict[str, str]]:

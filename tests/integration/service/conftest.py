@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from service_testing import build_store, image_bytes, wait_ready
+from service_testing import TEST_HOSTS, build_store, image_bytes, wait_ready
 
 from service import ServiceSettings, create_app
 
@@ -53,6 +53,7 @@ def make_settings(store_url: str, redis_url: str) -> Callable[..., ServiceSettin
             "batch_timeout_ms": 1.0,
             "style_cache_ttl_s": 0.0,
             "events_poll_s": 0.05,
+            "allowed_hosts": TEST_HOSTS,
         }
         values.update(overrides)
         return ServiceSettings(**values)

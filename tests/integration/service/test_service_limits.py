@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis_server import free_port
-from service_testing import PENDING_STYLE, assert_error, image_bytes, wait_ready
+from service_testing import PENDING_STYLE, TEST_HOSTS, assert_error, image_bytes, wait_ready
 from worker_harness import TINY
 
 from service import ServiceSettings, create_app, estimate
@@ -128,6 +128,7 @@ def test_a_slot_is_freed_when_its_training_ends(
             warm_styles=[],
             api_keys=[key],
             trainings_per_key=1,
+            allowed_hosts=TEST_HOSTS,
         )
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             wait_ready(client)

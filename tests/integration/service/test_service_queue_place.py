@@ -20,7 +20,7 @@ from redis import Redis
 from redis_server import free_port
 from rq import Queue
 from rq.serializers import JSONSerializer
-from service_testing import sse_events, wait_ready
+from service_testing import TEST_HOSTS, sse_events, wait_ready
 from worker_harness import TINY
 
 from service import ServiceSettings, create_app, estimate
@@ -153,6 +153,7 @@ def test_after_a_worker_starts_one_the_others_move_up(
             training_queue=env.env["STYLIZE_TRAINING_QUEUE"],
             device="cpu",
             warm_styles=[],
+            allowed_hosts=TEST_HOSTS,
         )
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             wait_ready(client)
