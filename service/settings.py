@@ -119,6 +119,10 @@ class ServiceSettings(FileVariablesSettings):
         train_job_timeout_s: RQ ``job_timeout`` of a training job.
         torch_compile: compile generators (for the ``warm_sides`` shapes) with
             ``torch.compile``; other shapes run eager.
+        mixed_batches: requests for different styles that share every convolution
+            (adapted from one base, only their instance-norm γ/β trained) share one
+            forward pass with per-sample γ/β, and the cache holds those convolutions
+            once (:mod:`service.runtime.mixed`); false: one style per batch.
         cpu_dtype: compute dtype of generators on CPU: ``float32``, ``bfloat16``, or
             ``auto`` (bfloat16 when the CPU has bf16 instructions, AVX512-BF16 or AMX:
             1.5× faster at 512² on such a CPU, mean change 0.4–0.6 of 255). CUDA always
@@ -212,6 +216,7 @@ class ServiceSettings(FileVariablesSettings):
     training_queue: str = Field("training", min_length=1)
     train_job_timeout_s: int = Field(6 * 3600, ge=1)
     torch_compile: bool = False
+    mixed_batches: bool = True
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     torch_threads: int = Field(0, ge=0, le=1024)
     backend: Literal["torch", "onnxruntime", "auto"] = "torch"

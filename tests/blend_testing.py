@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import torch
 
 from model_store import open_store
@@ -60,3 +61,17 @@ def build_family_store(root: Path, base: bytes, style_png: bytes) -> tuple[str, 
         metrics = load_generator(data)[1].metrics
         store.publish(sid, data, metadata={"test": True}, metrics=metrics)
     return url, weights
+
+
+@pytest.fixture(scope="module")
+def family(
+    tmp_path_factory: pytest.TempPathFactory, tiny_generator_bytes: bytes, style_png: bytes
+) -> tuple[str, dict[str, bytes]]:
+    """The family's store (URL) and weights, for a module of service tests."""
+    return build_family_store(tmp_path_factory.mktemp("family"), tiny_generator_bytes, style_png)
+
+
+@pytest.fixture(scope="module")
+def store_url(family: tuple[str, dict[str, bytes]]) -> str:
+    """The service tests' store: the family's (overrides the standard styles' store)."""
+    return family[0]

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+import torch
 
 from model_store import ModelStore, ModelStoreError
+from service.runtime.executor import DeviceExecutor
+from service.runtime.generators import LoadedGenerator, load_on_device
 from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
 from stylenet.blend import (
     BlendSpecError,
@@ -117,6 +120,13 @@ class BlendBuilder:
                 self._refused.clear()
             self._refused[key] = exc
             raise
+
+    async def load(
+        self, key: BlendKey, executor: DeviceExecutor, device: torch.device
+    ) -> LoadedGenerator:
+        """Build the blend of ``key`` and load it on ``device`` (the device thread)."""
+        data = await self.build(key)
+        return await executor.run(load_on_device, key, data, device)
 
     def _build(self, key: BlendKey) -> bytes:
         files = [

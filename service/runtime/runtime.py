@@ -29,8 +29,8 @@ from service.codecs import ImageCodecs, host_pixels
 from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
 from service.onnx_exports import onnx_export
+from service.runtime import blends, mixed
 from service.runtime.batcher import Batched, Batcher
-from service.runtime.blends import BlendBuilder, BlendKey, BlendTarget, mentions
 from service.runtime.budget import PixelBudget
 from service.runtime.cache import GeneratorCache
 from service.runtime.executor import DeviceExecutor, resolve_device
@@ -92,9 +92,10 @@ class InferenceRuntime:
         self._large_lock = asyncio.Lock()
         self._large_slots = 0
         self.styles = StyleResolver(store, ttl_s=settings.style_cache_ttl_s)
-        self.blends = BlendBuilder(store)  # style=a:0.7,b:0.3 (service.runtime.blends)
+        self.blends = blends.BlendBuilder(store)  # style=a:0.7,b:0.3
+        self.mixer = mixed.Mixer(enabled=settings.mixed_batches)  # styles sharing convolutions
         self.cache = GeneratorCache(
-            self._load,
+            self.mixer.loading(self._load, lambda *a: self._device().run(*a)),
             max_models=settings.cache_max_models,
             max_bytes=settings.cache_max_bytes,
             metrics=metrics,
@@ -291,7 +292,7 @@ class InferenceRuntime:
         self.metrics.codec.labels(op="encode").observe(time.perf_counter() - started)
         return out, size
 
-    async def generator(self, target: ServeTarget | BlendTarget) -> LoadedGenerator:
+    async def generator(self, target: ServeTarget | blends.BlendTarget) -> LoadedGenerator:
         """Return the cached generator of ``target`` (loading it on a miss)."""
         return await self.cache.get(target.key)
 
@@ -324,7 +325,7 @@ class InferenceRuntime:
             return await self._stylize_large(
                 generator, large, options, deadline, progress or self.progress.open(None)
             )
-        key = BatchKey(generator.key, height, width)  # type: ignore[arg-type]
+        key = BatchKey(self.mixer.model_key(generator), height, width)  # type: ignore[arg-type]
         item = _Item(generator, pixels, options)
         return await self.batcher.submit(key, item, deadline, client=client)
 
@@ -389,7 +390,7 @@ class InferenceRuntime:
     def forget_style(self, style_id: str) -> None:
         """Drop a (deleted) style's record and generators."""
         self.styles.invalidate(style_id)
-        self.cache.discard(lambda key: mentions(key, style_id))  # blends of it too
+        self.cache.discard(lambda key: blends.mentions(key, style_id))  # blends of it too
 
     # --- internals ------------------------------------------------------------------------
 
@@ -405,9 +406,8 @@ class InferenceRuntime:
         return await loop.run_in_executor(self._codec_pool, functools.partial(fn, *args, **kwargs))
 
     async def _load(self, key: Hashable) -> LoadedGenerator:
-        if isinstance(key, BlendKey):  # built from its styles' weights; served on torch
-            data = await self.blends.build(key)
-            return await self._device().run(load_on_device, key, data, self.device)
+        if isinstance(key, blends.BlendKey):  # built from its styles' weights; served on torch
+            return await self.blends.load(key, self._device(), self.device)
         assert isinstance(key, ModelKey)
         # The store verifies the sha256 against the manifest (ChecksumMismatch otherwise).
         data = await anyio.to_thread.run_sync(self.store.open_weights, key.style_id, key.version)
@@ -432,7 +432,7 @@ class InferenceRuntime:
     async def _run_batch(
         self, key: Hashable, items: Sequence[Any]
     ) -> list[np.ndarray] | list[torch.Tensor]:
-        generator = items[0].generator
+        generator = self.mixer.batch_generator(items)  # one style, or one family's styles
         return await self._device().run(
             stylize_batch,
             generator,

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from blend_testing import CHILD, LONE, build_family_store
+from blend_testing import CHILD, LONE, family, store_url  # noqa: F401 (fixtures)
 from PIL import Image
 from service_testing import assert_error, image_bytes
 
@@ -17,16 +17,6 @@ from service.runtime.blends import BlendKey
 from stylenet import image_to_tensor, load_generator
 from stylenet.blend import blend_generator_bytes
 from stylenet.inference import stylize_tensor
-
-
-@pytest.fixture(scope="module")
-def family(tmp_path_factory: pytest.TempPathFactory, tiny_generator_bytes: bytes, style_png: bytes):
-    return build_family_store(tmp_path_factory.mktemp("family"), tiny_generator_bytes, style_png)
-
-
-@pytest.fixture(scope="module")
-def store_url(family) -> str:
-    return family[0]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def _runtime(client) -> InferenceRuntime:
     return client.app.state.runtime  # type: ignore[no-any-return]
 
 
-def test_a_blend_serves_the_weighted_average_of_its_styles(client, family, small_png: bytes):
+def test_a_blend_serves_the_weighted_average_of_its_styles(client, family, small_png):  # noqa: F811
     _, weights = family
     r = _post(client, small_png, style="a:0.7,b:0.3", format="png")
     assert r.status_code == 200, r.text
