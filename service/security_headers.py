@@ -13,6 +13,11 @@
   images may also be ``blob:`` (the chosen photo and the result) and ``data:``. Every
   other answer (JSON, images) gets ``default-src 'none'``: nothing in it may run. A
   route that sets its own policy keeps it (``/docs``: :func:`docs_policy`).
+* The on-device worker (``/static/ondevice-worker.js``, "Stylize on this device") runs
+  onnxruntime-web's WebAssembly: its policy is the page's plus ``'wasm-unsafe-eval'``
+  (compiling WebAssembly; JavaScript ``eval`` stays refused). A dedicated worker is
+  governed by the policy of its own script's answer, so the page itself keeps the strict
+  one and WebAssembly can run only in that worker.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ _PAGE_SOURCES = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
 PAGE_POLICY = f"{_PAGE_SOURCES}; frame-ancestors 'none'"
+#: The on-device worker's script: WebAssembly may compile there (and only there).
+WORKER_PATH = "/static/ondevice-worker.js"
+WORKER_POLICY = PAGE_POLICY.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 #: Paths of the page and its files (prefixes end with a slash).
 PAGE_PATHS = ("/", "/static/", "/docs-assets/")
@@ -42,6 +50,8 @@ _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 
 def policy_for(path: str) -> str:
     """Return the Content-Security-Policy of an answer on ``path``."""
+    if path == WORKER_PATH:
+        return WORKER_POLICY
     if path == "/" or path.startswith(PAGE_PATHS[1:]):
         return PAGE_POLICY
     return API_POLICY
@@ -88,4 +98,11 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-__all__ = ["API_POLICY", "PAGE_POLICY", "SecurityHeadersMiddleware", "docs_policy", "policy_for"]
+__all__ = [
+    "API_POLICY",
+    "PAGE_POLICY",
+    "WORKER_POLICY",
+    "SecurityHeadersMiddleware",
+    "docs_policy",
+    "policy_for",
+]

@@ -1,9 +1,11 @@
 // stylize web page: plain ES modules, public HTTP API only, same origin, no dependencies.
 // This entry module loads the page's parts (each binds its own controls) and starts them:
 // common.js (API call, errors, formatting), styles.js with style-card.js (list, gallery,
-// live progress), stylize.js (photo and result), training.js with estimate.js (new style).
+// live progress), stylize.js (photo and result), training.js with estimate.js (new style),
+// ondevice.js ("Stylize on this device", where the service has onnxruntime-web).
 
 import { $, KEY_STORAGE } from "./common.js";
+import "./ondevice.js";
 import { loadStyles } from "./styles.js";
 import "./stylize.js";
 import { showTrainingEstimates } from "./training.js";
