@@ -14,9 +14,12 @@ style that never settles, then for each scenario:
 
 Meanwhile a prober asks ``GET /healthz`` every ``--every`` seconds on a new connection each
 time (as an orchestrator's probe does) and records its latency and status; ``/readyz`` and
-``/styles`` are asked once while the streams are held. Prints a Markdown table and writes
-JSON (``bench/results/streams.json``). Not a test: timings depend on the machine,
-which the load generator shares.
+``/styles`` are asked once while the streams are held. While they are held, the cost of
+following the style is measured: the API process's CPU seconds per second, its read
+system calls per second (each poll of the style reads its manifest) and the commands per
+second Redis processed (each look at the queue to price a queued style; the stream
+leases). Prints a Markdown table and writes JSON (``bench/results/streams.json``). Not a
+test: timings depend on the machine, which the load generator shares.
 
     python bench/streams.py
     python bench/streams.py --streams 4000 --hold 30
@@ -34,8 +37,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
+from redis import Redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -102,7 +109,29 @@ async def _prober(port: int, every: float, stop: asyncio.Event, out: list[tuple[
         await asyncio.sleep(every)
 
 
-async def scenario(port: int, args: argparse.Namespace, sources: list[str | None] | None) -> dict:
+def _counters(pid: int, redis: Redis) -> tuple[float, float, int, int]:
+    """(time, API CPU seconds, API read syscalls, Redis commands processed) now."""
+    proc = psutil.Process(pid)
+    cpu = proc.cpu_times()
+    commands = int(redis.info("stats")["total_commands_processed"])
+    return time.monotonic(), cpu.user + cpu.system, proc.io_counters().read_count, commands
+
+
+def _rates(before: tuple[float, float, int, int], after: tuple[float, float, int, int]) -> dict:
+    seconds = after[0] - before[0]
+    return {
+        "api_cpu_s_per_s": round((after[1] - before[1]) / seconds, 3),
+        "api_reads_per_s": round((after[2] - before[2]) / seconds, 1),
+        "redis_commands_per_s": round((after[3] - before[3]) / seconds, 1),
+    }
+
+
+async def scenario(
+    port: int,
+    args: argparse.Namespace,
+    sources: list[str | None] | None,
+    counters: Callable[[], tuple[float, float, int, int]],
+) -> dict:
     """Probe ``/healthz`` while streams from ``sources`` are opened and held (None: none)."""
     probes: list[tuple[int, float]] = []
     stop = asyncio.Event()
@@ -114,7 +143,10 @@ async def scenario(port: int, args: argparse.Namespace, sources: list[str | None
     if sources is not None:
         outcomes = await _open_streams(port, args.streams, args.openers, sources, held)
     opened_s = time.perf_counter() - started
-    await asyncio.sleep(args.hold if sources is not None else args.hold / 2)
+    await asyncio.sleep(2)  # past the openings: what holding them costs
+    before = counters()
+    await asyncio.sleep(max(1.0, (args.hold if sources is not None else args.hold / 2) - 2))
+    cost = _rates(before, counters())
     for path in ("/readyz", "/styles"):
         others[path] = (await _probe(port, path))[0]
     stop.set()
@@ -133,6 +165,7 @@ async def scenario(port: int, args: argparse.Namespace, sources: list[str | None
         "healthz_p99_ms": round(1000 * percentile(latencies, 99), 1),
         "healthz_max_ms": round(1000 * max(latencies, default=float("nan")), 1),
         "while_held": others,
+        "held_cost": cost,
     }
 
 
@@ -147,12 +180,13 @@ def _store(root: Path) -> str:
 def _run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with running_redis(root / "redis") as redis:
+        client = Redis.from_url(redis.url)
         env = {
             "STYLIZE_REDIS_URL": redis.url,
             "STYLIZE_WARM_STYLES": "",
             "STYLIZE_WARM_SIDES": "32",
         }
-        with running_service(_store(root), "cpu", env, root / "service.log") as (base, _pid):
+        with running_service(_store(root), "cpu", env, root / "service.log") as (base, pid):
             port = int(base.rsplit(":", 1)[1])
             many = [f"127.0.0.{2 + n}" for n in range(args.clients)]
             for name, sources in (
@@ -160,7 +194,8 @@ def _run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 ("one client", [None]),
                 ("many clients", many),
             ):
-                results[name] = asyncio.run(scenario(port, args, sources))
+                counters = lambda: _counters(pid, client)  # noqa: E731
+                results[name] = asyncio.run(scenario(port, args, sources, counters))
                 time.sleep(3)  # the server sees the disconnects and gives the slots back
     # Redis answered too late for a stream's count (0.5 s): that process counted alone.
     log = (root / "service.log").read_text(errors="replace")
@@ -205,9 +240,9 @@ def _print(results: dict[str, Any], args: argparse.Namespace) -> None:
     )
     print(
         "| scenario | stream answers | /healthz p50 | p99 | max | /healthz not 200 "
-        "| /readyz, /styles while held |"
+        "| /readyz, /styles while held | API CPU s/s | API reads/s | Redis cmd/s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         if not isinstance(r, dict):
             continue
@@ -216,7 +251,8 @@ def _print(results: dict[str, Any], args: argparse.Namespace) -> None:
         print(
             f"| {name} | {answers} | {r['healthz_p50_ms']} ms | {r['healthz_p99_ms']} ms | "
             f"{r['healthz_max_ms']} ms | {r['healthz_not_200']} of {r['healthz_probes']} "
-            f"| {others} |"
+            f"| {others} | {r['held_cost']['api_cpu_s_per_s']} "
+            f"| {r['held_cost']['api_reads_per_s']} | {r['held_cost']['redis_commands_per_s']} |"
         )
 
 

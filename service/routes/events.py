@@ -1,11 +1,12 @@
 """``GET /styles/{id}/events``: follow a style's training with Server-Sent Events.
 
-The store has no change feed, so the stream polls the record (in a thread, every
-``events_poll_s``) and sends an event whenever its revision changes: many clients
-following one style cost one manifest read each per poll, not a tight client loop.
-Events: ``style`` (the full style document, ``id:`` = revision; a queued style's
-document, with its ``queue`` place and times, is sent again whenever those change,
-re-read every ``REPRICE_S``, though its record did not), then, at the end,
+The store has no change feed, so the record is polled (in a thread, every
+``events_poll_s``) and an event sent whenever its revision changes. The poll is shared:
+one per followed style per process, however many streams follow it
+(:mod:`service.style_feed`). Events: ``style`` (the full style document, ``id:`` =
+revision; a queued style's document, with its ``queue`` place and times, is sent again
+whenever those change, re-read every ``REPRICE_S``, though its record did not), then,
+at the end,
 ``end`` (the style reached ready, failed or canceled), ``deleted`` or ``timeout``
 (the stream's ``events_max_s`` ran out; reconnect). Comment lines keep idle
 connections alive through proxies.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -29,18 +30,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from model_store import ModelStore, ModelStoreError, Status, StyleNotFound, StyleRecord
+from model_store import ModelStore, Status, StyleRecord
 from service.auth import client_id, identify
 from service.deps import SettingsDep, StoreDep, StreamsDep, TrainingDep
 from service.pricing import priced_one
-from service.schemas import ErrorOut, StyleOut
+from service.schemas import ErrorOut
+from service.style_feed import StyleFeed, document_of
+from service.training import TrainingQueue
 
 router = APIRouter(tags=["styles"])
 
 TERMINAL = frozenset({Status.READY, Status.FAILED, Status.CANCELED})
 KEEPALIVE_S = 15.0
-#: How often a queued style's place is read again (a look at the queue in Redis).
-REPRICE_S = 2.0
 
 
 def _event(name: str, data: object, event_id: int | None = None) -> str:
@@ -49,58 +50,66 @@ def _event(name: str, data: object, event_id: int | None = None) -> str:
 
 
 async def style_events(
-    store: ModelStore,
-    first: StyleRecord,
-    *,
-    poll_s: float,
-    max_s: float,
-    price: Callable[[StyleRecord], StyleOut] | None = None,
+    feed: StyleFeed, first: StyleRecord, *, poll_s: float, max_s: float
 ) -> AsyncIterator[str]:
     """Yield SSE frames for ``first`` and its successors until a terminal state.
 
-    ``price`` (blocking; run in a thread) turns a record into its document with what the
-    queue knows (:func:`service.pricing.priced_one`); without it the record's own.
+    Changes (a new revision; a queued style's new place) come from ``feed``'s shared
+    poll of the style (:mod:`service.style_feed`).
     """
     started = last_sent = time.monotonic()
     yield f"retry: {int(max(1.0, poll_s) * 1000)}\n\n"
-    rec, last_revision, last_doc, priced_at = first, None, None, -REPRICE_S
-
-    async def document(rec: StyleRecord) -> dict[str, Any]:
-        if price is None:
-            return StyleOut.from_record(rec).model_dump(mode="json")
-        return (await anyio.to_thread.run_sync(price, rec)).model_dump(mode="json")
-
-    while True:
-        now = time.monotonic()
-        doc = None
-        if rec.revision != last_revision:
-            doc = await document(rec)
-        elif rec.status is Status.QUEUED and price is not None and now - priced_at >= REPRICE_S:
-            # The queue moves without the record changing: the place and times may have.
-            priced_at = now
-            candidate = await document(rec)
-            doc = candidate if candidate != last_doc else None
-        if doc is not None:
-            last_revision, last_doc, last_sent = rec.revision, doc, now
-            yield _event("style", doc, rec.revision)
-            if rec.status in TERMINAL:
-                yield _event("end", {"id": rec.id, "status": rec.status.value})
+    async with feed.follow(first.id) as watch:
+        seen = watch.update.seq
+        rec: StyleRecord | None = first
+        doc: dict[str, Any] | None = await document_of(first, feed.price)
+        last_revision, last_doc = None, None
+        while True:
+            now = time.monotonic()
+            if (
+                rec is not None
+                and doc is not None
+                and (rec.revision, doc)
+                != (
+                    last_revision,
+                    last_doc,
+                )
+            ):
+                last_revision, last_doc, last_sent = rec.revision, doc, now
+                yield _event("style", doc, rec.revision)
+                if rec.status in TERMINAL:
+                    yield _event("end", {"id": rec.id, "status": rec.status.value})
+                    return
+            elif now - last_sent >= KEEPALIVE_S:
+                last_sent = now
+                yield ": keep-alive\n\n"
+            if now - started >= max_s:
+                yield _event("timeout", {"id": first.id})
                 return
-        elif now - last_sent >= KEEPALIVE_S:
-            last_sent = now
-            yield ": keep-alive\n\n"
-        if now - started >= max_s:
-            yield _event("timeout", {"id": rec.id})
-            return
-        await anyio.sleep(poll_s)
-        try:
-            rec = await anyio.to_thread.run_sync(store.get, rec.id)
-        except StyleNotFound:
-            yield _event("deleted", {"id": rec.id})
-            return
-        except ModelStoreError as exc:
-            yield _event("error", {"id": rec.id, "message": str(exc)})
-            return
+            wait = min(KEEPALIVE_S - (now - last_sent), max_s - (now - started))
+            update = await watch.after(seen, max(0.0, wait))
+            if update.seq == seen:
+                continue  # nothing new: a keep-alive or the end of the stream is due
+            seen = update.seq
+            if update.gone:
+                yield _event("deleted", {"id": first.id})
+                return
+            if update.error is not None:
+                yield _event("error", {"id": first.id, "message": update.error})
+                return
+            rec, doc = update.record, update.document
+
+
+def _feed(request: Request, store: ModelStore, training: TrainingQueue) -> StyleFeed:
+    """Return the app's :class:`StyleFeed` (made by its first stream; it holds no resources)."""
+    feed: StyleFeed | None = getattr(request.app.state, "style_feed", None)
+    if feed is None:
+        settings = request.app.state.settings
+        feed = StyleFeed(
+            store, settings.events_poll_s, price=lambda rec: priced_one(rec, training, store)
+        )
+        request.app.state.style_feed = feed
+    return feed
 
 
 class SlottedStream(StreamingResponse):
@@ -157,11 +166,10 @@ async def follow_style(
     return SlottedStream(
         streams.slot(client),
         style_events(
-            store,
+            _feed(request, store, training),
             first,
             poll_s=settings.events_poll_s,
             max_s=settings.events_max_s,
-            price=lambda rec: priced_one(rec, training, store),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
