@@ -169,7 +169,8 @@ class ServiceSettings(FileVariablesSettings):
             (``max_side`` may ask for less, never for more).
         clip_request_timeout_s: ``request_timeout_s`` for a clip.
         clip_batch_frames: frames a clip hands the batcher at once.
-        clip_temporal: default temporal mode (``per_frame`` or ``shared``).
+        clip_temporal: default temporal mode (``per_frame`` or ``shared``; per_frame by
+            the flicker table of docs/VIDEO.md).
         clip_stats_frames: frames the shared statistics are taken over.
     """
 
@@ -238,7 +239,7 @@ class ServiceSettings(FileVariablesSettings):
     clip_max_side: int = Field(1280, ge=MIN_SIDE, le=8192)
     clip_request_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
     clip_batch_frames: int = Field(4, ge=1, le=64)
-    clip_temporal: Literal["per_frame", "shared"] = "shared"
+    clip_temporal: Literal["per_frame", "shared"] = "per_frame"
     clip_stats_frames: int = Field(8, ge=1, le=64)
 
     @field_validator(

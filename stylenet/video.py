@@ -35,6 +35,7 @@ from .inference import stylize_tensor
 from .pixels import fit_within
 from .temporal import (
     DEFAULT_STATS_FRAMES,
+    DEFAULT_TEMPORAL,
     ClipStatistics,
     FrameSample,
     TemporalMode,
@@ -238,7 +239,7 @@ def stylize_clip(
     *,
     output: str | None = None,
     max_side: int | None = 1024,
-    temporal: TemporalMode = "shared",
+    temporal: TemporalMode = DEFAULT_TEMPORAL,
     stats_frames: int = DEFAULT_STATS_FRAMES,
     batch_size: int = 4,
     limits: VideoLimits | None = None,
