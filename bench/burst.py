@@ -1,16 +1,24 @@
-"""A burst of large photos on the normal lane, before and after admission by cost (#24 item 6).
+"""A burst of large photos on the normal lane, before and after admission by cost (#24).
 
 Was: 50 concurrent 4000×3000 photos at ``max_side=2048`` got no 200 (41 × 504 at 30 s,
 9 × 429 only after 24–26 s) and the API's RSS peaked at 4.22 GB. Starts ``python -m
 service`` (one process, CPU unless ``--device``) on a store with one published generator
-and sends ``--n`` concurrent uploads of one 4000×3000 JPEG photo, once per setting of
-``STYLIZE_INFLIGHT_PIXELS``: ``off`` (10¹², no budget: as before) and the default.
-Reports 200/429/504 counts, p50/p99 latency of the 200s and the 429s, and the service
-process's peak RSS (psutil, sampled every 50 ms). Prints a Markdown table and writes
-JSON (``bench/results/burst.json``). Not a test: the load generator shares the machine.
+and sends ``--n`` concurrent uploads of one 4000×3000 JPEG photo, once per budget:
+
+* ``off``: neither budget (``STYLIZE_INFLIGHT_PIXELS`` 10¹², ``STYLIZE_INFLIGHT_BYTES`` 0);
+* ``pixels``: the pixel budget alone (its default; no memory budget);
+* ``default``: both budgets at their defaults;
+* a number: ``STYLIZE_INFLIGHT_BYTES`` of that many MiB, the pixel budget's default.
+
+Reports 200/429/504 counts, p50/p99 latency of the 200s and the 429s, the service
+process's RSS when ready (idle), at its peak (psutil, sampled every 50 ms) and 5 s after
+the burst, and the bound the memory budget promises: idle + ``inflight_bytes`` (plus the
+large lane's one tiled image, which is not charged to it). Prints a Markdown table and
+writes JSON (``bench/results/burst.json``). Not a test: the load generator shares the
+machine.
 
     python bench/burst.py
-    python bench/burst.py --n 50 --budgets off,default,8388608
+    python bench/burst.py --n 10 --budgets pixels,default
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ from model_store import open_store  # noqa: E402
 from stylenet import samples  # noqa: E402
 
 OFF = str(10**12)
+MiB = 1 << 20
+#: STYLIZE_INFLIGHT_BYTES's default (service/settings.py).
+DEFAULT_BYTES = 2048 * MiB
 
 
 def photo_jpeg(width: int, height: int) -> bytes:
@@ -87,7 +98,8 @@ class PeakRss:
 
 async def burst(base: str, jpeg: bytes, n: int, max_side: int) -> list[tuple[int, float]]:
     limits = httpx.Limits(max_connections=n + 4)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+    # Past the large lane's own limit (STYLIZE_LARGE_REQUEST_TIMEOUT_S, 900 s).
+    async with httpx.AsyncClient(base_url=base, timeout=960, limits=limits) as http:
 
         async def one() -> tuple[int, float]:
             started = time.perf_counter()
@@ -102,7 +114,9 @@ async def burst(base: str, jpeg: bytes, n: int, max_side: int) -> list[tuple[int
         return await asyncio.gather(*(one() for _ in range(n)))
 
 
-def summarize(name: str, results: list[tuple[int, float]], rss: PeakRss) -> dict[str, Any]:
+def summarize(
+    name: str, results: list[tuple[int, float]], rss: PeakRss, budget: int | None, after: int
+) -> dict[str, Any]:
     codes = Counter(code for code, _ in results)
     row: dict[str, Any] = {"budget": name, "codes": dict(sorted(codes.items()))}
     for code in (200, 429, 504):
@@ -111,7 +125,21 @@ def summarize(name: str, results: list[tuple[int, float]], rss: PeakRss) -> dict
         row[f"p99_{code}_s"] = percentile(times, 99) if times else None
     row["rss_baseline_mb"] = rss.baseline / 1e6
     row["rss_peak_mb"] = rss.peak / 1e6
+    row["rss_after_mb"] = after / 1e6
+    row["inflight_bytes_mb"] = None if budget is None else budget / MiB
+    row["bound_mb"] = None if budget is None else (rss.baseline + budget) / 1e6
     return row
+
+
+def budget_env(name: str) -> tuple[dict[str, str], int | None]:
+    """The service's environment for a budget name, and its memory budget in bytes."""
+    if name == "off":
+        return {"STYLIZE_INFLIGHT_PIXELS": OFF, "STYLIZE_INFLIGHT_BYTES": "0"}, None
+    if name == "pixels":
+        return {"STYLIZE_INFLIGHT_BYTES": "0"}, None
+    if name == "default":
+        return {}, DEFAULT_BYTES
+    return {"STYLIZE_INFLIGHT_BYTES": str(int(name) * MiB)}, int(name) * MiB
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -119,8 +147,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "–" if v is None else f"{v:.2f}"
 
     lines = [
-        "| budget | 200 | 429 | 504 | other | 200 p50/p99 s | 429 p50/p99 s | RSS base → peak MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| budget | 200 | 429 | 504 | other | 200 p50/p99 s | 429 p50/p99 s "
+        "| RSS idle → peak → after MB | bound MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["codes"]
@@ -129,7 +158,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['budget']} | {c.get(200, 0)} | {c.get(429, 0)} | {c.get(504, 0)} | {other} "
             f"| {fmt(r['p50_200_s'])}/{fmt(r['p99_200_s'])} "
             f"| {fmt(r['p50_429_s'])}/{fmt(r['p99_429_s'])} "
-            f"| {r['rss_baseline_mb']:.0f} → {r['rss_peak_mb']:.0f} |"
+            f"| {r['rss_baseline_mb']:.0f} → {r['rss_peak_mb']:.0f} → {r['rss_after_mb']:.0f} "
+            f"| {'–' if r['bound_mb'] is None else round(r['bound_mb'])} |"
         )
     return "\n".join(lines)
 
@@ -140,7 +170,9 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=2048)
     parser.add_argument("--size", default="4000x3000")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--budgets", default="off,default", help="off, default, or pixels")
+    parser.add_argument(
+        "--budgets", default="pixels,default", help="off, pixels, default, or MiB of memory"
+    )
     parser.add_argument("--width", type=float, default=1.0, help="width of the generator")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/burst.json")
     args = parser.parse_args()
@@ -166,15 +198,15 @@ def main() -> None:
     )
     rows = []
     for name in args.budgets.split(","):
-        env = {"STYLIZE_WORKERS": "1", "STYLIZE_WARM_STYLES": "bench"}
-        if name == "off":
-            env["STYLIZE_INFLIGHT_PIXELS"] = OFF
-        elif name != "default":
-            env["STYLIZE_INFLIGHT_PIXELS"] = name
+        extra, budget = budget_env(name)
+        env = {"STYLIZE_WORKERS": "1", "STYLIZE_WARM_STYLES": "bench", **extra}
         log = work / "service.log"
-        with running_service(store_url, args.device, env, log) as (base, pid), PeakRss(pid) as rss:
-            results = asyncio.run(burst(base, jpeg, args.n, args.max_side))
-        rows.append(summarize(name, results, rss))
+        with running_service(store_url, args.device, env, log) as (base, pid):
+            with PeakRss(pid) as rss:
+                results = asyncio.run(burst(base, jpeg, args.n, args.max_side))
+            time.sleep(5)  # what the process keeps once the burst is over
+            after = rss._rss()
+        rows.append(summarize(name, results, rss, budget, after))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,17 @@ def probe(data: bytes, *, max_pixels: int, max_side: int | None) -> tuple[int, i
     return fit_within((width, height), max_side)
 
 
+def header_pixels(data: bytes) -> int:
+    """Return ``width × height`` as stored in the header of ``data`` (already probed)."""
+    kind = check_kind(data)
+    with (
+        pil_errors(kind, 0),
+        Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]]) as image,
+    ):
+        width, height = image.size
+    return width * height
+
+
 def check_kind(data: bytes) -> str:
     """Return the format of ``data`` if the service decodes it (``jpeg``, ``png``, ``webp``).
 

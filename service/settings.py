@@ -93,6 +93,14 @@ class ServiceSettings(FileVariablesSettings):
             one HTTP process holds at once, from the image header to the answer; a
             request that does not fit gets 429 ``pixel_budget`` at once. An image larger
             than the budget is served alone. Default 4 × 2048² (five 2048×1536 photos).
+        inflight_bytes: host memory the normal lane of one HTTP process may hold at once
+            (:mod:`service.runtime.budget`): each request's body, decode, image and result,
+            plus the forward's activations on a CPU (~1 KB per pixel for a width-1 net in
+            float32, ~0.5 KB in bfloat16).
+            A request that does not fit gets 429 ``memory_budget`` at once; an image whose
+            forward alone needs more goes to the large-image lane (tiled, memory bounded
+            by ``tile_side``). The process's peak RSS stays near its idle RSS plus this
+            plus the large lane's one image. 0: no memory budget.
         request_timeout_s: a stylize request still unanswered this long after arrival
             gets 504 (and is dropped from the queue if it has not run yet).
         cache_max_models, cache_max_bytes: generator cache limits (count, device bytes).
@@ -211,6 +219,7 @@ class ServiceSettings(FileVariablesSettings):
     admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     stylize_requires_key: bool = False
     trainings_per_key: int = Field(2, ge=0, le=10_000)
+    inflight_bytes: int = Field(2048 * MiB, ge=0)
     training_budget_s: float = Field(0.0, ge=0)
     stylize_rate_per_s: float = Field(0.0, ge=0, le=100_000)
     stylize_burst: int = Field(0, ge=0, le=1_000_000)

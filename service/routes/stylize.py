@@ -33,7 +33,8 @@ from service.errors import (
 from service.imaging import MEDIA_TYPES
 from service.middleware import ARRIVAL
 from service.routes import progress
-from service.runtime import BlendOptions, InferenceRuntime, blends
+from service.runtime import BlendOptions, InferenceRuntime, LoadedGenerator, ServeTarget, blends
+from service.runtime.blends import BlendTarget
 from service.runtime.progress import Canceled, StylizeProgress
 from service.schemas import ErrorOut, StylizeOptions
 from service.settings import ServiceSettings
@@ -99,8 +100,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "Invalid options (a malformed blend spec says what is wrong); "
         "styles_incompatible: the styles of a blend share no base",
         429: "Queue full (overloaded; fair_share: this client holds more of the queue than "
-        "any other), the decoded pixels in flight at inflight_pixels (pixel_budget), or "
-        "(rate_limited) the key's or address's stylize rate; see Retry-After",
+        "any other), the decoded pixels in flight at inflight_pixels (pixel_budget), the "
+        "memory in flight at inflight_bytes (memory_budget), the large-image lane full "
+        "(large_queue_full), or (rate_limited) the key's or address's stylize rate; see "
+        "Retry-After",
         500: "The style's weights are corrupt (the error names the style)",
         504: "Not answered within request_timeout_s",
     }.items()
@@ -230,11 +233,17 @@ async def _process(
             field="max_side",
             limit=settings.max_side_limit,
         )
-    # Admission by cost: the decoded size, from the header, reserved until the answer.
+    # Admission by cost: the decoded size, from the header, priced with the generator's
+    # memory per pixel (loaded first, on a miss) and reserved until the answer.
     width, height = runtime.probe(data, max_side)
+    # One style, or a blend of styles sharing a base (service.runtime.blends).
+    target = await blends.resolve(runtime.styles, options.style, options.version)
+    started = time.perf_counter()
+    generator = await runtime.generator(target)
+    timings["load"] = time.perf_counter() - started
     progress = runtime.progress.open(options.progress_id)
     try:
-        with runtime.admission(width, height):
+        with runtime.admission(width, height, generator=generator, data=data):
             response = await _admitted(
                 runtime,
                 settings,
@@ -246,6 +255,8 @@ async def _process(
                 arrival,
                 client,
                 progress,
+                target,
+                generator,
             )
     except (asyncio.CancelledError, Canceled) as exc:
         progress.finish("canceled")
@@ -270,26 +281,18 @@ async def _admitted(
     arrival: float,
     client: str,
     progress: StylizeProgress,
+    target: ServeTarget | BlendTarget,
+    generator: LoadedGenerator,
 ) -> Response:
-    # One style, or a blend of styles sharing a base (service.runtime.blends).
-    target = await blends.resolve(runtime.styles, options.style, options.version)
-    # Load the generator (on a miss) while the image decodes.
-    load = asyncio.ensure_future(runtime.generator(target))
-    load.add_done_callback(lambda f: f.cancelled() or f.exception())
-    try:
-        started = time.perf_counter()
-        decoded = await runtime.decode(data, max_side)
-        timings["decode"] = time.perf_counter() - started
-        started = time.perf_counter()
-        generator = await load
-        timings["load"] = time.perf_counter() - started
-    finally:
-        load.cancel()  # no-op when done; otherwise stop waiting (the load itself goes on)
-    if runtime.is_large(*decoded.pixels.shape[:2]):
+    started = time.perf_counter()
+    decoded = await runtime.decode(data, max_side)
+    timings["decode"] = time.perf_counter() - started
+    large = runtime.is_large(*decoded.pixels.shape[:2], generator)
+    if large:
         # Exact tiled inference in the large-image lane: minutes on a CPU, not seconds.
         limit.extend(settings.large_request_timeout_s)
     blend = BlendOptions(options.strength, options.preserve_color)
-    if not runtime.is_large(*decoded.pixels.shape[:2]):
+    if not large:
         progress.start()  # a large image's lane says when it starts
     result = await runtime.stylize(
         generator, decoded.pixels, blend, limit.deadline, client, progress
@@ -306,7 +309,7 @@ async def _admitted(
         "X-Image-Size": f"{width}x{height}",
     }
     started = time.perf_counter()
-    if runtime.is_large(height, width):
+    if large:
         spooled, size = await runtime.encode_spooled(result.value, fmt, options.quality)
         del result  # the pixels (hundreds of MB at 8K) are not needed while it streams
         timings["encode"] = time.perf_counter() - started

@@ -23,10 +23,19 @@ from torch import nn
 from service.codecs import host_pixels
 from stylenet import GeneratorInfo, load_generator, stylize_tensor
 from stylenet.devices import wait_idle
+from stylenet.footprint import forward_bytes_per_pixel
 from stylenet.inference import blend, stylize_tiled
 from stylenet.ort_backend import OrtGenerator
 
 log = logging.getLogger(__name__)
+
+#: Process memory (RSS) per byte of live tensors in a CPU forward: the allocator's and
+#: oneDNN's slack. Measured on a width-1 residual net: 960-970 B/px of RSS at 1024×768
+#: and 2048×1536 against 717-720 B/px of traced tensors (``stylenet.footprint``).
+HOST_SLACK = 1.35
+#: Host bytes per pixel of a batch besides the traced forward (which counts its float
+#: input and output): the stacked uint8 batch, the uint8 result and its copy (3 + 3 + 3).
+BATCH_BYTES_PER_PIXEL = 9
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class LoadedGenerator:
     nbytes: int
     compiled: nn.Module | None = None
     compiled_shapes: set[tuple[int, int]] = field(default_factory=set)
+    host_bytes_per_pixel: float = 0.0
     ort: OrtGenerator | None = None
 
 
@@ -74,9 +84,16 @@ def module_nbytes(model: nn.Module) -> int:
 
 
 def load_on_device(
-    key: Hashable, data: bytes, device: torch.device, *, compile_model: bool = False
+    key: Hashable,
+    data: bytes,
+    device: torch.device,
+    *,
+    compile_model: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> LoadedGenerator:
     """Build a generator from verified file bytes onto ``device`` (device thread).
+
+    ``dtype``: the compute dtype it will serve in, which its forward's memory depends on.
 
     Raises:
         stylenet.ModelFileError: the file cannot be served by this code.
@@ -86,7 +103,13 @@ def load_on_device(
     if compile_model:
         # dynamic=False: one specialised graph per warmed shape, see LoadedGenerator.
         compiled = torch.compile(model, dynamic=False)
-    return LoadedGenerator(key, model, info, module_nbytes(model), compiled)
+    per_pixel = 0.0
+    if device.type == "cpu":
+        traced = forward_bytes_per_pixel(info.config, dtype)
+        per_pixel = traced * HOST_SLACK + BATCH_BYTES_PER_PIXEL
+    return LoadedGenerator(
+        key, model, info, module_nbytes(model), compiled, host_bytes_per_pixel=per_pixel
+    )
 
 
 @torch.inference_mode()

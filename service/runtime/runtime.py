@@ -13,9 +13,10 @@ import functools
 import logging
 import tempfile
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -31,7 +32,7 @@ from service.metrics import ServiceMetrics
 from service.onnx_exports import onnx_export
 from service.runtime import blends, mixed
 from service.runtime.batcher import Batched, Batcher
-from service.runtime.budget import PixelBudget
+from service.runtime.budget import Cost, PixelBudget
 from service.runtime.cache import GeneratorCache
 from service.runtime.executor import DeviceExecutor, resolve_device
 from service.runtime.generators import (
@@ -51,6 +52,9 @@ from stylenet.ort_backend import Calibration, OrtGenerator, calibrate, onnxrunti
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Set while a request holds the large-image lane place admission() took for it.
+_LARGE_ADMITTED: ContextVar[bool] = ContextVar("stylize_large_admitted", default=False)
 
 #: Encoded large outputs above this size go to a temporary file (see encode_spooled).
 SPOOL_BYTES = 4 << 20
@@ -110,7 +114,11 @@ class InferenceRuntime:
         )
         #: Admission by cost of the normal lane (:mod:`service.runtime.budget`).
         self.budget = PixelBudget(
-            settings.inflight_pixels, metrics, retry_after=self.batcher.retry_after
+            settings.inflight_pixels,
+            metrics,
+            retry_after=self.batcher.retry_after,
+            limit_bytes=settings.inflight_bytes or None,
+            forwards_at_once=settings.effective_max_batch_size(self.device.type),
         )
         #: Named requests' progress (``GET /stylize/progress/{id}``).
         self.progress = ProgressBoard()
@@ -244,14 +252,50 @@ class InferenceRuntime:
         """``(width, height)`` :meth:`decode` will return, from the header (no pixels)."""
         return imaging.probe(data, max_pixels=self.settings.max_pixels, max_side=max_side)
 
-    def admission(self, width: int, height: int) -> AbstractContextManager[None]:
-        """Reserve a normal-lane image's pixels for a block (or raise 429 at once).
+    def cost(self, generator: LoadedGenerator, data: bytes, width: int, height: int) -> Cost:
+        """Price a normal-lane request of ``data`` decoding to ``width × height``.
 
-        Large-lane images reserve nothing here: that lane admits by its own count.
+        Held: the body, the decode (a JPEG decodes at up to 4× the target's area with
+        draft scaling; other formats at the source's), the decoded image and the result.
+        Working: the forward's host memory (:attr:`LoadedGenerator.host_bytes_per_pixel`).
         """
-        if self.is_large(height, width):
-            return nullcontext()
-        return self.budget.reserve(width * height)
+        pixels = width * height
+        source = imaging.header_pixels(data)
+        decode = min(source, 4 * pixels) if imaging.sniff(data) == "jpeg" else source
+        held = len(data) + 3 * decode + 2 * 3 * pixels
+        return Cost(pixels, held, int(generator.host_bytes_per_pixel * pixels))
+
+    @contextmanager
+    def admission(
+        self,
+        width: int,
+        height: int,
+        *,
+        generator: LoadedGenerator | None = None,
+        data: bytes = b"",
+    ) -> Iterator[None]:
+        """Reserve a request's place in its lane for a block, or raise 429 at once.
+
+        A normal-lane image holds its :meth:`cost` in the budget; a large one (see
+        :meth:`is_large`) a place in the large-image lane (``large_queue_full``).
+        """
+        if self.is_large(height, width, generator):
+            # Taken here, before the decode, so a burst is refused at once; the request's
+            # _stylize_large then finds its place taken (other callers take theirs there).
+            self._check_large_capacity()
+            self._large_slots += 1
+            admitted = _LARGE_ADMITTED.set(True)
+            try:
+                yield
+            finally:
+                _LARGE_ADMITTED.reset(admitted)
+                self._large_slots -= 1
+            return
+        cost = (
+            Cost(width * height) if generator is None else self.cost(generator, data, width, height)
+        )
+        with self.budget.reserve(cost):
+            yield
 
     async def decode(self, data: bytes, max_side: int) -> imaging.DecodedImage:
         """Decode request bytes in the codec pool (see :meth:`ImageCodecs.decode`)."""
@@ -319,7 +363,7 @@ class InferenceRuntime:
             RequestTimeout: ``deadline`` (monotonic) passed while queued.
         """
         height, width = pixels.shape[:2]
-        if self.is_large(height, width):
+        if self.is_large(height, width, generator):
             # The tiled lane works on the host, memory bounded by its tile.
             large = host_pixels(pixels)
             return await self._stylize_large(
@@ -329,9 +373,18 @@ class InferenceRuntime:
         item = _Item(generator, pixels, options)
         return await self.batcher.submit(key, item, deadline, client=client)
 
-    def is_large(self, height: int, width: int) -> bool:
-        """Whether an image of this size goes to the large-image lane (tiled)."""
-        return height * width > self.settings.tile_pixels
+    def is_large(self, height: int, width: int, generator: LoadedGenerator | None = None) -> bool:
+        """Whether an image of this size goes to the large-image lane (tiled).
+
+        Over ``tile_pixels``; or, given its generator, when its whole-image forward alone
+        would take more host memory than the memory budget (``inflight_bytes``): tiled
+        inference gives the same image in memory bounded by its tile.
+        """
+        if height * width > self.settings.tile_pixels:
+            return True
+        limit = self.budget.limit_bytes
+        per_pixel = 0.0 if generator is None else generator.host_bytes_per_pixel
+        return limit is not None and per_pixel * height * width > limit
 
     def _check_large_capacity(self) -> None:
         """Raise :class:`Overloaded` if the large-image lane is full."""
@@ -352,10 +405,14 @@ class InferenceRuntime:
         deadline: float,
         progress: StylizeProgress,
     ) -> Batched[np.ndarray]:
-        self._check_large_capacity()
+        # A request admitted by admission() holds its place already; other callers
+        # take one here.
+        counted = not _LARGE_ADMITTED.get()
+        if counted:
+            self._check_large_capacity()
         if self._large_pool is None:
             raise RuntimeError("the inference runtime is not started")
-        self._large_slots += 1
+        self._large_slots += counted
         submitted = time.monotonic()
         try:
             async with self._large_lock:
@@ -385,7 +442,7 @@ class InferenceRuntime:
                 self.metrics.inference.observe(time.monotonic() - started)
             return Batched(value, 1, started - submitted, time.monotonic() - started)
         finally:
-            self._large_slots -= 1
+            self._large_slots -= counted
 
     def forget_style(self, style_id: str) -> None:
         """Drop a (deleted) style's record and generators."""
@@ -412,7 +469,12 @@ class InferenceRuntime:
         # The store verifies the sha256 against the manifest (ChecksumMismatch otherwise).
         data = await anyio.to_thread.run_sync(self.store.open_weights, key.style_id, key.version)
         loaded = await self._device().run(
-            load_on_device, key, data, self.device, compile_model=self.settings.torch_compile
+            load_on_device,
+            key,
+            data,
+            self.device,
+            compile_model=self.settings.torch_compile,
+            dtype=self.dtype,
         )
         await self._backend_decided.wait()
         if self.backend == "onnxruntime":
