@@ -120,7 +120,13 @@ def quantize_int8(model: bytes) -> bytes:
     with tempfile.TemporaryDirectory(prefix="stylize-int8-") as folder:
         source, target = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
         source.write_bytes(model)
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        # It logs a warning (on the root logger) for every shape tensor it leaves alone.
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(previous)
         return target.read_bytes()
 
 
