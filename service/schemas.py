@@ -163,6 +163,43 @@ def state_text(rec: StyleRecord) -> str:
     return serving if run is None else f"{serving} ({run})"
 
 
+class StartOut(BaseModel):
+    """Where the serving version's weights started: what blending and sharing go by."""
+
+    kind: str = Field(
+        description="`base` (a base generator), `style` (another style's weights), "
+        "`continue` (its own previous version), `scratch`, or `unrecorded` (trained before "
+        "starts were recorded, e.g. the demo styles)"
+    )
+    sha256: str | None = Field(
+        None, description="The start's weights; styles with a start in common blend"
+    )
+    name: str | None = Field(None, description="A base's file name")
+    style_id: str | None = Field(None, description="For `style`: the style it started from")
+    version: int | None = Field(None, description="For `style`: that style's version")
+    shares_convolutions: bool = Field(
+        False,
+        description="Only its instance-norm γ/β were trained (`norm_first_steps` >= "
+        "`iterations`): it shares every convolution with its start, and its requests share "
+        "forward passes with those of its start's other such styles",
+    )
+
+    @classmethod
+    def of(cls, rec: StyleRecord) -> StartOut | None:
+        """Return the start of ``rec``'s serving version (None: nothing published)."""
+        info = rec.version_info()
+        if info is None:
+            return None
+        init = info.metrics.get("init")
+        if not isinstance(init, dict) or not init.get("kind"):
+            return cls(kind="unrecorded")
+        params = info.metadata.get("train_params") or rec.params or {}
+        norm_only = int(params.get("norm_first_steps") or 0) >= int(params.get("iterations") or 1)
+        fields = {k: init.get(k) for k in ("sha256", "name", "style_id", "version")}
+        kind = str(init["kind"])
+        return cls(kind=kind, shares_convolutions=norm_only and kind != "scratch", **fields)
+
+
 class StyleOut(BaseModel):
     """A style: status, training progress, versions and links."""
 
@@ -206,6 +243,12 @@ class StyleOut(BaseModel):
         "should start and be ready; null otherwise, and while its job is not on the queue "
         "(e.g. waiting to retry)",
     )
+    start: StartOut | None = Field(
+        None,
+        description="Where the serving version started (which base it uses); null "
+        "without a version. Styles blend (`POST /stylize` `style=a:0.7,b:0.3`) when their "
+        "starts meet (docs/BLENDING.md)",
+    )
     owner: str | None = Field(
         None,
         description="Id of the API key that created the style (16 hex digits of a digest, "
@@ -240,6 +283,7 @@ class StyleOut(BaseModel):
             progress=progress,
             error=rec.error,
             owner=rec.owner,
+            start=StartOut.of(rec),
             loss_history=list(rec.loss_history),
             metrics=dict(rec.metrics),
             params=dict(rec.params),

@@ -59,7 +59,9 @@ def build_family_store(root: Path, base: bytes, style_png: bytes) -> tuple[str, 
     for sid, data in weights.items():
         store.create(style_png, name=f"style {sid}", style_id=sid)
         metrics = load_generator(data)[1].metrics
-        store.publish(sid, data, metadata={"test": True}, metrics=metrics)
+        # As a γ/β-only adaptation records its run (the scratch one trained everything).
+        steps = {"iterations": 300, "norm_first_steps": 0 if sid == LONE else 300}
+        store.publish(sid, data, metadata={"train_params": steps}, metrics=metrics)
     return url, weights
 
 

@@ -138,6 +138,21 @@ def test_a_version_pins_one_style_not_a_blend(client, small_png: bytes):
     assert error["field"] == "style"
 
 
+def test_a_style_says_where_it_started(client, family):  # noqa: F811
+    _, weights = family
+    base = client.get("/styles/a").json()["start"]
+    assert base["kind"] == "base" and base["name"] == "tiny"
+    assert base["shares_convolutions"] is True
+    assert client.get("/styles/b").json()["start"]["sha256"] == base["sha256"]
+    child = client.get(f"/styles/{CHILD}").json()["start"]
+    assert (child["kind"], child["style_id"], child["version"]) == ("style", "a", 1)
+    assert child["sha256"] == load_generator(weights["a"])[1].sha256
+    lone = client.get(f"/styles/{LONE}").json()["start"]
+    assert (lone["kind"], lone["shares_convolutions"]) == ("scratch", False)
+    listed = {s["id"]: s["start"] for s in client.get("/styles").json()["items"]}
+    assert listed["a"] == base
+
+
 def test_deleting_a_style_drops_its_blends(client, small_png: bytes):
     assert _post(client, small_png, style="b:0.2,c:0.8").status_code == 200
     runtime = _runtime(client)
