@@ -4,6 +4,7 @@
 import { styleSpec, styleWords } from "./blend.js";
 import { selectedStyle } from "./styles.js";
 import { $, api, fmtBytes, fmtSeconds, LocalError, showError } from "./common.js";
+import { resultName, stylizeForm } from "./stylize-request.js";
 
 // ------------------------------------------------------------------ stylize: the photo
 // Picked, dropped anywhere on the card, or pasted; shown as a thumbnail with its size.
@@ -121,6 +122,40 @@ $("#copy").addEventListener("click", async () => {
   }
 });
 
+/**
+ * Show a result in the viewer (before/after frame, zoom, download, copy) and bring it into
+ * view; `beforeUrl` is the photo under the slider. history.js opens kept results here.
+ */
+export async function showResult(blob, beforeUrl, alt, fileName) {
+  resultBlob = blob;
+  if (resultUrl) URL.revokeObjectURL(resultUrl);
+  resultUrl = URL.createObjectURL(resultBlob);
+  const result = $("#result");
+  await new Promise((resolve, reject) => {
+    result.onload = resolve;
+    result.onerror = () => reject(new Error("the result is not a displayable image"));
+    result.src = resultUrl;
+  });
+  const original = $("#original");
+  original.hidden = !beforeUrl;
+  if (beforeUrl) original.src = beforeUrl;
+  result.hidden = false;
+  frame.style.setProperty("--w", `${result.naturalWidth}px`);
+  split.value = 0;
+  syncSplit();
+  result.alt = alt;
+  const download = $("#download");
+  download.href = resultUrl;
+  download.download = fileName;
+  download.hidden = false;
+  $("#result-status").textContent = "";
+  $("#result-box").hidden = false;
+  // Bring the result into view (it is below the form on a laptop and a phone).
+  $("#result-box").scrollIntoView({ behavior: "instant", block: "start" });
+  $("#result-h").focus({ preventScroll: true });
+  return result;
+}
+
 $("#stylize-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const errorEl = $("#stylize-error");
@@ -128,13 +163,7 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   showError(errorEl, null);
   if (!photo) return showError(errorEl, new LocalError("Pick a photo first."));
   if (!selectedStyle) return showError(errorEl, new LocalError("No style is ready yet."));
-  const form = new FormData();
-  form.append("image", photo, photo.name || "pasted.png");
-  form.append("style", styleSpec(selectedStyle)); // one style, or a blend (blend.js)
-  form.append("strength", $("#strength").value);
-  // Print size: up to 8192 px; the service stylizes large images by exact tiled inference.
-  form.append("max_side", $("#print-size").checked ? "8192" : $("#max-side").value);
-  form.append("preserve_color", $("#preserve-color").checked ? "true" : "false");
+  const form = stylizeForm(photo, styleSpec(selectedStyle)); // the options (stylize-request.js)
   // Named, so the service can say how far it has got (GET /stylize/progress/{id}); a
   // cancel aborts the fetch, and the service stops the work between two bands.
   const progressId = crypto.randomUUID?.() ?? `p${Date.now()}${Math.random().toString(36).slice(2)}`;
@@ -147,35 +176,12 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   const watch = followProgress(form.get("progress_id"), abort, status);
   try {
     const response = await api("/stylize", { method: "POST", body: form, signal: abort.signal });
-    resultBlob = await response.blob();
-    if (resultUrl) URL.revokeObjectURL(resultUrl);
-    resultUrl = URL.createObjectURL(resultBlob);
-    const result = $("#result");
-    await new Promise((resolve, reject) => {
-      result.onload = resolve;
-      result.onerror = () => reject(new Error("the result is not a displayable image"));
-      result.src = resultUrl;
-    });
-    const original = $("#original");
-    original.hidden = !originalUrl;
-    if (originalUrl) original.src = originalUrl;
-    result.hidden = false;
-    frame.style.setProperty("--w", `${result.naturalWidth}px`);
-    split.value = 0;
-    syncSplit();
-    result.alt = `${photo.name || "Your photo"} in the style of ${styleWords(selectedStyle)}`;
-    const ext = (resultBlob.type.split("/")[1] || "png").replace("jpeg", "jpg");
-    const download = $("#download");
-    download.href = resultUrl;
-    const named = styleSpec(selectedStyle).replaceAll(/[:,]/g, "-");
-    download.download = `${(photo.name || "photo").replace(/\.[^.]*$/, "")}-${named}.${ext}`;
-    download.hidden = false;
-    $("#result-status").textContent = "";
-    $("#result-box").hidden = false;
+    const blob = await response.blob();
+    const alt = `${photo.name || "Your photo"} in the style of ${styleWords(selectedStyle)}`;
+    const result = await showResult(blob, originalUrl, alt, resultName(photo.name, form.get("style"), blob));
     status.textContent = `Done in ${((performance.now() - started) / 1000).toFixed(1)} s: ${result.naturalWidth}×${result.naturalHeight}`;
-    // Bring the result into view (it is below the form on a laptop and a phone).
-    $("#result-box").scrollIntoView({ behavior: "instant", block: "start" });
-    $("#result-h").focus({ preventScroll: true });
+    // Kept in this browser's history of results, with its caption (history.js).
+    document.dispatchEvent(new CustomEvent("stylize:result", { detail: { blob, photo, form, response } }));
   } catch (err) {
     status.textContent = abort.signal.aborted ? "Canceled." : "";
     if (!abort.signal.aborted) showError(errorEl, err);
