@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6, help="per client")
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per mode")
     parser.add_argument("--fit", type=int, default=48, help="styles loaded for the memory run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cpu-dtype", default="float32", choices=("auto", "float32", "bfloat16"))
@@ -184,16 +185,24 @@ def main() -> None:
             "warm_styles": [],
             "style_cache_ttl_s": 60.0,
         }
-        rows = {}
-        for mode, mixed in (("per-style", False), ("shared", True)):
-            settings = ServiceSettings(
-                **common,
-                mixed_batches=mixed,
-                max_batch_size=args.max_batch,
-                cache_max_models=args.clients + 1,
-            )
-            rows[mode] = asyncio.run(drive(settings, args.clients, args.requests, args.side))
-            print(f"{mode}: {rows[mode]}", file=sys.stderr)
+        runs: dict[str, list[dict]] = {"per-style": [], "shared": []}
+        # Rounds alternate the modes: a shared machine's load drifts between runs.
+        for _ in range(args.rounds):
+            for mode, mixed in (("per-style", False), ("shared", True)):
+                settings = ServiceSettings(
+                    **common,
+                    mixed_batches=mixed,
+                    max_batch_size=args.max_batch,
+                    cache_max_models=args.clients + 1,
+                )
+                runs[mode].append(
+                    asyncio.run(drive(settings, args.clients, args.requests, args.side))
+                )
+                print(f"{mode}: {runs[mode][-1]}", file=sys.stderr)
+        rows = {
+            mode: {k: statistics.median(r[k] for r in found) for k in found[0]}
+            for mode, found in runs.items()
+        }
         memory = {}
         for mode, mixed in (("per-style", False), ("shared", True)):
             settings = ServiceSettings(**common, mixed_batches=mixed, cache_max_models=args.fit)
@@ -201,7 +210,8 @@ def main() -> None:
             print(f"{mode} memory: {memory[mode]}", file=sys.stderr)
     print(
         f"\n{args.clients} clients, each its own style, {args.side}² px, max batch "
-        f"{args.max_batch}, {args.device} ({info['cpu']}, {info['threads']} threads, "
+        f"{args.max_batch}, medians of {args.rounds} alternating rounds, {args.device} "
+        f"({info['cpu']}, {info['threads']} threads, "
         f"load {info['load_average'][0]:.1f})\n"
     )
     print("| batching | img/s | p50 s | p90 s | mean batch |")

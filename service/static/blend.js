@@ -3,7 +3,7 @@
 // which the stylize form shows like any error. styleSpec() is what the form sends.
 
 import { $ } from "./common.js";
-import { styles } from "./styles.js";
+import { selectedStyle, styles } from "./styles.js";
 
 const box = $("#blend");
 const second = $("#blend-style");
@@ -18,17 +18,30 @@ function syncOut() {
   out.textContent = name ? `${100 - share()} % / ${share()} % ${name}` : "off";
 }
 
-// The choices: every servable style, refreshed when the box opens or the list is used
-// (styles appear and finish training while the page is open).
+// Whether two styles share a start (GET /styles/{id} `start`): the same base, or one
+// started from the other's serving weights. Longer chains the service still finds.
+const serving = (s) => s.versions?.find((v) => v.version === s.current_version)?.sha256;
+function shareStart(a, b) {
+  const [sa, sb] = [a?.start?.sha256, b?.start?.sha256];
+  return Boolean((sa && (sa === sb || sa === serving(b))) || (sb && sb === serving(a)));
+}
+
+// The choices: the servable styles that blend with the selected one, refreshed when the
+// box opens or the list is used (styles appear and finish training while the page is open).
 function fillChoices() {
   const chosen = second.value;
-  const usable = [...styles.values()].filter((s) => s.servable).sort((a, b) => a.name.localeCompare(b.name));
-  second.replaceChildren(new Option("None", ""));
+  const first = styles.get(selectedStyle);
+  const usable = [...styles.values()]
+    .filter((s) => s.servable && s.id !== selectedStyle && shareStart(s, first))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  const none = usable.length ? "None" : `No style shares a base with ${first?.name ?? "this style"}`;
+  second.replaceChildren(new Option(none, ""));
   for (const s of usable) second.add(new Option(s.name, s.id, false, s.id === chosen));
   syncOut();
 }
 
 box.addEventListener("toggle", fillChoices);
+$("#gallery").addEventListener("change", fillChoices); // another first style: other partners
 second.addEventListener("focus", fillChoices);
 second.addEventListener("change", syncOut);
 weight.addEventListener("input", syncOut);
