@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+from model_store.clips import AREA, ClipArea
 from model_store.core import StoreCore
 from model_store.errors import CorruptRecord, StyleNotFound
 from model_store.gc import DEFAULT_GC_MIN_AGE_S, collect_garbage
@@ -26,6 +27,11 @@ class MaintenanceMixin(StoreCore):
         path = self._scratch_root / validate_style_id(style_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def clips(self) -> ClipArea:
+        """The clip jobs' files (``POST /videos``): :mod:`model_store.clips`."""
+        return ClipArea(self._scratch_root / AREA)
 
     def gc(self, min_age_s: float = DEFAULT_GC_MIN_AGE_S) -> list[str]:
         """Remove what nothing needs any more, older than ``min_age_s``; return it.

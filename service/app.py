@@ -32,7 +32,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.openapi import install_openapi
 from service.processes import ProcessGroup
-from service.routes import estimate, events, exports, health, styles, stylize
+from service.routes import estimate, events, exports, health, styles, stylize, videos
 from service.runtime import InferenceRuntime
 from service.security_headers import SecurityHeadersMiddleware, docs_policy
 from service.settings import ServiceSettings
@@ -131,7 +131,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (stylize, styles, exports, events, health, estimate):
+    for module in (stylize, styles, exports, events, health, estimate, videos):
         app.include_router(module.router)
     _mount_api_docs(app)
     _mount_web_page(app)

@@ -31,6 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _PAGE_SOURCES = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    # A picked clip plays from a blob: URL beside its result (service/static/video.js).
+    "media-src 'self' blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
 PAGE_POLICY = f"{_PAGE_SOURCES}; frame-ancestors 'none'"

@@ -180,6 +180,16 @@ class ServiceSettings(FileVariablesSettings):
         clip_temporal: default temporal mode (``per_frame`` or ``shared``; per_frame by
             the flicker table of docs/VIDEO.md).
         clip_stats_frames: frames the shared statistics are taken over.
+        videos_queue: RQ queue of the clip jobs of ``POST /videos`` (the training worker
+            serves it before its training queue; ``STYLIZE_VIDEOS_QUEUE``, as the worker's).
+        video_max_seconds, video_max_frames, video_max_total_pixels: what a clip job may
+            cost (checked on the header at upload, 413 ``clip_too_large``, and again by
+            the worker while decoding); frame size and ``max_side`` are the clip ones.
+        video_ttl_s: how long a clip job's state and files are kept after its last
+            change (a result: after it is done); then they are gone (404).
+        video_max_waiting: clip jobs stored and not yet expired, at most; beyond, 429
+            ``videos_full`` (a bound on the scratch disk the uploads and results take).
+        video_job_timeout_s: RQ ``job_timeout`` of a clip job.
     """
 
     model_config = SettingsConfigDict(env_prefix="STYLIZE_", extra="ignore")
@@ -250,6 +260,13 @@ class ServiceSettings(FileVariablesSettings):
     clip_batch_frames: int = Field(4, ge=1, le=64)
     clip_temporal: Literal["per_frame", "shared"] = "per_frame"
     clip_stats_frames: int = Field(8, ge=1, le=64)
+    videos_queue: str = Field("videos", min_length=1, max_length=100)
+    video_max_seconds: float = Field(300.0, gt=0, le=24 * 3600)
+    video_max_frames: int = Field(9000, ge=1, le=10_000_000)
+    video_max_total_pixels: int = Field(9000 * 1280 * 720, ge=MIN_SIDE * MIN_SIDE)
+    video_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600)
+    video_max_waiting: int = Field(64, ge=1, le=100_000)
+    video_job_timeout_s: int = Field(6 * 3600, ge=1)
 
     @field_validator(
         "warm_styles",

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger("worker")
 
 # Imported before jobs fork, so a job does not pay for them; none of them touches CUDA.
-PRELOAD = ("torch", "stylenet", "stylenet.train", "model_store", "worker.jobs")
+PRELOAD = ("torch", "stylenet", "stylenet.train", "model_store", "worker.jobs", "worker.videos")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -52,7 +52,7 @@ from rq.utils import utcparse
 
 from model_store import ModelStore
 
-from . import lock
+from . import lock, videos
 from .presence import Presence
 from .reconcile import Reconciler, run_safely
 from .recovery import clean_up_after, describe_exit, settle_lost_job, style_of
@@ -132,7 +132,8 @@ class TrainingWorker(Worker):
         self._next_reconcile = 0.0  # likewise: a pass runs when the worker starts
         self._next_scheduler_check = 0.0
         super().__init__(
-            [settings.training_queue],
+            # Clip jobs first: minutes each, and someone is watching their progress.
+            [settings.videos_queue, settings.training_queue],
             name=name or settings.worker_name,
             connection=connection,
             serializer=JSONSerializer,
@@ -192,6 +193,9 @@ class TrainingWorker(Worker):
             return
         if removed:
             log.info("model store gc removed %d unreferenced files", len(removed))
+        swept = videos.sweep(self.connection, self.store)
+        if swept:
+            log.info("removed the files of %d expired clip jobs", len(swept))
 
     # --- the scheduler -------------------------------------------------------------------
 
@@ -344,6 +348,7 @@ class TrainingWorker(Worker):
             super().execute_job(job, queue)
         finally:
             self.reconciler.busy_style = None
+            videos.clean_up_after(self.connection, self.store, job)
             style_id = style_of(job)
             if style_id is not None:
                 token = lock.lock_token(self.name, job.id)
@@ -368,6 +373,7 @@ class TrainingWorker(Worker):
                 os.kill(self.horse_pid, signal.SIGTERM)  # the horse only, not its loaders
 
     def _on_horse_killed(self, job: Job, retpid: Any, ret_val: Any, rusage: Any) -> None:
+        videos.settle_lost(self.connection, job, describe_exit(ret_val))
         style_id = style_of(job)
         if style_id is None:
             return
@@ -386,6 +392,7 @@ class TrainingWorker(Worker):
         # registry maintenance for jobs of workers that died: those are settled here.
         if exc_type is AbandonedJobError:
             settle_lost_job(self.store, job, "the worker running the training died")
+            videos.settle_lost(self.connection, job, "the worker running the job died")
         return True
 
 

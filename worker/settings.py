@@ -36,6 +36,8 @@ class WorkerSettings(FileVariablesSettings):
         device: ``auto`` (CUDA when available, decided in the work horse), ``cpu``,
             ``cuda`` or ``cuda:N``. Run one worker per GPU: one job at a time each.
         training_queue: the RQ queue to listen on (``STYLIZE_TRAINING_QUEUE``).
+        videos_queue: the clip jobs' queue (``POST /videos``), served by the same worker
+            before its training queue (``STYLIZE_VIDEOS_QUEUE``, as the API's).
         progress_interval_s: minimum seconds between progress writes.
         preview_every: iterations between preview stylizations (0: only the final one).
         checkpoint_every: when set, overrides the job's ``checkpoint_every`` (a field that
@@ -87,6 +89,7 @@ class WorkerSettings(FileVariablesSettings):
     cache_dir: Path | None = None
     device: str = "auto"
     training_queue: str = "training"
+    videos_queue: str = "videos"
     progress_interval_s: float = Field(2.0, gt=0, le=300)
     preview_every: int = Field(200, ge=0)
     checkpoint_every: int | None = Field(None, ge=1)
@@ -149,7 +152,7 @@ class WorkerSettings(FileVariablesSettings):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
         return value
 
-    @field_validator("training_queue")
+    @field_validator("training_queue", "videos_queue")
     @classmethod
     def _check_queue(cls, value: str) -> str:
         if not _QUEUE_RE.fullmatch(value):

@@ -5,6 +5,7 @@ import { styleSpec, styleWords } from "./blend.js";
 import { selectedStyle } from "./styles.js";
 import { $, api, fmtBytes, fmtSeconds, LocalError, showError } from "./common.js";
 import { resultName, stylizeForm } from "./stylize-request.js";
+import { isClip, stylizeClip } from "./video.js";
 
 // ------------------------------------------------------------------ stylize: the photo
 // Picked, dropped anywhere on the card, or pasted; shown as a thumbnail with its size.
@@ -164,6 +165,7 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   if (!photo) return showError(errorEl, new LocalError("Pick a photo first."));
   if (!selectedStyle) return showError(errorEl, new LocalError("No style is ready yet."));
   const form = stylizeForm(photo, styleSpec(selectedStyle)); // the options (stylize-request.js)
+  if (isClip(photo)) return stylizeClip(form, photo); // a clip: a job on the worker (video.js)
   // Named, so the service can say how far it has got (GET /stylize/progress/{id}); a
   // cancel aborts the fetch, and the service stops the work between two bands.
   const progressId = crypto.randomUUID?.() ?? `p${Date.now()}${Math.random().toString(36).slice(2)}`;
