@@ -1,7 +1,9 @@
 """Time to a good new style: the score against wall-clock seconds and steps, per start.
 
 For each painting (by default the paintings corpus's ``eval`` paintings: in no base and
-no demo) and each start (``scratch``; ``base``: a base generator file, ``--base``;
+no demo) and each start (``scratch``; ``base``: a base generator file, ``--base``, or a joint base's
+checkpoint while it trains; ``base-norms``: the same base, its first ``--norm-first``
+steps training only the instance norms' γ/β;
 ``from``: any generator file, ``--from``, e.g. the nearest registered style), it trains
 with :func:`stylenet.train` and scores the generator at the fixed reference
 (:mod:`stylenet.score`: 200 optimization steps, 256 px, the corpus's evaluation photos)
@@ -29,7 +31,15 @@ from typing import Any
 import torch
 
 from stylenet import TrainParams, train
-from stylenet.data import central_crops, find_images, split_content
+from stylenet.conditional import (
+    CHECKPOINT_NAME,
+    base_state_from_checkpoint,
+    load_norm_table,
+    rank_norms,
+    table_from_checkpoint,
+    with_norms,
+)
+from stylenet.data import ContentImages, CropSequence, central_crops, find_images, split_content
 from stylenet.devices import pick_device
 from stylenet.generators import build_generator
 from stylenet.lossnet import default_cache_dir
@@ -49,8 +59,52 @@ def _eval_paintings() -> list[Path]:
 def _start_state(path: Path | None) -> dict[str, torch.Tensor] | None:
     if path is None:
         return None
+    if path.name == CHECKPOINT_NAME:  # a joint base still training: what it holds so far
+        return base_state_from_checkpoint(path)
     generator, _ = load_generator(path)
     return {k: v.detach().clone() for k, v in generator.state_dict().items()}
+
+
+class _Nearest:
+    """The joint base with the γ/β row that paints a new painting best at step 0.
+
+    :func:`stylenet.conditional.rank_norms`: each painting's γ/β of the base is tried on
+    one batch of training crops under the new painting's loss; the lowest wins.
+    """
+
+    def __init__(self, args: argparse.Namespace, params: TrainParams, device: torch.device):
+        base: Path = args.base
+        if base.name == CHECKPOINT_NAME:
+            self.rows = table_from_checkpoint(base)
+        else:
+            self.rows, _ = load_norm_table(base.with_suffix(".norms.safetensors"))
+        self.params, self.device = params, device
+        self.loss = build_loss(params, device, None)
+        train_paths = split_content(find_images(args.content), params.holdout).train
+        crops = CropSequence(
+            ContentImages(train_paths, params.image_size),
+            params.image_size,
+            params.batch_size,
+            params.seed + 1,  # not a batch the training then steps on
+            1,
+        )
+        self.batch = crops[0]
+
+    def start(
+        self, state: dict[str, torch.Tensor], painting: Path, results: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        self.loss.set_style(style_tensor(painting, self.params.style_size).to(self.device))
+        generator = build_generator(self.params.generator_config)
+        generator.load_state_dict(state)
+        losses = rank_norms(generator.to(self.device), self.rows, self.loss, self.batch)
+        best = min(range(len(losses)), key=losses.__getitem__)
+        results.setdefault("nearest", {})[painting.name] = {
+            "row": best,
+            "loss": round(losses[best], 4),
+            "mean_row_loss": round(sum(losses) / len(losses), 4),
+        }
+        print(f"  {painting.stem}: base row {best} (loss {losses[best]:.4g})")
+        return with_norms(state, [self.rows[best]], [1.0])
 
 
 def curve(
@@ -117,7 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paintings", type=Path, nargs="*", help="default: the eval paintings")
     parser.add_argument("--base", type=Path, help="base generator file (start 'base')")
     parser.add_argument("--from", dest="from_file", type=Path, help="generator file ('from')")
-    parser.add_argument("--starts", default="scratch,base", help="scratch,base,from")
+    parser.add_argument(
+        "--starts",
+        default="scratch,base",
+        help="scratch, base, nearest (a joint base with the γ/β of the painting of its table "
+        "that paints the new one best at step 0), from; a '-norms' suffix (base-norms, "
+        "nearest-norms) trains only γ/β for the first --norm-first steps",
+    )
+    parser.add_argument(
+        "--norm-first",
+        type=int,
+        default=100,
+        help="-norms starts: steps that train only the norms' γ/β before all weights",
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--image-size", type=int, default=128)
@@ -135,14 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     paintings = args.paintings or _eval_paintings()
     if not paintings:
         parser.error("no paintings: pass --paintings or run `stylize paintings install`")
-    starts = {
-        "scratch": None,
-        "base": args.base,
-        "from": args.from_file,
-    }
+    starts = {"scratch": None, "base": args.base, "nearest": args.base, "from": args.from_file}
     wanted = [s for s in args.starts.split(",") if s]
     for name in wanted:
-        if name not in starts or (name != "scratch" and starts[name] is None):
+        kind = name.removesuffix("-norms")
+        if kind not in starts or (kind != "scratch" and starts[kind] is None):
             parser.error(f"start {name!r} needs its file (--base / --from)")
     params = TrainParams(
         iterations=args.steps,
@@ -162,14 +225,24 @@ def main(argv: list[str] | None = None) -> int:
         "score": {"steps": args.score_steps, "size": SCORE_SIZE},
         "curves": {},
     }
+    nearest = _Nearest(args, params, device) if any("nearest" in n for n in wanted) else None
     for painting in paintings:
         for name in wanted:
+            run_params = params
+            if name.endswith("-norms"):
+                run_params = TrainParams.from_dict(
+                    {**params.to_dict(), "norm_first_steps": args.norm_first}
+                )
+            kind = name.removesuffix("-norms")
+            state = _start_state(starts[kind])
+            if kind == "nearest" and nearest is not None and state is not None:
+                state = nearest.start(state, painting, results)
             points = curve(
                 painting,
                 args.content,
-                params,
+                run_params,
                 name,
-                _start_state(starts[name]),
+                state,
                 args.every,
                 device,
                 cache,

@@ -3,8 +3,9 @@
 # (about 15 minutes on an H100), most important first: the demo styles retrained on the
 # content corpus with the adopted recipe and scored old vs new by the yardstick (issue
 # #12; publish them afterwards with `python bench/demo_styles.py publish --run
-# $OUT/demo-styles`), a base generator made to adapt (Reptile across the paintings of
-# role "base" installed by `stylize paintings install`; stylenet/base.py), the gpu tests,
+# $OUT/demo-styles`), a base generator made to adapt (joint training with conditional
+# instance norm, or Reptile, across the paintings of role "base" installed by
+# `stylize paintings install`; stylenet/base.py), the gpu tests,
 # the training speed and the seconds of a default-recipe style per step variant (issue
 # #13), the quality ablation at 256 px / 3,000 iterations (issue #7), the generator
 # benchmark, the HTTP service benchmark, and the service's CPU milliseconds per image with
@@ -55,10 +56,11 @@ if [ -n "${QUICK:-}" ]; then
   SERVICE=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
   STYLENET=(--sizes 64 --repeat 2 --train-iterations 2)
   DEMO=(--params '{"iterations": 4, "image_size": 64, "batch_size": 2}' --size 64 --steps 3)
-  BASE=(--outer-steps 3 --inner-steps 2 --image-size 64 --style-size 64 --width 0.25
-    --batch-size 2 --checkpoint-every 2 --progress-every 1)
+  BASE=(--method "${BASE_METHOD:-joint}" --outer-steps 3 --inner-steps 2 --image-size 64
+    --style-size 64 --width 0.25 --batch-size 2 --checkpoint-every 2 --progress-every 1)
   PROCESSES=(--processes 1,2 --sizes 64 --clients 2 --per-client 2 --rounds 1 --bare-repeat 2)
-  ADAPT=(--steps 4 --every 2 --image-size 64 --width 0.25 --batch-size 2 --score-steps 3)
+  ADAPT=(--steps 4 --every 2 --image-size 64 --width 0.25 --batch-size 2 --score-steps 3
+    --starts scratch,base,base-norms --norm-first 2)
   TILED=(--sizes 256 --seam-size 256 --seam-tile 128)
   CODECS=(--sizes 64 --sequential 3 --clients 2 --per-client 2 --overload-clients 0 --bare-repeat 2)
   TRAIN_SPEED=(--size 64 --repeats 1 --steps 1 --variants ours,reference
@@ -70,14 +72,16 @@ else
   # The recipe adopted from bench/recipe.py (docs/QUALITY.md), at the demo styles' scale.
   RECIPE='{"iterations": 3000, "image_size": 256}'
   DEMO=(--params "${DEMO_PARAMS:-$RECIPE}" --size 256 --steps 300)
-  # A width-1.0 base at 256 px, Reptile's k = 8 Adam steps per painting: at ~50 steps/s
-  # (H100) 1,200 outer steps are ~200 s, within the step's limit; checkpoints every 100 let
+  # A width-1.0 base at 256 px: joint (conditional instance norm, stylenet/conditional.py;
+  # BASE_METHOD=reptile for Reptile's k = 8) at 4 steps per painting visit: at ~50 steps/s
+  # (H100) 2,400 outer steps are ~200 s, within the step's limit; checkpoints every 100 let
   # a cut-off run resume (same command, same OUT). Crops load in 4 processes: a batch
   # takes ~30 ms to cut on the CPU, longer than a step on the GPU.
-  BASE=(--outer-steps "${BASE_OUTER_STEPS:-1200}" --inner-steps 8 --image-size 256
-    --width 1.0 --batch-size 4 --num-workers 4 --checkpoint-every 100 --progress-every 50)
+  BASE=(--method "${BASE_METHOD:-joint}" --outer-steps "${BASE_OUTER_STEPS:-2400}"
+    --inner-steps "${BASE_INNER_STEPS:-4}" --image-size 256 --width 1.0 --batch-size 4
+    --num-workers 4 --checkpoint-every 100 --progress-every 50)
   ADAPT=(--steps "${ADAPT_STEPS:-400}" --every "${ADAPT_EVERY:-50}" --image-size 256 --width 1.0
-    --batch-size 4)
+    --batch-size 4 --starts scratch,base,base-norms --norm-first "${ADAPT_NORM_FIRST:-100}")
   PROCESSES=(--processes "1,${WORKERS:-4}" --sizes 256,512 --clients 64 --per-client 8
              --rounds 1 --bare-repeat 6)
   TILED=(--sizes 2048,4096,8192x5464 --whole-max 16777216)

@@ -2,7 +2,8 @@
 
 ``stylenet.warmstart.find_base`` serves the listed base whose generator shape matches a
 run (``init`` ``auto``/``base``); one base per shape, so a new one replaces the old
-entry of its shape. The manifest records the file's sha256 (verified on every load),
+entry of its shape. A joint base's γ/β table (``BASE.norms.safetensors`` beside it) is
+shipped with it and listed with its own sha256. The manifest records the file's sha256 (verified on every load),
 the shape, how it was trained and what bench/adapt.py measured for it.
 
     python bench/publish_base.py runs/base/residual-w0.5.safetensors \\
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             "device": metrics.get("device"),
         },
     }
+    table = args.base.with_suffix(".norms.safetensors")
+    if table.is_file():  # a joint base: its γ/β table, where new paintings start from
+        norms = name.replace(".safetensors", ".norms.safetensors")
+        shutil.copyfile(table, args.dest / norms)
+        entry["norms"] = norms
+        entry["norms_sha256"] = hashlib.sha256(table.read_bytes()).hexdigest()
     if args.adapt is not None:
         entry["adapt"] = str(args.adapt.name)
     bases.append(entry)

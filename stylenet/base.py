@@ -1,4 +1,9 @@
-"""A base generator made to adapt: first-order meta-learning across many paintings.
+"""A base generator made to adapt: trained across many paintings, two methods.
+
+``method="reptile"`` (this module's loop) is first-order meta-learning of the plain
+generator; ``method="joint"`` (:mod:`stylenet.conditional`) trains shared convolutions
+with per-painting instance-norm γ/β (conditional instance norm). ``bench/adapt.py``
+measures which adapts faster.
 
 Reptile (Nichol, Achiam, Schulman 2018), as MetaStyle (Zhang et al. 2019) uses it for
 style transfer: outer step ``i`` takes one painting, copies the base weights θ into a
@@ -25,15 +30,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
+from . import conditional
 from .data import ContentImages, CropSequence, find_images, iterate_batches, split_content
 from .errors import InvalidParams, ModelFileError
 from .files import atomic_write_bytes
@@ -51,6 +56,7 @@ KIND = "base"
 # Fields that do not change the result: a run may resume with other values.
 _FREE_FIELDS = ("checkpoint_every", "num_workers")
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, title="BaseParams")
+METHODS = ("reptile", "joint")
 
 
 @pydantic_dataclass(frozen=True, config=_CONFIG)
@@ -58,6 +64,9 @@ class BaseParams:
     """How to meta-train a base generator (strict types, like :class:`TrainParams`).
 
     Attributes:
+        method: ``reptile`` (first-order meta-learning of every weight) or ``joint``
+            (conditional instance norm: shared convolutions, γ/β per painting; the base
+            holds their mean, :mod:`stylenet.conditional`).
         arch: generator architecture (``residual``, or ``multiscale``).
         width: generator channel multiplier.
         norm: ``instance`` (the paper's) or ``batch`` (ablation baseline).
@@ -69,8 +78,10 @@ class BaseParams:
         batch_size: content crops per inner step.
         outer_steps: meta-updates of the base (one painting each).
         inner_steps: Adam steps on one painting per outer step (Reptile's k).
-        inner_lr: Adam learning rate of the inner steps (constant).
-        meta_lr: the first outer step size ε; it decays linearly to 0 over outer_steps.
+        inner_lr: Adam learning rate of the inner steps (reptile: constant; joint: a
+            cosine over the run down to 10 %).
+        meta_lr: the first outer step size ε; it decays linearly to 0 over outer_steps
+            (reptile only).
         seed: seeds initialization, the order of the paintings and the content crops.
         holdout: content photos left out when the folder has none of the corpus's
             evaluation photos (those are always left out), as :func:`stylenet.train` does.
@@ -78,6 +89,7 @@ class BaseParams:
         num_workers: background processes that load content crops (0 loads inline).
     """
 
+    method: Literal[METHODS] = Field("reptile", description="reptile or joint")  # type: ignore[valid-type]
     arch: Arch = Field("residual", description="Generator architecture")
     width: Float = Field(0.5, ge=0.125, le=4.0, description="Channel multiplier")
     norm: Norm = Field("instance", description="Normalization layers")
@@ -108,6 +120,8 @@ class BaseParams:
     def __post_init__(self) -> None:
         # The loss and generator fields must also make valid TrainParams (cross-field rules).
         _ = self.train_params
+        if self.method == "joint" and self.norm != "instance":
+            raise InvalidParams("norm", "joint training conditions instance norm; use instance")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict that :meth:`from_dict` turns back into equal params."""
@@ -151,10 +165,15 @@ class BaseProgress:
 
 @dataclass
 class BaseResult:
-    """The base generator (eval mode, on CPU) and what was measured."""
+    """The base generator (eval mode, on CPU) and what was measured.
+
+    ``norms``: for ``method="joint"``, every painting's γ/β (write it with
+    :func:`stylenet.conditional.save_norm_table`); None for reptile.
+    """
 
     generator: nn.Module
     metrics: dict[str, Any]
+    norms: conditional.JointState | None = None
 
 
 def meta_step_size(params: BaseParams, outer_step: int) -> float:
@@ -193,27 +212,66 @@ def _save_checkpoint(
 def _load_checkpoint(folder: Path, theta: dict[str, torch.Tensor], print_: str) -> int:
     """Load θ from ``folder`` into ``theta`` (in place); return the outer step to resume at."""
     path = folder / CHECKPOINT_NAME
-    if not path.is_file():
+    outer_step, tensors = conditional.read_checkpoint(path, print_)
+    if not outer_step:
         return 0
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-        outer_step = int(metadata["outer_step"])
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
-        log.warning("ignoring unreadable base checkpoint %s: %s", path, exc)
-        return 0
-    if metadata.get("fingerprint") != print_:
-        raise ModelFileError(
-            f"base checkpoint {path} was made with other parameters or paintings; "
-            "delete it to start over"
-        )
     loaded = {k.removeprefix("base."): v for k, v in tensors.items()}
     if loaded.keys() != theta.keys():
         raise ModelFileError(f"base checkpoint {path} does not fit the generator")
     for key, value in loaded.items():
         theta[key].copy_(value)
     return outer_step
+
+
+def _reptile_loop(
+    params: BaseParams,
+    step: TrainStep,
+    targets: Sequence[dict[str, torch.Tensor]],
+    crops: CropSequence,
+    folder: Path | None,
+    print_: str,
+    count: int,
+    report: Callable[[int, int, float, float, float], None],
+) -> tuple[int, dict[str, torch.Tensor], float]:
+    """Reptile's outer loop; return the resume point, θ and the last mean inner loss."""
+    generator, optimizer, device, loss = step.generator, step.optimizer, step.device, step.loss
+    # θ lives apart from the working generator, in float32 (a copy, not a view of it).
+    theta = {k: v.detach().clone() for k, v in generator.state_dict().items()}
+    working = generator.state_dict()  # views of the live weights, whatever their layout
+    start = _load_checkpoint(folder, theta, print_) if folder else 0
+    if start:
+        log.info("resuming the base from outer step %d", start)
+    k = params.inner_steps
+    batches = iterate_batches(crops, start * k, params.num_workers)
+    last_loss = float("nan")
+    for outer in range(start, params.outer_steps):
+        step_started = time.monotonic()
+        index = painting_index(params.seed, count, outer)
+        loss.style_targets = targets[index]
+        with torch.no_grad():
+            for key, value in working.items():
+                value.copy_(theta[key])
+        optimizer.state.clear()  # a fresh Adam per painting (and nothing to checkpoint)
+        total = torch.zeros((), device=device)
+        for _ in range(k):
+            _, batch = next(batches)
+            total += step(batch, params.inner_lr).total.detach().float()
+        epsilon = meta_step_size(params, outer)
+        with torch.no_grad():
+            for key, value in theta.items():
+                if value.is_floating_point():
+                    # lerp, not θ + ε(θ' − θ): exact θ' at ε = 1 (its formula switches ends).
+                    value.lerp_(working[key], epsilon)
+                else:
+                    value.copy_(working[key])
+        done = outer + 1
+        last_loss = float(total) / k  # one device sync per outer step
+        if folder and params.checkpoint_every and done % params.checkpoint_every == 0:
+            _save_checkpoint(folder, theta, done, print_)
+        report(done, index, last_loss, epsilon, step_started)
+    if folder and start < params.outer_steps:
+        _save_checkpoint(folder, theta, params.outer_steps, print_)
+    return start, theta, last_loss
 
 
 def train_base(
@@ -275,64 +333,59 @@ def train_base(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
         generator = build_generator(settings.generator_config).to(device).train()
-    # θ lives apart from the working generator, in float32 (a copy, not a view of it).
-    theta = {k: v.detach().clone() for k, v in generator.state_dict().items()}
     optimizer = torch.optim.Adam(generator.parameters(), lr=params.inner_lr)
     options = options or StepOptions.for_device(device)
     step = TrainStep(generator, loss, optimizer, device, options)
-    working = generator.state_dict()  # views of the live weights, whatever their layout
-
     folder = Path(checkpoint_dir) if checkpoint_dir else None
     print_ = fingerprint(params, digests)
-    start = _load_checkpoint(folder, theta, print_) if folder else 0
-    if start:
-        log.info("resuming the base from outer step %d", start)
     k = params.inner_steps
     crops = CropSequence(
         content, params.image_size, params.batch_size, params.seed, params.outer_steps * k
     )
-    batches = iterate_batches(crops, start * k, params.num_workers)
-    loop_started = time.monotonic()
-    last_loss = float("nan")
-    for outer in range(start, params.outer_steps):
-        step_started = time.monotonic()
-        index = painting_index(params.seed, len(paintings), outer)
-        loss.style_targets = targets[index]
-        with torch.no_grad():
-            for key, value in working.items():
-                value.copy_(theta[key])
-        optimizer.state.clear()  # a fresh Adam per painting (and nothing to checkpoint)
-        total = torch.zeros((), device=device)
-        for _ in range(k):
-            _, batch = next(batches)
-            total += step(batch, params.inner_lr).total.detach().float()
-        epsilon = meta_step_size(params, outer)
-        with torch.no_grad():
-            for key, value in theta.items():
-                if value.is_floating_point():
-                    # lerp, not θ + ε(θ' − θ): exact θ' at ε = 1 (its formula switches ends).
-                    value.lerp_(working[key], epsilon)
-                else:
-                    value.copy_(working[key])
-        done = outer + 1
-        last_loss = float(total) / k  # one device sync per outer step
-        if folder and params.checkpoint_every and done % params.checkpoint_every == 0:
-            _save_checkpoint(folder, theta, done, print_)
+
+    def report(done: int, index: int, inner_loss: float, rate: float, began: float) -> None:
         if on_progress:
             now = time.monotonic()
             on_progress(
                 BaseProgress(
                     done,
                     params.outer_steps,
-                    last_loss,
+                    inner_loss,
                     paintings[index].name,
-                    epsilon,
-                    now - step_started,
+                    rate,
+                    now - began,
                     now - started,
                 )
             )
-    if folder and start < params.outer_steps:
-        _save_checkpoint(folder, theta, params.outer_steps, print_)
+
+    loop_started = time.monotonic()
+    norms: conditional.JointState | None = None
+    if params.method == "joint":
+        # The crops resume where the checkpoint stopped.
+        start = conditional.peek_outer_step(folder, print_) if folder else 0
+        clock = [time.monotonic()]
+
+        def joint_report(done: int, index: int, inner_loss: float, lr: float) -> None:
+            report(done, index, inner_loss, lr, clock[0])
+            clock[0] = time.monotonic()
+
+        run = conditional.JointRun(
+            step,
+            targets,
+            iterate_batches(crops, start * k, params.num_workers),
+            lambda outer: painting_index(params.seed, len(paintings), outer),
+            params.outer_steps,
+            k,
+            params.inner_lr,
+        )
+        norms, last_loss = conditional.joint_loop(
+            run, start, folder, params.checkpoint_every, print_, joint_report
+        )
+        theta = {k_: v.detach().clone() for k_, v in generator.state_dict().items()}
+    else:
+        start, theta, last_loss = _reptile_loop(
+            params, step, targets, crops, folder, print_, len(paintings), report
+        )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     loop_seconds = time.monotonic() - loop_started
@@ -342,6 +395,7 @@ def train_base(
     ran = params.outer_steps - start
     metrics = {
         "kind": KIND,
+        "method": params.method,
         "outer_steps": params.outer_steps,
         "inner_steps": k,
         "resumed_from": start,
@@ -356,7 +410,11 @@ def train_base(
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "step_options": options.describe(),
     }
-    return BaseResult(generator.cpu().eval(), metrics)
+    if norms is not None:
+        norms = conditional.JointState(
+            [{n: v.cpu() for n, v in row.items()} for row in norms.table], norms.moments
+        )
+    return BaseResult(generator.cpu().eval(), metrics, norms)
 
 
 def save_base(

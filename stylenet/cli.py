@@ -37,6 +37,7 @@ from .cli_args import (
     resolve_device,
 )
 from .cli_export import add_export_parser
+from .conditional import save_norm_table
 from .data import find_images
 from .errors import ModelFileError, StylenetError
 from .model_file import read_info, save_generator
@@ -68,9 +69,11 @@ _TRAIN_FIELDS = {
     "num_workers": int,
     "yardstick_steps": int,
     "init": str,
+    "norm_first_steps": int,
 }
 #: BaseParams fields offered by ``stylize base train`` (the loss weights keep the preset's).
 _BASE_FIELDS = {
+    "method": str,
     "arch": str,
     "width": float,
     "norm": str,
@@ -118,6 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=device,
         init_state=choice.state,
         init_info=choice.info,
+        init_norms=choice.norms,
     )
     if args.score and params.yardstick_steps and result.metrics["holdout_images"]:
         held = [Path(args.content) / name for name in result.metrics["holdout_images"]]
@@ -240,6 +244,12 @@ def _cmd_base(args: argparse.Namespace) -> int:
     )
     digest = save_base(args.out, result, params, dtype=args.dtype)
     report = {"out": str(args.out), "sha256": digest, "params": params.to_dict()}
+    if result.norms is not None:  # joint: every painting's γ/β beside the base
+        table = Path(args.out).with_suffix(".norms.safetensors")
+        names = [p["file"] for p in result.metrics["paintings"]]
+        shas = [p["sha256"] for p in result.metrics["paintings"]]
+        save_norm_table(table, result.norms, names, shas)
+        report["norms"] = str(table)
     print(json.dumps({**report, "metrics": result.metrics}, indent=2))
     return 0
 
@@ -349,10 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     base_sub = b.add_subparsers(dest="action", required=True)
     bt = base_sub.add_parser(
         "train",
-        help="train a base generator across many paintings (Reptile)",
-        description="Meta-train one generator across many paintings (Reptile, first-order "
-        "meta-learning) so that a few hundred ordinary training steps from its weights adapt "
-        "it to a new painting. Writes a generator file whose metrics say kind 'base'. "
+        help="train a base generator across many paintings (Reptile or joint)",
+        description="Train one generator across many paintings so that a few hundred "
+        "ordinary training steps from its weights adapt it to a new painting: --method "
+        "reptile (first-order meta-learning) or joint (conditional instance norm: shared "
+        "convolutions, γ/β per painting, their table written beside the base as "
+        "OUT.norms.safetensors). Writes a generator file whose metrics say kind 'base'. "
         "Options left out take the default shown (or the loss preset's).",
     )
     bt.add_argument(

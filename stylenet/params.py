@@ -90,6 +90,12 @@ class TrainParams:
             continues from the style's current version; else the base generator of
             this shape; else the nearest registered style by its Gram statistics; else
             scratch), ``scratch``, ``base``, or a style id.
+        norm_first_steps: the first steps train only the instance-norm layers' γ/β, the
+            convolutions frozen (adapting a conditional-instance-norm base,
+            :mod:`stylenet.conditional`: its convolutions already draw; a painting is
+            mostly its γ/β); 0 trains everything from the first step; None (the
+            default): the base's measured recipe when the run starts from a base that
+            ships its γ/β table, else 0.
     """
 
     arch: Arch = Field("residual", description="Generator architecture")
@@ -118,6 +124,9 @@ class TrainParams:
     init: Annotated[str, Strict(), Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(
         "auto", description="Start: auto, scratch, base, or a style id"
     )
+    norm_first_steps: Int | None = Field(
+        None, ge=0, le=200_000, description="First steps that train only the norms' γ/β"
+    )
 
     @field_validator("preset", mode="before")
     @classmethod
@@ -133,6 +142,8 @@ class TrainParams:
     def __post_init__(self) -> None:
         # Cross-field rules, after every field has its type and range. Layers are checked
         # against the network actually used (an explicit lossnet wins).
+        if self.norm_first_steps and self.norm != "instance":
+            raise InvalidParams("norm_first_steps", "needs norm 'instance' (γ/β to train)")
         depth = 16 if (self.lossnet or self.loss_preset.source).endswith("16") else 19
         valid = set(layer_names(depth))
         for name in ("content_layers", "style_layers"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .conditional import norm_parameter_names, rank_norms, with_norms
 from .data import (
     ContentImages,
     CropSequence,
@@ -140,6 +141,52 @@ def _batches(
     return iterate_batches(sequence, start, params.num_workers)
 
 
+ADAPT_NORM_FIRST_STEPS = 100
+"""Steps of γ/β alone when adapting a joint base, unless the params say otherwise
+(``bench/adapt.py``, docs/QUALITY.md)."""
+
+
+def _start_from_best_row(
+    generator: nn.Module,
+    rows: Sequence[Mapping[str, torch.Tensor]],
+    loss: PerceptualLoss,
+    content: ContentImages,
+    params: TrainParams,
+) -> dict[str, Any]:
+    """Load the table row that paints this style best into ``generator``; describe it."""
+    # One batch the training never steps on (seed + 1), the same for every row.
+    batch = CropSequence(content, params.image_size, params.batch_size, params.seed + 1, 1)[0]
+    device = next(generator.parameters()).device
+    rows = [{k: v.to(device) for k, v in row.items()} for row in rows]
+    losses = rank_norms(generator, rows, loss, batch)
+    best = min(range(len(losses)), key=losses.__getitem__)
+    state = with_norms(dict(generator.state_dict()), [rows[best]], [1.0])
+    generator.load_state_dict(state)
+    return {"index": best, "loss": round(losses[best], 4), "rows": len(rows)}
+
+
+class _Freezer:
+    """Freezes all but the instance norms' γ/β for the first ``steps`` iterations.
+
+    A frozen weight gets no gradient (none is computed for it) and Adam skips it, so its
+    moments start when it thaws. Which weights train is a function of the iteration
+    alone: a resumed run freezes exactly as an uninterrupted one.
+    """
+
+    def __init__(self, generator: nn.Module, steps: int) -> None:
+        self.steps = steps
+        self.frozen: bool | None = None
+        names = set(norm_parameter_names(generator)) if steps else set()
+        self.convs = [p for n, p in generator.named_parameters() if n not in names]
+
+    def at(self, iteration: int) -> None:
+        frozen = iteration < self.steps
+        if frozen != self.frozen:
+            for param in self.convs:
+                param.requires_grad_(not frozen)
+            self.frozen = frozen
+
+
 def train(
     style_image: Image.Image | Path | str,
     content_dir: Path | str,
@@ -154,6 +201,7 @@ def train(
     progress_interval_s: float = math.inf,
     init_state: Mapping[str, torch.Tensor] | None = None,
     init_info: Mapping[str, Any] | None = None,
+    init_norms: Sequence[Mapping[str, torch.Tensor]] | None = None,
 ) -> TrainResult:
     """Train a generator for ``style_image`` on the photos under ``content_dir``.
 
@@ -179,6 +227,10 @@ def train(
             dict of the same generator structure; a checkpoint found still wins).
         init_info: what ``init_state`` is, recorded as ``metrics["init"]`` (default
             ``{"kind": "scratch"}`` without ``init_state``).
+        init_norms: a joint base's γ/β table (:mod:`stylenet.conditional`): the run
+            starts from the row whose γ/β paint this style best on one batch of crops
+            (:func:`~stylenet.conditional.rank_norms`, recorded as ``init.norm_row``),
+            and ``norm_first_steps`` None means :data:`ADAPT_NORM_FIRST_STEPS`.
 
     Returns:
         The trained generator (on CPU, eval mode) and its metrics (``holdout_images``:
@@ -221,8 +273,17 @@ def train(
     loop_started = time.monotonic()
     meter = RateMeter()
     last_report = time.monotonic()
+    info = dict(init_info) if init_info is not None else _default_init(init_state)
+    norm_first = params.norm_first_steps
+    if init_norms:
+        if not start:  # a resumed run has its weights from the checkpoint
+            info["norm_row"] = _start_from_best_row(generator, init_norms, loss, content, params)
+        if norm_first is None:
+            norm_first = ADAPT_NORM_FIRST_STEPS
+    frozen = _Freezer(generator, norm_first or 0)
     for iteration, batch in _batches(params, content, start):
         lr = learning_rate(params, iteration)
+        frozen.at(iteration)
         terms = step(batch, lr)
         done = iteration + 1
         meter.tick(done)
@@ -244,6 +305,7 @@ def train(
                     generator=generator,
                 )
             )
+    frozen.at(params.iterations)  # everything trainable again
     if folder and start < params.iterations:
         save_checkpoint(folder, generator, optimizer, params.iterations, params)
     synchronize(device)
@@ -262,7 +324,8 @@ def train(
         ),
         "holdout_images": [p.name for p in held_paths],
         "holdout_verified": split.verified,
-        "init": dict(init_info) if init_info is not None else _default_init(init_state),
+        "init": info,
+        "norm_first_steps": norm_first or 0,
         "holdout_loss": holdout,
         "content_images": len(train_paths),
         "step_options": options.describe(),

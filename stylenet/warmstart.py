@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from .conditional import rows_from_table
 from .errors import ModelFileError
 from .files import atomic_write_bytes
 from .generators import GeneratorConfig
@@ -57,6 +58,8 @@ class Start:
         style_id, version: for ``style`` and ``continue``.
         style_image: returns the style's painting (bytes), for the nearest-style search.
         name: the base's file name, for ``base``.
+        load_norms, norms_sha256: a joint base's γ/β table (bytes of the safetensors
+            written by :func:`stylenet.conditional.save_norm_table`) and its digest.
     """
 
     kind: str
@@ -67,6 +70,8 @@ class Start:
     version: int | None = None
     style_image: Callable[[], bytes] | None = field(default=None, repr=False)
     name: str | None = None
+    load_norms: Callable[[], bytes] | None = field(default=None, repr=False)
+    norms_sha256: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """Return the JSON-able ``init`` record of this start."""
@@ -79,10 +84,15 @@ class Start:
 
 @dataclass
 class InitChoice:
-    """What :func:`choose_init` decided: the weights (None: scratch) and the record."""
+    """What :func:`choose_init` decided: the weights (None: scratch) and the record.
+
+    ``norms``: the chosen base's γ/β table, when it ships one (pass it to
+    :func:`stylenet.train` as ``init_norms``).
+    """
 
     state: dict[str, torch.Tensor] | None
     info: dict[str, Any]
+    norms: list[dict[str, torch.Tensor]] | None = None
 
 
 # --- bases --------------------------------------------------------------------------------
@@ -103,7 +113,18 @@ def base_starts(folder: Path = BASES_DIR) -> list[Start]:
         if not path.is_file():  # listed but not shipped (e.g. a GPU base not yet trained)
             continue
         config = GeneratorConfig(**entry["config"])
-        starts.append(Start("base", config, path.read_bytes, entry["sha256"], name=entry["file"]))
+        norms = folder / entry["norms"] if entry.get("norms") else None
+        starts.append(
+            Start(
+                "base",
+                config,
+                path.read_bytes,
+                entry["sha256"],
+                name=entry["file"],
+                load_norms=norms.read_bytes if norms and norms.is_file() else None,
+                norms_sha256=entry.get("norms_sha256"),
+            )
+        )
     return starts
 
 
@@ -186,6 +207,23 @@ def _state(start: Start) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _norms(start: Start, state: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Return the start's γ/β table, verified (digest, and names and shapes of ``state``)."""
+    assert start.load_norms is not None
+    data = start.load_norms()
+    if hashlib.sha256(data).hexdigest() != start.norms_sha256:
+        raise ModelFileError(f"the γ/β table of {start.name} does not match its sha256")
+    try:
+        rows = rows_from_table(data)
+    except (SafetensorError, ValueError) as exc:
+        raise ModelFileError(f"the γ/β table of {start.name} is unreadable: {exc}") from None
+    for row in rows:
+        for name, value in row.items():
+            if name not in state or state[name].shape != value.shape:
+                raise ModelFileError(f"the γ/β table of {start.name} does not fit its base")
+    return rows
+
+
 def choose_init(
     init: str,
     config: GeneratorConfig,
@@ -249,6 +287,7 @@ def choose_init(
         notes.append(f"style {init!r} has no published version to start from")
 
     info: dict[str, Any] = {"requested": init}
+    norms: list[dict[str, torch.Tensor]] | None = None
     if chosen is not None:
         try:
             state = _state(chosen)
@@ -257,13 +296,18 @@ def choose_init(
             chosen, state = None, None
     else:
         state = None
+    if chosen is not None and state is not None and chosen.load_norms is not None:
+        try:
+            norms = _norms(chosen, state)
+        except (ModelFileError, OSError) as exc:  # the base still serves, with its mean γ/β
+            notes.append(f"cannot use the base's γ/β table: {exc}")
     info.update(chosen.describe() if chosen is not None else {"kind": "scratch"})
     if distance is not None and chosen is not None:
         info["distance"] = float(f"{distance:.6g}")
     if notes:
         info["note"] = "; ".join(notes) + ("; started from scratch" if chosen is None else "")
         log.info("init: %s", info["note"])
-    return InitChoice(state, info)
+    return InitChoice(state, info, norms)
 
 
 __all__ = [

@@ -284,6 +284,7 @@ class TrainingRun:
             progress_interval_s=self.settings.progress_interval_s,
             init_state=choice.state,
             init_info=choice.info,
+            init_norms=choice.norms,
         )
 
     def _init(self, params: TrainParams) -> InitChoice:
