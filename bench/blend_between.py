@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--steps", default="0,0.1,0.25,0.5,0.75,0.9,1")
     parser.add_argument("--size", type=int, default=SCORE_SIZE, help="photo crop side")
     parser.add_argument("--strip", type=Path, default=ROOT / "docs/images/blend-strip.jpg")
+    parser.add_argument(
+        "--strip-photo", default="", help="evaluation photo of the strip (file name; first)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -106,7 +109,9 @@ def main() -> None:
             "warning: no corpus evaluation photos in --content; using held-out ones",
             file=sys.stderr,
         )
-    photos = [image for _, image in central_crops(split.held, args.size)]
+    crops = central_crops(split.held, args.size)
+    photos = [image for _, image in crops]
+    shown = next((i for i, (p, _) in enumerate(crops) if p.name == args.strip_photo), 0)
     loss = build_loss(params, torch.device("cpu"), None)
     targets = []
     for painting in (args.painting_a, args.painting_b):
@@ -123,7 +128,7 @@ def main() -> None:
     strip(
         (args.painting_a, args.painting_b),
         lambda w: blended(states, config, w),
-        photos[0],
+        photos[shown],
         [w for w in weights if w in (0, 0.25, 0.5, 0.75, 1)],
         192,
         args.strip,
