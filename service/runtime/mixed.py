@@ -108,7 +108,8 @@ class Mixer:
         to each sample's γ/β (stacked here: a few kilobytes).
         """
         first: LoadedGenerator = items[0].generator
-        if all(item.generator is first for item in items):
+        # Same key, same weights (an evicted generator and its reload may both be queued).
+        if all(item.generator.key == first.key for item in items):
             return first
         members = [self._members[item.generator] for item in items]
         multi = self._families[members[0].digest]
