@@ -30,6 +30,11 @@ if not webvendor.installed() and not os.environ.get("CI"):
     pytest.skip("onnxruntime-web is not installed (make setup)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.timeout(300)
+#: axe-core as tests/e2e/test_web_ui.py installs it (the audit below runs when it is there).
+AXE = (
+    Path(os.environ.get("STYLIZE_CACHE_DIR") or Path.home() / ".cache/stylize")
+    / "npm/axe-core-4.10.3/node_modules/axe-core/axe.min.js"
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +115,13 @@ def test_stylize_on_this_device_keeps_the_photo_and_matches_the_server(
     status = page.text_content("#ondevice-status")
     assert "Done on this device in" in status and "93×67" in status, status
     on_device = _pixels(page)
+    if AXE.is_file():  # the on-device controls and result pass the page's accessibility audit
+        page.evaluate("() => {\n" + AXE.read_text() + "\n}")
+        found = page.evaluate(
+            "async () => (await axe.run({include: [['#ondevice'], ['#ondevice-result']]}))"
+            ".violations"
+        )
+        assert [v["id"] for v in found if v["impact"] in ("serious", "critical")] == []
 
     # Again: the model now comes from the browser's cache (a HEAD for its sha256 only).
     before = len(requests)
