@@ -42,6 +42,10 @@ def _runtime(client) -> InferenceRuntime:
     return client.app.state.runtime  # type: ignore[no-any-return]
 
 
+async def _load(runtime: InferenceRuntime, style: str) -> None:
+    await runtime.generator(await runtime.styles.resolve(style))
+
+
 def _alone(weights: bytes, image: bytes) -> np.ndarray:
     model, _ = load_generator(weights)
     photo = image_to_tensor(Image.open(io.BytesIO(image)).convert("RGB"))
@@ -56,8 +60,11 @@ def test_different_styles_share_one_forward_and_equal_running_alone(
     small_png: bytes,
 ):
     _, weights = family
-    # The batch forms when its fourth request arrives (the timeout only guards a hang).
     with make_client(cpu_dtype="float32", max_batch_size=4, batch_timeout_ms=10_000) as client:
+        # Loaded beforehand, so the four requests reach the batcher together (loading three
+        # generators on a busy machine took longer than the batch's wait: a flaky split).
+        for style in ("a", "b", "c"):
+            client.portal.call(_load, _runtime(client), style)
         responses = _together(client, small_png, ORDER)
         assert [r.status_code for r in responses] == [200] * 4, responses[0].text
         assert [int(r.headers["x-batch-size"]) for r in responses] == [4] * 4
