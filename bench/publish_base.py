@@ -3,8 +3,9 @@
 ``stylenet.warmstart.find_base`` serves the listed base whose generator shape matches a
 run (``init`` ``auto``/``base``); one base per shape, so a new one replaces the old
 entry of its shape. A joint base's γ/β table (``BASE.norms.safetensors`` beside it) is
-shipped with it and listed with its own sha256. The manifest records the file's sha256 (verified on every load),
-the shape, how it was trained and what bench/adapt.py measured for it.
+shipped with it and listed with its own sha256. The manifest records the file's sha256
+(verified on every load), the shape, how it was trained and what bench/adapt.py
+measured for it.
 
     python bench/publish_base.py runs/base/residual-w0.5.safetensors \\
         --adapt bench/results/adapt-cpu-128.json

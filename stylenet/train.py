@@ -141,9 +141,11 @@ def _batches(
     return iterate_batches(sequence, start, params.num_workers)
 
 
-ADAPT_NORM_FIRST_STEPS = 100
-"""Steps of γ/β alone when adapting a joint base, unless the params say otherwise
-(``bench/adapt.py``, docs/QUALITY.md)."""
+ADAPT_NORM_FIRST_STEPS = 0
+"""Steps of γ/β alone when adapting a joint base, unless the params say otherwise.
+Measured (``bench/adapt.py``, docs/QUALITY.md): on the CPU draft's budget, 100 steps of
+γ/β alone from the CPU-trained joint base lost to training every weight from its best
+row (r 0.078 vs 0.086 at 300 steps), so none; a GPU-trained base may change this."""
 
 
 def _start_from_best_row(

@@ -31,7 +31,7 @@ export async function priceOf(params) {
 
 // Each training speed's cost: "≈ 12 min" after its (short) label in the list, and the
 // chosen speed in full on `line` under the list ("≈ 12 min on the training worker (cpu) ·
-// 300 steps on small crops"). On a CPU worker the fastest speed becomes the form's
+// 600 steps of 2 small crops"). On a CPU worker the fastest speed becomes the form's
 // default: selected now unless the user has chosen meanwhile, and what a reset of the
 // form (after a training is submitted) returns to.
 export async function showSpeedEstimates(select, choices, fastest, line) {

@@ -7,7 +7,9 @@ import { cards, update } from "./styles.js";
 
 // The page's training speeds; "preset" is the API's word for the loss recipe.
 const SPEEDS = {
-  draft: { iterations: 300, image_size: 128, width: 0.5 },
+  // 600 steps of 2 crops, not 300 of 4: the same images and time, a better score
+  // (bench/adapt.py, docs/QUALITY.md).
+  draft: { iterations: 600, image_size: 128, width: 0.5, batch_size: 2 },
   balanced: { iterations: 2000, image_size: 256 },
   best: { iterations: 6000, image_size: 256, style_size: 384 },
 };

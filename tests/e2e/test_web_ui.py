@@ -741,10 +741,10 @@ def test_focus_ring_borders_disabled_text_touch_targets_and_help(browser, stack)
                     .getAttribute('aria-describedby'))?.textContent.trim() ?? '')"""
         )
         assert all(len(text) > 20 for text in helps), helps
-        # Ids, versions and loss values are inside a closed "Details" section.
+        # The id and the version are inside a closed "Details" section.
         first = page.locator("#style-list li.card").first
         assert first.locator("details.more .detail").is_hidden()
-        assert "id " in first.locator(".detail").text_content()
+        assert "Id for the API" in first.locator(".detail").text_content()
         page.screenshot(path=ARTIFACTS / "a11y-phone-focus.png")
     finally:
         context.close()
@@ -820,7 +820,7 @@ def test_after_a_training_the_form_keeps_the_speed_for_this_device(page, stack) 
     page.wait_for_function("() => /queued for training/.test(window['new-status'].textContent)")
     assert page.input_value("#params") == ""  # the form was reset for the next one...
     assert page.input_value("#speed") == "draft"  # ...to this device's speed
-    page.wait_for_function("() => window['speed-estimate'].textContent.includes('300 steps')")
+    page.wait_for_function("() => window['speed-estimate'].textContent.includes('600 steps')")
     assert ESTIMATE.match(page.text_content("#speed-estimate"))
     card = _card(page, "Default kept")
     card.locator(".badge", has_text="ready").wait_for(timeout=240_000)

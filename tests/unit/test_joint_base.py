@@ -231,7 +231,8 @@ def test_a_shipped_joint_base_starts_a_style_from_its_best_row(
     import json
 
     from stylenet.base import save_base
-    from stylenet.conditional import save_norm_table
+    from stylenet.conditional import save_norm_table, with_norms
+    from stylenet.train import ADAPT_NORM_FIRST_STEPS
     from stylenet.warmstart import choose_init, find_base
 
     assert joint.norms is not None
@@ -255,25 +256,22 @@ def test_a_shipped_joint_base_starts_a_style_from_its_best_row(
     assert choice.info["kind"] == "base" and choice.norms is not None
     assert len(choice.norms) == 3 and "note" not in choice.info
 
-    # The run starts from the best row and, by default, trains only γ/β at first.
+    # The run starts from the best row; norm-first steps as measured best (or as asked).
     small = {"image_size": 64, "style_size": 64, "batch_size": 2, "width": 0.25, "holdout": 0}
     run = TrainParams(**small, iterations=2)
     assert run.norm_first_steps is None
-    result = train(
-        paintings[0],
-        photos,
-        run,
-        init_state=choice.state,
-        init_info=choice.info,
-        init_norms=choice.norms,
-    )
+    where = {"init_state": choice.state, "init_info": choice.info, "init_norms": choice.norms}
+    result = train(paintings[0], photos, run, **where)
     row = result.metrics["init"]["norm_row"]
     assert row["rows"] == 3 and 0 <= row["index"] < 3 and np.isfinite(row["loss"])
-    assert result.metrics["norm_first_steps"] == 100
-    trained = _state(result.generator)
+    assert result.metrics["norm_first_steps"] == ADAPT_NORM_FIRST_STEPS
+    only = TrainParams(**small, iterations=2, norm_first_steps=5)
+    trained = _state(train(paintings[0], photos, only, **where).generator)
     names = set(choice.norms[0])
     assert all(torch.equal(trained[k], choice.state[k]) for k in set(trained) - names)
-    # Without a table the default is 0: every weight trains from the first step.
+    best = with_norms(choice.state, [choice.norms[row["index"]]], [1.0])
+    assert any(not torch.equal(trained[k], best[k]) for k in names)  # γ/β trained from it
+    # Without a table, unset is 0: every weight trains from the first step.
     plain = train(paintings[0], photos, run, init_state=choice.state)
     assert plain.metrics["norm_first_steps"] == 0
 
