@@ -200,7 +200,7 @@ def main() -> None:
                 )
                 print(f"{mode}: {runs[mode][-1]}", file=sys.stderr)
         rows = {
-            mode: {k: statistics.median(r[k] for r in found) for k in found[0]}
+            mode: {k: round(statistics.median(r[k] for r in found), 3) for k in found[0]}
             for mode, found in runs.items()
         }
         memory = {}
@@ -228,7 +228,7 @@ def main() -> None:
         print(
             f"| {mode} | {row['cache_bytes'] / 1e6:.1f} | "
             f"{row['each_other_style_bytes'] / 1e3:.1f} kB | "
-            f"{row['styles_in_default_budget']} | {row['peak_rss_growth_mb']} |"
+            f"{row['styles_in_default_budget']} | {row['rss_growth_mb']} |"
         )
     out = ROOT / "bench" / "results" / f"mixed-styles-{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
