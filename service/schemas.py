@@ -53,6 +53,7 @@ class StylizeOptions(BaseModel):
         pattern=r"^[A-Za-z0-9_-]{8,64}$",
         description="A name the client makes up (8-64 letters, digits, - or _; a random "
         "UUID) to follow this request at GET /stylize/progress/{progress_id} while it runs",
+        examples=["3f2b7c1e-photo-1"],
     )
 
     @field_validator("style")

@@ -219,6 +219,7 @@ class ServiceSettings(FileVariablesSettings):
     batch_timeout_ms: float = Field(2.0, ge=0, le=10_000)
     queue_size: int = Field(32, ge=1, le=100_000)
     inflight_pixels: int = Field(4 * 2048 * 2048, ge=MIN_SIDE * MIN_SIDE)
+    inflight_bytes: int = Field(2048 * MiB, ge=0)
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     cache_max_models: int = Field(8, ge=1)
     cache_max_bytes: int = Field(2048 * MiB, ge=1)
@@ -229,7 +230,6 @@ class ServiceSettings(FileVariablesSettings):
     admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     stylize_requires_key: bool = False
     trainings_per_key: int = Field(2, ge=0, le=10_000)
-    inflight_bytes: int = Field(2048 * MiB, ge=0)
     training_budget_s: float = Field(0.0, ge=0)
     stylize_rate_per_s: float = Field(0.0, ge=0, le=100_000)
     stylize_burst: int = Field(0, ge=0, le=1_000_000)

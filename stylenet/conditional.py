@@ -38,29 +38,12 @@ from torch import nn
 from .errors import ModelFileError
 from .files import atomic_write_bytes
 from .losses import PerceptualLoss
+from .multistyle import norm_parameter_names
 from .step import TrainStep
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "joint-checkpoint.safetensors"
 _ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
-
-
-def norm_parameter_names(generator: nn.Module) -> list[str]:
-    """Return the names of the instance-norm layers' γ and β in ``generator``.
-
-    Raises:
-        ValueError: the generator has no affine instance norm (batch norm cannot be
-            conditioned per painting: its statistics are shared).
-    """
-    names = [
-        f"{name}.{kind}"
-        for name, module in generator.named_modules()
-        if isinstance(module, nn.InstanceNorm2d) and module.affine
-        for kind in ("weight", "bias")
-    ]
-    if not names:
-        raise ValueError("joint training needs a generator with affine instance norm")
-    return names
 
 
 def joint_learning_rate(lr: float, outer_step: int, outer_steps: int) -> float:

@@ -30,8 +30,8 @@ Norms = Mapping[str, torch.Tensor]
 def norm_parameter_names(generator: nn.Module) -> list[str]:
     """Return the names of the instance norms' γ and β in ``generator``.
 
-    The same list as :func:`stylenet.conditional.norm_parameter_names` (joint training),
-    kept here so that serving does not import the training loop.
+    What a style varies over a shared base (here, serving) and what joint training
+    (:mod:`stylenet.conditional`) gives each painting.
 
     Raises:
         ValueError: the generator has no affine instance norm.

@@ -31,6 +31,7 @@ from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
 from service.onnx_exports import onnx_export
 from service.runtime import blends, mixed
+from service.runtime.backend_choice import settle_backend
 from service.runtime.batcher import Batched, Batcher
 from service.runtime.budget import Cost, PixelBudget
 from service.runtime.cache import GeneratorCache
@@ -48,7 +49,7 @@ from service.runtime.progress import ProgressBoard, StylizeProgress
 from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
 from service.settings import ServiceSettings
 from stylenet.inference import inference_dtype
-from stylenet.ort_backend import Calibration, OrtGenerator, calibrate, onnxruntime_available
+from stylenet.ort_backend import Calibration, OrtGenerator, calibrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -155,26 +156,10 @@ class InferenceRuntime:
         self.batcher.start()
 
     def _choose_backend_now(self) -> None:
-        """Settle the backend where no measurement is needed (all but CPU ``auto``).
-
-        Raises:
-            RuntimeError: ``onnxruntime`` was asked for where it cannot run.
-        """
-        wanted = self.settings.backend
-        if wanted == "torch":
-            self._backend_decided.set()
-        elif self.device.type != "cpu":
-            if wanted == "onnxruntime":
-                raise RuntimeError(f"STYLIZE_BACKEND=onnxruntime runs on a CPU, not {self.device}")
-            self.backend_reason = f"STYLIZE_BACKEND=auto on {self.device}: torch"
-            self._backend_decided.set()
-        elif not onnxruntime_available():
-            if wanted == "onnxruntime":
-                raise RuntimeError("STYLIZE_BACKEND=onnxruntime but onnxruntime is not installed")
-            self.backend_reason = "STYLIZE_BACKEND=auto: onnxruntime is not installed"
-            self._backend_decided.set()
-        elif wanted == "onnxruntime":
-            self.backend, self.backend_reason = "onnxruntime", "STYLIZE_BACKEND=onnxruntime"
+        """Settle the backend where no measurement is needed (all but CPU ``auto``)."""
+        settled = settle_backend(self.settings.backend, self.device)
+        if settled is not None:
+            self.backend, self.backend_reason = settled
             self._backend_decided.set()
 
     async def _calibrate_backend(self) -> None:

@@ -1,9 +1,9 @@
 // Stylize a photo: the photo (picked, dropped or pasted), the options, and the result
 // with its before/after slider, zoom, download and copy.
 
+import { $, api, fmtBytes, fmtSeconds, LocalError, showError } from "./common.js";
 import { styleSpec, styleWords } from "./blend.js";
 import { selectedStyle } from "./styles.js";
-import { $, api, fmtBytes, fmtSeconds, LocalError, showError } from "./common.js";
 import { resultName, stylizeForm } from "./stylize-request.js";
 import { isClip, stylizeClip } from "./video.js";
 
