@@ -153,7 +153,9 @@ def test_a_published_version_is_scored_after_it_serves_and_a_retrain_continues_f
         f"score-{style_id}-v1", connection=worker_env.redis, serializer=JSONSerializer
     )
     assert scoring.func_name == "worker.scoring.score_style"
-    assert scoring.get_status(refresh=True) == "finished"
+    # RQ marks the job finished just after its function returned (the score is already
+    # in the record by then): wait for that, don't race it.
+    wait_for(lambda: scoring.get_status(refresh=True) == "finished", 30, "the job finished")
 
     # A retrain continues from the version that serves (init "auto").
     worker_env.store.restart(style_id, params)
