@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -42,9 +40,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import machine  # noqa: E402
+
 from stylenet import TrainParams  # noqa: E402
 from stylenet.corpus import EVALUATION_PHOTOS  # noqa: E402
-from stylenet.inference import cpu_has_native_bf16, inference_dtype  # noqa: E402
+from stylenet.inference import inference_dtype  # noqa: E402
 from stylenet.model_file import load_generator  # noqa: E402
 from stylenet.temporal import (  # noqa: E402
     DEFAULT_STATS_FRAMES,
@@ -57,27 +57,6 @@ from stylenet.yardstick import optimization_trajectory, yardstick  # noqa: E402
 
 STYLES = ("scream", "starry-night")
 MODES = ("per_frame", "shared")
-
-
-def machine() -> dict[str, Any]:
-    """The machine the figures come from."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "bf16": cpu_has_native_bf16(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
 
 def camera(photo: Image.Image, kind: str, frames: int, size: tuple[int, int]) -> list[np.ndarray]:

@@ -24,13 +24,11 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,37 +36,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import machine  # noqa: E402
+
 from model_store import open_store  # noqa: E402
 from service.metrics import ServiceMetrics  # noqa: E402
 from service.runtime import BlendOptions, InferenceRuntime  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from stylenet import generator_to_bytes, load_generator  # noqa: E402
-from stylenet.inference import cpu_has_native_bf16  # noqa: E402
 from stylenet.multistyle import norm_parameter_names  # noqa: E402
 
 DEFAULT_GENERATOR = ROOT / "demo_styles" / "scream" / "generator.safetensors"
-
-
-def machine() -> dict[str, Any]:
-    """The machine (and its load) the figures come from."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "bf16": cpu_has_native_bf16(),
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "load_average": os.getloadavg(),
-    }
 
 
 def publish_family(root: Path, base: bytes, count: int) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -32,10 +31,11 @@ from typing import Any
 
 import onnxruntime
 import torch
+from machine import machine
 from torch import nn
 
 from stylenet import load_generator, samples
-from stylenet.inference import cpu_has_native_bf16, inference_dtype, stylize_tensor
+from stylenet.inference import inference_dtype, stylize_tensor
 from stylenet.onnx_export import export_onnx
 from stylenet.ort_backend import OrtGenerator, quantize_int8, stylize_tensor_ort
 from stylenet.pixels import image_to_tensor
@@ -44,26 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "demo_styles" / "scream" / "generator.safetensors"
 
 
-def machine() -> dict[str, Any]:
-    """The machine (and its load) the figures come from."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
+def _machine() -> dict[str, Any]:
+    return machine(
+        onnxruntime=onnxruntime.__version__, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY")
     )
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "bf16": cpu_has_native_bf16(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "load_average": os.getloadavg(),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-    }
 
 
 class _OrtModule(nn.Module):
@@ -168,7 +152,7 @@ def main() -> None:
         "ort-fp32": lambda x: stylize_tensor_ort(x, fp32),
         "ort-int8": lambda x: stylize_tensor_ort(x, int8),
     }
-    started = machine()
+    started = _machine()
     print(f"{started['cpu']}, {started['cores']} cores, load {started['load_average']}")
     rows = time_sizes(variants, args.sizes, args.repeat)
     diff = differences(variants, lambda x: stylize_tensor(x, model, dtype=torch.float32), 512)
