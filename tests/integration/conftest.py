@@ -1,7 +1,9 @@
-"""Fixtures for the model store contract suite: one store per test, per backend.
+"""Fixtures for the model store contract suite (``test_model_store_*.py``): one store per
+test, per backend (``file://`` and ``s3://``).
 
 The S3 backend is tested over real HTTP against moto's S3 server running as a separate
-process (see ``moto_s3_server.py``); nothing is patched in-process.
+process (see ``moto_s3_server.py``); nothing is patched in-process. The suite's helpers
+are in ``store_testing.py``, what its spawned processes run in ``store_workers.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from model_store import ModelStore, open_store
 
 MOTO_SERVER = Path(__file__).with_name("moto_s3_server.py")
 TEST_BUCKET = "stylize-contract"
@@ -90,3 +94,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def scratch_root(tmp_path: Path) -> Path:
     """Scratch root for checkpoints, inside the test's temp directory."""
     return tmp_path / "scratch"
+
+
+@pytest.fixture
+def store(store_url: str, scratch_root: Path) -> ModelStore:
+    """A fresh, empty store of each backend (a module may define its own ``store``)."""
+    return open_store(store_url, scratch_root=scratch_root)
