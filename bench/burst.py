@@ -44,7 +44,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
-from bench_service import make_generator, percentile, running_service  # noqa: E402
+from bench_service import make_generator  # noqa: E402
+from service_load import percentile  # noqa: E402
+from service_process import running_service  # noqa: E402
 
 from model_store import open_store  # noqa: E402
 from stylenet import samples  # noqa: E402

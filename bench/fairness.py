@@ -46,8 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_service import make_generator, percentile, running_service  # noqa: E402
+from bench_service import make_generator  # noqa: E402
 from redis_server import RedisProcess  # noqa: E402
+from service_load import percentile  # noqa: E402
+from service_process import running_service  # noqa: E402
 
 from model_store import open_store  # noqa: E402
 from stylenet import samples  # noqa: E402

@@ -48,9 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_service import percentile, running_service  # noqa: E402
 from PIL import Image  # noqa: E402
 from redis_server import running_redis  # noqa: E402
+from service_load import percentile  # noqa: E402
+from service_process import running_service  # noqa: E402
 
 from model_store import open_store  # noqa: E402
 
