@@ -27,8 +27,8 @@ class StoreCore:
         """Wrap ``backend``; ``scratch_root`` holds per-style checkpoint directories."""
         self._backend = backend
         self._scratch_root = scratch_root
-        #: Test seam: called with a stage name ("weights-written", "delete-canceled")
-        #: between steps, so tests can simulate a crash exactly there.
+        #: Test seam: called with a stage name ("delta-written", "weights-written",
+        #: "delete-canceled") between steps, so tests can simulate a crash exactly there.
         self._fault_hook: Callable[[str], None] | None = None
 
     def __repr__(self) -> str:

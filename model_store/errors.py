@@ -15,6 +15,7 @@ caller can catch one type; subclasses carry the fields a caller needs to react
     ├── InvalidTransition     a status change the lifecycle forbids
     │                         (e.g. publishing to a canceled style)
     ├── Conflict              too many concurrent writers; the write was not applied
+    ├── HasDependents         delete of a style other styles' stored deltas need
     ├── InvalidWeights        bytes offered to ``publish`` are not a safetensors file
     ├── CorruptRecord         a manifest or stored file is damaged
     │   └── ChecksumMismatch  weights whose sha256 differs from the manifest
@@ -111,6 +112,25 @@ class Conflict(ModelStoreError):
         super().__init__(f"style {style_id!r}: gave up after {attempts} conflicting writes")
         self.style_id = style_id
         self.attempts = attempts
+
+
+class HasDependents(ModelStoreError):
+    """The style cannot be deleted: other styles' versions are stored as deltas over it.
+
+    Attributes:
+        dependents: ids of those styles, sorted; deleting them (or retraining them
+            until no version they keep is a delta over this style) lets it go.
+    """
+
+    def __init__(self, style_id: str, dependents: list[str]) -> None:
+        names = ", ".join(dependents)
+        super().__init__(
+            f"style {style_id!r} cannot be deleted: {len(dependents)} style(s) store only "
+            f"what differs from its weights ({names}); delete them first, or retrain them "
+            "until no version they keep is stored over it"
+        )
+        self.style_id = style_id
+        self.dependents = list(dependents)
 
 
 class InvalidWeights(ModelStoreError):

@@ -27,7 +27,7 @@ _INCARNATION_RE = re.compile(r"[0-9a-f]{16}")
 #: File names a manifest may reference, relative to the incarnation directory/prefix.
 #: A tampered manifest therefore cannot point a read at an arbitrary path or key.
 _BLOB_NAME_RE = re.compile(
-    r"weights/[0-9a-f]{64}\.safetensors"
+    r"weights/[0-9a-f]{64}\.(?:safetensors|delta)"
     r"|exports/[0-9a-f]{64}\.onnx"
     r"|(?:style|preview)-[0-9a-f]{16}\.(?:png|jpg|webp|gif|bmp|tiff|bin)"
 )

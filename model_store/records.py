@@ -22,6 +22,7 @@ from model_store.ids import (
     is_valid_owner,
     is_valid_style_id,
 )
+from model_store.lineage import DeltaInfo, Dependent
 
 #: Bumped when the manifest layout changes incompatibly; older readers then refuse the
 #: record as corrupt instead of misreading it.
@@ -116,7 +117,7 @@ class VersionInfo:
     Attributes:
         version: 1-based, increasing per style; never reused.
         sha256: hex digest of the safetensors bytes, checked on every load.
-        size: length of the safetensors bytes.
+        size: length of the safetensors bytes (what a read returns; see ``stored_size``).
         created_at: when the version was published.
         metadata: what the worker needs to rebuild the generator (architecture, params).
         metrics: held-out losses, training time, device, ...
@@ -124,6 +125,8 @@ class VersionInfo:
         exports: the version's weights converted to other formats, by kind (``onnx``,
             ``onnx-float16``): made on first request and kept while the version is
             (:mod:`model_store.exports`).
+        delta: set when ``name`` holds only the tensors that differ from another
+            style's version (:mod:`model_store.deltas`); None: ``name`` is the full file.
     """
 
     version: int
@@ -134,6 +137,12 @@ class VersionInfo:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
     exports: Mapping[str, BlobInfo] = field(default_factory=dict)
+    delta: DeltaInfo | None = None
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes the version's weights take in the store (a delta's, or the full file's)."""
+        return self.size if self.delta is None else self.delta.size
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,9 @@ class StyleRecord:
     #: :mod:`model_store.bundled`): deleting it leaves a tombstone, so the next start
     #: does not install it again.
     bundled: bool = False
+    #: Styles whose versions are stored as deltas over a version of this one (marked
+    #: before their manifest is written): this style cannot be deleted while they are.
+    dependents: tuple[Dependent, ...] = ()
 
     @property
     def servable(self) -> bool:
@@ -281,6 +293,7 @@ def _version_to_json(v: VersionInfo) -> dict[str, Any]:
         "metadata": dict(v.metadata),
         "metrics": dict(v.metrics),
         "exports": {kind: _blob_to_json(b) for kind, b in sorted(v.exports.items())},
+        "delta": None if v.delta is None else v.delta.to_json(),
     }
 
 
@@ -314,6 +327,7 @@ def record_to_json(rec: StyleRecord) -> bytes:
         "loss_history": [list(point) for point in rec.loss_history],
         "owner": rec.owner,
         "bundled": rec.bundled,
+        "dependents": [d.to_json() for d in rec.dependents],
     }
     # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
     return json.dumps(doc, allow_nan=False, sort_keys=True, indent=1).encode()
@@ -352,9 +366,13 @@ def _version_from_json(d: Any) -> VersionInfo:
         metrics=_dict(d["metrics"]),
         # Absent from manifests written before exports.
         exports={str(k): _blob_from_json(b) for k, b in _dict(d.get("exports") or {}).items()},
+        # Absent from manifests written before deltas: the file is the full weights.
+        delta=None if d.get("delta") is None else DeltaInfo.from_json(d["delta"]),
     )
     if not is_valid_blob_name(v.name) or not v.name.startswith("weights/"):
         raise ValueError(f"bad weights file name {v.name!r}")
+    if (v.delta is not None) != v.name.endswith(".delta"):
+        raise ValueError(f"weights file {v.name!r} does not match its delta record")
     if any(not b.name.startswith("exports/") for b in v.exports.values()):
         raise ValueError("bad export file name")
     return v
@@ -414,6 +432,7 @@ def record_from_json(style_id: str, data: bytes) -> StyleRecord:
             loss_history=tuple((int(i), float(v)) for i, v in d.get("loss_history") or ()),
             owner=_owner(d.get("owner")),  # absent from manifests written before owners
             bundled=_flag(d.get("bundled", False)),  # likewise
+            dependents=tuple(Dependent.from_json(x) for x in d.get("dependents") or ()),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too.

@@ -12,7 +12,8 @@ and immutable, atomically written blobs. On top of that:
 
 The class is composed of one module per concept: :mod:`model_store.core` (backend,
 reads, the CAS change, verified files), this module (records: create, list, update,
-cancel, restart), :mod:`model_store.versions` (publish, score, weights),
+cancel, restart), :mod:`model_store.versions` (publish, score, weights), :mod:`model_store.deltas`
+(versions stored as what differs from another style's, and the dependents that makes),
 :mod:`model_store.exports` (ONNX exports of a version), :mod:`model_store.images` (style
 image and previews), :mod:`model_store.deletion`
 (delete, tombstones) and :mod:`model_store.maintenance` (scratch folders, gc).

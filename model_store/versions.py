@@ -8,13 +8,13 @@ from dataclasses import replace
 from typing import Any
 
 from model_store.content import check_safetensors, sha256_hex
-from model_store.core import StoreCore
+from model_store.deltas import DeltasMixin, MarkExpired, delta_parents, pinned_versions
 from model_store.errors import InvalidTransition, StyleNotFound, VersionNotFound
 from model_store.ids import validate_style_id
 from model_store.records import BlobInfo, Status, StyleRecord, VersionInfo, utcnow
 
 
-class VersionsMixin(StoreCore):
+class VersionsMixin(DeltasMixin):
     """Publishing, scoring and reading versions of a style's safetensors weights."""
 
     def publish(
@@ -33,6 +33,10 @@ class VersionsMixin(StoreCore):
         their own version number, and a crash before the manifest write leaves the
         previous version serving.
 
+        When ``metrics["init"]`` names another stored style's version the run started
+        from, only the tensors that differ from it are stored (with that version's id
+        and sha256, :mod:`model_store.deltas`); reads rebuild the same bytes.
+
         Args:
             style_id: the style.
             weights: a safetensors file.
@@ -40,7 +44,8 @@ class VersionsMixin(StoreCore):
             metrics: held-out losses, training time, device, JSON.
             keep_versions: keep only this many newest versions (the new one included)
                 in the manifest; the weights of the dropped ones become unreferenced and
-                :meth:`gc` deletes them. None keeps every version.
+                :meth:`gc` deletes them. None keeps every version. Versions other
+                styles' deltas are stored over stay.
 
         Raises:
             InvalidWeights: ``weights`` are not a non-empty safetensors file.
@@ -58,8 +63,8 @@ class VersionsMixin(StoreCore):
         sha = sha256_hex(weights)
         start = self.get(sid)
         self._check_publishable(start)
-        name = f"weights/{sha}.safetensors"
-        self._put_own_blob(start, name, weights)
+        stored = self._put_weights(start, sha, weights, metrics)
+        marked = stored.parents()
         self._stage("weights-written")
         created = utcnow()
 
@@ -67,13 +72,19 @@ class VersionsMixin(StoreCore):
             if cur.incarnation != start.incarnation:
                 raise StyleNotFound(sid)  # deleted and re-created: not our style any more
             self._check_publishable(cur)
+            stored.check_fresh()
             number = max((v.version for v in cur.versions), default=0) + 1
             version = VersionInfo(
-                number, sha, len(weights), created, dict(metadata or {}), dict(metrics or {}), name
+                number,
+                sha,
+                len(weights),
+                created,
+                dict(metadata or {}),
+                dict(metrics or {}),
+                stored.name,
+                delta=stored.delta,
             )
-            versions = (*cur.versions, version)
-            if keep_versions is not None:
-                versions = versions[-keep_versions:]  # oldest first: drop from the front
+            versions = _keep_newest((*cur.versions, version), keep_versions, pinned_versions(cur))
             return replace(
                 cur,
                 versions=versions,
@@ -87,7 +98,12 @@ class VersionsMixin(StoreCore):
                 run_preview=None,
             )
 
-        rec = self._mutate(sid, add_version)
+        try:
+            rec = self._mutate(sid, add_version)
+        except MarkExpired:  # the parent's mark may look stale by now: go full
+            stored = self._put_full(start, sha, weights)
+            rec = self._mutate(sid, add_version)
+        self._release_unneeded(rec, delta_parents(start) | marked)
         info = rec.version_info()
         assert info is not None  # add_version set current_version
         return info
@@ -124,13 +140,17 @@ class VersionsMixin(StoreCore):
         Raises:
             StyleNotFound: no such style.
             VersionNotFound: no such version, or nothing published yet.
-            ChecksumMismatch: the stored bytes differ from what was published.
-            CorruptRecord: the manifest is damaged or the weights file is missing.
+            ChecksumMismatch: the stored bytes (or, for a delta, the rebuilt file) differ
+                from what was published.
+            CorruptRecord: the manifest is damaged, the weights file is missing, or a
+                delta's parent is gone or damaged.
         """
         rec = self.get(style_id)
         info = rec.version_info(version)
         if info is None:
             raise VersionNotFound(rec.id, version)
+        if info.delta is not None:
+            return self._rebuild(rec, info)
         blob = BlobInfo(info.name, info.sha256, info.size, "application/octet-stream")
         return self._read_verified(rec, blob, version=info.version)
 
@@ -139,3 +159,13 @@ class VersionsMixin(StoreCore):
         # finishing late produces a good version. Only a cancel is final.
         if rec.status is Status.CANCELED:
             raise InvalidTransition(rec.id, rec.status, Status.READY)
+
+
+def _keep_newest(
+    versions: tuple[VersionInfo, ...], keep: int | None, pinned: set[int]
+) -> tuple[VersionInfo, ...]:
+    """Return the newest ``keep`` versions (oldest first), plus any ``pinned`` older one."""
+    if keep is None:
+        return versions
+    newest = {v.version for v in versions[-keep:]}
+    return tuple(v for v in versions if v.version in newest or v.version in pinned)
