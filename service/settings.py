@@ -103,6 +103,14 @@ class ServiceSettings(FileVariablesSettings):
             plus the large lane's one image. 0: no memory budget.
         request_timeout_s: a stylize request still unanswered this long after arrival
             gets 504 (and is dropped from the queue if it has not run yet).
+        deadline_admission: refuse at once (503 ``would_time_out`` with ``Retry-After``) a
+            request that the work already admitted to its lane would keep past its
+            deadline, priced from the lane's measured seconds per FLOP
+            (:mod:`service.runtime.pace`); a lane with nothing in flight admits anything.
+            False: measure only (requests wait and may get 504).
+        trim_after_bytes: once the memory budget's last request ends after a burst that
+            held at least this many bytes, freed heap memory is returned to the OS
+            (glibc ``malloc_trim``, Linux only), so RSS comes down. 0: never.
         cache_max_models, cache_max_bytes: generator cache limits (count, device bytes).
         warm_styles: styles loaded (and run once per ``warm_sides``) before ``/readyz``
             turns ready.
@@ -221,6 +229,8 @@ class ServiceSettings(FileVariablesSettings):
     inflight_pixels: int = Field(4 * 2048 * 2048, ge=MIN_SIDE * MIN_SIDE)
     inflight_bytes: int = Field(2048 * MiB, ge=0)
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
+    deadline_admission: bool = True
+    trim_after_bytes: int = Field(256 * MiB, ge=0)
     cache_max_models: int = Field(8, ge=1)
     cache_max_bytes: int = Field(2048 * MiB, ge=1)
     warm_styles: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -105,6 +105,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "(large_queue_full), or (rate_limited) the key's or address's stylize rate; see "
         "Retry-After",
         500: "The style's weights are corrupt (the error names the style)",
+        503: "would_time_out: the work ahead in its lane would keep this image past its "
+        "deadline (the body says how long it would wait and take); see Retry-After",
         504: "Not answered within request_timeout_s",
     }.items()
 }
@@ -243,7 +245,9 @@ async def _process(
     timings["load"] = time.perf_counter() - started
     progress = runtime.progress.open(options.progress_id)
     try:
-        with runtime.admission(width, height, generator=generator, data=data):
+        async with runtime.admission(
+            width, height, generator=generator, data=data, arrival=arrival
+        ):
             response = await _admitted(
                 runtime,
                 settings,

@@ -23,7 +23,10 @@ over the whole pixel budget is served alone (admitted only while nothing else is
 flight); one whose forward alone exceeds the memory budget is never run whole: the
 runtime sends it to the large-image lane, whose exact tiled inference is bounded by its
 tile (:meth:`service.runtime.InferenceRuntime.is_large`). Large-lane images have their
-own admission (``large_queue_size``) and are not charged here.
+own count (``large_queue_size``) and are charged here too (``Cost.large``): their held
+bytes like any request's, no pixels (they are not the batcher's device time), and their
+tiled forward's working bytes (:func:`stylenet.footprint.tiled_footprint`) beside the
+normal lane's, one at a time (the lane runs one image at once, alongside the batcher).
 
 All calls happen on the event loop's thread: no lock.
 """
@@ -49,11 +52,13 @@ class Cost:
         held_bytes: host memory held from admission to the answer (body, decode,
             decoded image, result).
         working_bytes: host memory of its forward while that runs (0 on a GPU).
+        large: a large-image lane request (its forward runs beside the batcher's).
     """
 
     pixels: int
     held_bytes: int = 0
     working_bytes: int = 0
+    large: bool = False
 
 
 class PixelBudget:
@@ -67,20 +72,26 @@ class PixelBudget:
         *,
         limit_bytes: int | None = None,
         forwards_at_once: int = 1,
+        on_empty: Callable[[int], None] | None = None,
     ) -> None:
         """Budget ``limit`` pixels and ``limit_bytes`` (None: no memory budget).
 
         ``forwards_at_once``: requests whose forwards may run together (the batch size);
-        ``retry_after()`` prices a refusal's ``Retry-After``.
+        ``retry_after()`` prices a refusal's ``Retry-After``; ``on_empty(peak)`` is
+        called each time the last reservation ends, with the most bytes in flight since
+        the budget was last empty (the runtime gives memory back to the OS then).
         """
         self.limit = limit
         self.limit_bytes = limit_bytes
         self.forwards_at_once = max(1, forwards_at_once)
         self._metrics = metrics
         self._retry_after = retry_after
+        self._on_empty = on_empty
+        self._peak = 0
         self._used = 0
         self._held = 0
         self._working: Counter[int] = Counter()
+        self._large: Counter[int] = Counter()
         #: Requests holding a reservation (tests and diagnostics).
         self.holders = 0
 
@@ -92,11 +103,11 @@ class PixelBudget:
     @property
     def in_flight_bytes(self) -> int:
         """Host memory the requests in flight can reach now (see the module doc)."""
-        return self._memory(self._held, self._working)
+        return self._memory(self._held, self._working, self._large)
 
-    def _memory(self, held: int, working: Counter[int]) -> int:
+    def _memory(self, held: int, working: Counter[int], large: Counter[int]) -> int:
         largest = heapq.nlargest(self.forwards_at_once, working.elements())
-        return held + sum(largest)
+        return held + sum(largest) + max(large, default=0)
 
     def fits(self, cost: Cost | int) -> bool:
         """Whether ``cost`` (or so many pixels) may be reserved now (anything fits when empty)."""
@@ -108,8 +119,13 @@ class PixelBudget:
         if self._used + cost.pixels > self.limit:
             return "pixel_budget"
         if self.limit_bytes is not None:
-            working = self._working + Counter({cost.working_bytes: 1})
-            if self._memory(self._held + cost.held_bytes, working) > self.limit_bytes:
+            one = Counter({cost.working_bytes: 1})
+            working, large = self._working, self._large
+            if cost.large:
+                large = large + one
+            else:
+                working = working + one
+            if self._memory(self._held + cost.held_bytes, working, large) > self.limit_bytes:
                 return "memory_budget"
         return None
 
@@ -148,19 +164,25 @@ class PixelBudget:
         """Hold ``cost`` (or so many pixels) for the block (released however it exits)."""
         cost = _cost(cost)
         self.check(cost)
+        working = self._large if cost.large else self._working
         self._used += cost.pixels
         self._held += cost.held_bytes
-        self._working[cost.working_bytes] += 1
+        working[cost.working_bytes] += 1
         self.holders += 1
+        self._peak = max(self._peak, self.in_flight_bytes)
         try:
             yield
         finally:
             self._used -= cost.pixels
             self._held -= cost.held_bytes
-            self._working[cost.working_bytes] -= 1
-            if not self._working[cost.working_bytes]:
-                del self._working[cost.working_bytes]
+            working[cost.working_bytes] -= 1
+            if not working[cost.working_bytes]:
+                del working[cost.working_bytes]
             self.holders -= 1
+            if self.holders == 0:
+                peak, self._peak = self._peak, 0
+                if self._on_empty is not None:
+                    self._on_empty(peak)
 
 
 def _cost(cost: Cost | int) -> Cost:

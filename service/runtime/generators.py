@@ -23,7 +23,7 @@ from torch import nn
 from service.codecs import host_pixels
 from stylenet import GeneratorInfo, load_generator, stylize_tensor
 from stylenet.devices import wait_idle
-from stylenet.footprint import forward_bytes_per_pixel
+from stylenet.footprint import forward_bytes_per_pixel, forward_flops_per_pixel
 from stylenet.inference import blend, stylize_tiled
 from stylenet.ort_backend import OrtGenerator
 
@@ -65,6 +65,9 @@ class LoadedGenerator:
             ever waits for a compilation.
         ort: the style's ONNX export in ONNX Runtime when that backend serves (the
             batcher's forwards run there; the tiled lane keeps ``model``).
+        host_bytes_per_pixel: host memory of its forward per image pixel (0 on a GPU).
+        flops_per_pixel: arithmetic of its forward per image pixel, what time-aware
+            admission prices (:mod:`service.runtime.pace`).
     """
 
     key: Hashable
@@ -75,6 +78,7 @@ class LoadedGenerator:
     compiled_shapes: set[tuple[int, int]] = field(default_factory=set)
     host_bytes_per_pixel: float = 0.0
     ort: OrtGenerator | None = None
+    flops_per_pixel: float = 0.0
 
 
 def module_nbytes(model: nn.Module) -> int:
@@ -108,7 +112,13 @@ def load_on_device(
         traced = forward_bytes_per_pixel(info.config, dtype)
         per_pixel = traced * HOST_SLACK + BATCH_BYTES_PER_PIXEL
     return LoadedGenerator(
-        key, model, info, module_nbytes(model), compiled, host_bytes_per_pixel=per_pixel
+        key,
+        model,
+        info,
+        module_nbytes(model),
+        compiled,
+        host_bytes_per_pixel=per_pixel,
+        flops_per_pixel=forward_flops_per_pixel(info.config),
     )
 
 

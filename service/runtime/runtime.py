@@ -13,10 +13,9 @@ import functools
 import logging
 import tempfile
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -27,10 +26,9 @@ import torch
 from model_store import ModelStore
 from service import imaging
 from service.codecs import ImageCodecs, host_pixels
-from service.errors import Overloaded, RequestTimeout
 from service.metrics import ServiceMetrics
 from service.onnx_exports import onnx_export
-from service.runtime import blends, mixed
+from service.runtime import blends, mixed, trim
 from service.runtime.backend_choice import settle_backend
 from service.runtime.batcher import Batched, Batcher
 from service.runtime.budget import Cost, PixelBudget
@@ -42,9 +40,10 @@ from service.runtime.generators import (
     load_on_device,
     release_memory,
     stylize_batch,
-    stylize_large,
     warm,
 )
+from service.runtime.large import LargeLane
+from service.runtime.pace import Pace
 from service.runtime.progress import ProgressBoard, StylizeProgress
 from service.runtime.resolver import ModelKey, ServeTarget, StyleResolver
 from service.settings import ServiceSettings
@@ -53,9 +52,6 @@ from stylenet.ort_backend import Calibration, OrtGenerator, calibrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Set while a request holds the large-image lane place admission() took for it.
-_LARGE_ADMITTED: ContextVar[bool] = ContextVar("stylize_large_admitted", default=False)
 
 #: Encoded large outputs above this size go to a temporary file (see encode_spooled).
 SPOOL_BYTES = 4 << 20
@@ -91,11 +87,6 @@ class InferenceRuntime:
         #: PIL until :meth:`start` sets up the device codecs (``gpu_codecs``).
         self.codecs = ImageCodecs(None)
         self._codec_pool: ThreadPoolExecutor | None = None
-        # Large images (over ``tile_pixels``) have a lane of their own: one at a time, by
-        # exact tiled inference, on their own thread, so they never hold up the batcher.
-        self._large_pool: ThreadPoolExecutor | None = None
-        self._large_lock = asyncio.Lock()
-        self._large_slots = 0
         self.styles = StyleResolver(store, ttl_s=settings.style_cache_ttl_s)
         self.blends = blends.BlendBuilder(store)  # style=a:0.7,b:0.3
         self.mixer = mixed.Mixer(enabled=settings.mixed_batches)  # styles sharing convolutions
@@ -120,9 +111,17 @@ class InferenceRuntime:
             retry_after=self.batcher.retry_after,
             limit_bytes=settings.inflight_bytes or None,
             forwards_at_once=settings.effective_max_batch_size(self.device.type),
+            on_empty=self._after_burst,
         )
+        #: Time-aware admission of the normal lane (:mod:`service.runtime.pace`).
+        self.pace = Pace("stylize", metrics, enabled=settings.deadline_admission)
+        # Large images (over ``tile_pixels``) have a lane of their own: one at a time, by
+        # exact tiled inference, on their own thread, so they never hold up the batcher.
+        self.large = LargeLane(settings, metrics, self.budget)
         #: Named requests' progress (``GET /stylize/progress/{id}``).
         self.progress = ProgressBoard()
+        #: Times the heap was given back after a burst (:mod:`service.runtime.trim`).
+        self.trims = 0
         self.warmed = False
         self.warm_errors: dict[str, str] = {}
         #: What runs the batcher's forwards (``torch`` or ``onnxruntime``), and why.
@@ -149,7 +148,7 @@ class InferenceRuntime:
             initializer=torch.cuda.set_device if self.device.type == "cuda" else None,
             initargs=(self.device,) if self.device.type == "cuda" else (),
         )
-        self._large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylize-large")
+        self.large.start()
         if self.settings.uses_gpu_codecs(self.device.type):
             self.codecs = await self._codec(self._device_codecs)
         self._choose_backend_now()
@@ -205,6 +204,8 @@ class InferenceRuntime:
                 loaded = await self.cache.get((await self.styles.resolve(style_id)).key)
                 for side in self.settings.warm_sides:
                     seconds = await self._device().run(warm, loaded, side, self.dtype)
+                    # Until the first request's forward, the warm-up prices the lane.
+                    self.pace.rate.observe(loaded.flops_per_pixel * side * side, seconds, seed=True)
                     log.info("warmed %s at %d² in %.2f s", style_id, side, seconds)
             except Exception as exc:
                 log.error("warm-up of style %s failed: %s", style_id, exc)
@@ -216,8 +217,7 @@ class InferenceRuntime:
         await self.batcher.stop()
         if self._codec_pool is not None:
             self._codec_pool.shutdown(wait=False, cancel_futures=True)
-        if self._large_pool is not None:
-            self._large_pool.shutdown(wait=False, cancel_futures=True)
+        self.large.close()
         if self.executor is not None:
             self.executor.shutdown(wait=False)
 
@@ -250,36 +250,45 @@ class InferenceRuntime:
         held = len(data) + 3 * decode + 2 * 3 * pixels
         return Cost(pixels, held, int(generator.host_bytes_per_pixel * pixels))
 
-    @contextmanager
-    def admission(
+    @asynccontextmanager
+    async def admission(
         self,
         width: int,
         height: int,
         *,
         generator: LoadedGenerator | None = None,
         data: bytes = b"",
-    ) -> Iterator[None]:
-        """Reserve a request's place in its lane for a block, or raise 429 at once.
+        arrival: float | None = None,
+    ) -> AsyncIterator[None]:
+        """Reserve a request's place in its lane for a block, or refuse it at once.
 
-        A normal-lane image holds its :meth:`cost` in the budget; a large one (see
-        :meth:`is_large`) a place in the large-image lane (``large_queue_full``).
+        A normal-lane image holds its :meth:`cost` in the budget (429) and its forward's
+        work in :attr:`pace` (503 ``would_time_out`` when the work ahead would keep it past
+        ``arrival + request_timeout_s``; no time check without ``arrival``); a large one
+        (see :meth:`is_large`) its place, memory and time in the large-image lane.
         """
-        if self.is_large(height, width, generator):
-            # Taken here, before the decode, so a burst is refused at once; the request's
-            # _stylize_large then finds its place taken (other callers take theirs there).
-            self._check_large_capacity()
-            self._large_slots += 1
-            admitted = _LARGE_ADMITTED.set(True)
-            try:
-                yield
-            finally:
-                _LARGE_ADMITTED.reset(admitted)
-                self._large_slots -= 1
-            return
-        cost = (
-            Cost(width * height) if generator is None else self.cost(generator, data, width, height)
-        )
-        with self.budget.reserve(cost):
+        flops = 0.0 if generator is None else generator.flops_per_pixel * width * height
+        async with AsyncExitStack() as stack:
+            if self.is_large(height, width, generator):
+                assert generator is not None  # only the pixel count sends one there without
+                # Taken before the decode, so a burst is refused at once; the request's
+                # lane.stylize then finds its place taken (other callers take theirs there).
+                self.large.check_capacity()
+                footprint = await self.large.footprint(generator)
+                held = self.cost(generator, data, width, height).held_bytes
+                cost = self.large.cost(footprint, held, width, height)
+                when = time.monotonic() if arrival is None else arrival
+                stack.enter_context(self.large.admission(cost, flops, when))
+            else:
+                cost = (
+                    Cost(width * height)
+                    if generator is None
+                    else self.cost(generator, data, width, height)
+                )
+                stack.enter_context(self.budget.reserve(cost))
+                if arrival is not None:
+                    timeout = self.settings.request_timeout_s
+                    stack.enter_context(self.pace.reserve(flops, arrival + timeout, timeout))
             yield
 
     async def decode(self, data: bytes, max_side: int) -> imaging.DecodedImage:
@@ -351,7 +360,7 @@ class InferenceRuntime:
         if self.is_large(height, width, generator):
             # The tiled lane works on the host, memory bounded by its tile.
             large = host_pixels(pixels)
-            return await self._stylize_large(
+            return await self.large.stylize(
                 generator, large, options, deadline, progress or self.progress.open(None)
             )
         key = BatchKey(self.mixer.model_key(generator), height, width)  # type: ignore[arg-type]
@@ -370,64 +379,6 @@ class InferenceRuntime:
         limit = self.budget.limit_bytes
         per_pixel = 0.0 if generator is None else generator.host_bytes_per_pixel
         return limit is not None and per_pixel * height * width > limit
-
-    def _check_large_capacity(self) -> None:
-        """Raise :class:`Overloaded` if the large-image lane is full."""
-        if self._large_slots >= self.settings.large_queue_size:
-            self.metrics.rejected.labels(reason="large_queue_full").inc()
-            raise Overloaded(
-                f"{self._large_slots} large images are waiting or running (more than "
-                f"{self.settings.tile_pixels} pixels each); retry later",
-                code="large_queue_full",
-                retry_after=30,
-            )
-
-    async def _stylize_large(
-        self,
-        generator: LoadedGenerator,
-        pixels: np.ndarray,
-        options: BlendOptions,
-        deadline: float,
-        progress: StylizeProgress,
-    ) -> Batched[np.ndarray]:
-        # A request admitted by admission() holds its place already; other callers
-        # take one here.
-        counted = not _LARGE_ADMITTED.get()
-        if counted:
-            self._check_large_capacity()
-        if self._large_pool is None:
-            raise RuntimeError("the inference runtime is not started")
-        self._large_slots += counted
-        submitted = time.monotonic()
-        try:
-            async with self._large_lock:
-                started = time.monotonic()
-                if started >= deadline:
-                    raise RequestTimeout("the request's deadline passed while it waited")
-                progress.start()
-                loop = asyncio.get_running_loop()
-                work = loop.run_in_executor(
-                    self._large_pool,
-                    functools.partial(
-                        stylize_large,
-                        generator,
-                        pixels,
-                        options,
-                        self.settings.tile_side,
-                        progress=progress.band,
-                    ),
-                )
-                try:
-                    value = await work
-                except asyncio.CancelledError:
-                    # The client went away (or the deadline passed): the forward stops at
-                    # its next band rather than running on for nobody.
-                    progress.stop.set()
-                    raise
-                self.metrics.inference.observe(time.monotonic() - started)
-            return Batched(value, 1, started - submitted, time.monotonic() - started)
-        finally:
-            self._large_slots -= counted
 
     def forget_style(self, style_id: str) -> None:
         """Drop a (deleted) style's record and generators."""
@@ -476,11 +427,23 @@ class InferenceRuntime:
     async def _release(self) -> None:
         await self._device().run(release_memory, self.device)
 
+    def _after_burst(self, peak_bytes: int) -> None:
+        """Give a big burst's freed heap back to the OS (the budget's last request ended)."""
+        threshold = self.settings.trim_after_bytes
+        if threshold and peak_bytes >= threshold and trim.available():
+            self.trims += 1
+            asyncio.get_running_loop().run_in_executor(None, trim.malloc_trim)
+
     async def _run_batch(
         self, key: Hashable, items: Sequence[Any]
     ) -> list[np.ndarray] | list[torch.Tensor]:
         generator = self.mixer.batch_generator(items)  # one style, or one family's styles
+        # Timed on the device thread as so much work: the rate time-aware admission uses.
+        height, width = key.height, key.width  # type: ignore[attr-defined]
+        flops = sum(i.generator.flops_per_pixel for i in items) * height * width
         return await self._device().run(
+            self.pace.measure,
+            flops,
             stylize_batch,
             generator,
             [i.pixels for i in items],

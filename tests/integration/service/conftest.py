@@ -81,3 +81,9 @@ def make_client(
 def client(make_client: Callable[..., AbstractContextManager[TestClient]]) -> Iterator[TestClient]:
     with make_client() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def photo_128(photo: Image.Image) -> bytes:
+    """The photo as a 128×96 JPEG (the budget and admission tests' request)."""
+    return image_bytes(photo.resize((128, 96)), "JPEG")

@@ -64,7 +64,7 @@ def test_a_full_large_lane_answers_429_at_once(
 ) -> None:
     with make_client(tile_pixels=64 * 64, large_queue_size=1) as client:
         runtime = client.app.state.runtime
-        runtime._large_slots = 1  # one large image is running
+        runtime.large.slots = 1  # one large image is running
         try:
             response = client.post(
                 "/stylize",
@@ -72,7 +72,7 @@ def test_a_full_large_lane_answers_429_at_once(
                 files={"image": ("p.jpg", image_bytes(photo.resize((97, 75))), "image/jpeg")},
             )
         finally:
-            runtime._large_slots = 0
+            runtime.large.slots = 0
         assert response.status_code == 429
         assert response.json()["error"]["code"] == "large_queue_full"
         assert "Retry-After" in response.headers

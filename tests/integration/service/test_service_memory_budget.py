@@ -16,19 +16,13 @@ from contextlib import AbstractContextManager
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
-from service_testing import assert_error, image_bytes, metric
+from service_testing import assert_error, metric
 from test_service_runtime import _runtime, _stylize, _until, device_held
 
 from service.runtime import InferenceRuntime
 from service.runtime.budget import Cost
 
 MakeClient = Callable[..., AbstractContextManager[TestClient]]
-
-
-@pytest.fixture(scope="module")
-def photo_128(photo: Image.Image) -> bytes:
-    return image_bytes(photo.resize((128, 96)), "JPEG")
 
 
 def _cost(runtime: InferenceRuntime, data: bytes, width: int, height: int) -> Cost:
