@@ -20,8 +20,7 @@ extra fields where the client can act on them (``style_id``, ``status``, ``field
     ├── QuotaExceeded         429   ``training_quota``: the key's trainings or budget
     ├── RateLimited           429   ``rate_limited``: the key's stylize token bucket is empty
     ├── TooManyStreams        429   ``too_many_streams``: the key's or address's event streams
-    ├── Unavailable           503   Redis / store down, ``streams_full``, ``would_time_out``
-    │                               (carries retry_after)
+    ├── Unavailable           503   Redis / store down, ``streams_full`` (carries retry_after)
     └── RequestTimeout        504   no answer within request_timeout_s of arrival
     PayloadTooLarge           413   body over the byte limit (an HTTPException: it is raised
                                     inside ``receive`` and must pass FastAPI's body parser)
@@ -277,6 +276,8 @@ def _map_library_error(exc: Exception) -> tuple[int, str, dict[str, Any]]:
         return 409, "invalid_transition", {"style_id": exc.style_id, "status": str(exc.current)}
     if isinstance(exc, ms.StyleExists):
         return 409, "style_exists", {"style_id": exc.style_id}
+    if isinstance(exc, ms.HasDependents):  # a delete that would strand stored deltas
+        return 409, "has_dependents", {"style_id": exc.style_id, "dependents": exc.dependents}
     if isinstance(exc, ms.Conflict | ms.BackendError):
         return 503, "store_unavailable", {}
     if isinstance(exc, StylesIncompatible):  # a blend of styles that share no base

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from model_store import Status, StyleRecord
+from model_store import Status, StyleRecord, VersionInfo
 from stylenet import TrainParams
 from stylenet.blend import MAX_STYLES, SPEC_PATTERN, BlendSpecError, parse_blend
 from stylenet.generators import MIN_SIDE
@@ -119,9 +119,41 @@ class VersionOut(BaseModel):
 
     version: int
     sha256: str
-    size: int
+    size: int = Field(description="Bytes of the generator file (what is served)")
+    stored_bytes: int = Field(
+        description="Bytes it takes in the store: `size`, or less for a version stored as "
+        "what differs from another style's weights (`storage.depends_on`)"
+    )
     created_at: datetime
     metrics: dict[str, Any]
+
+
+class ParentOut(BaseModel):
+    """The stored version whose tensors a version is stored over."""
+
+    style_id: str
+    version: int
+    sha256: str = Field(description="Its generator file's sha256, checked on every rebuild")
+
+
+class StorageOut(BaseModel):
+    """How the serving version's weights are stored."""
+
+    bytes: int = Field(description="Bytes the serving version takes in the store")
+    full_bytes: int = Field(description="Bytes of its generator file, as served")
+    depends_on: ParentOut | None = Field(
+        None,
+        description="Set when only the tensors that differ from this style version are "
+        "stored (a style adapted from another, e.g. only its γ/β): reads rebuild the file "
+        "from both, and that style cannot be deleted while this one needs it. Null: stored "
+        "in full",
+    )
+
+    @classmethod
+    def of(cls, info: VersionInfo) -> StorageOut:
+        """Return how the version ``info`` is stored."""
+        parent = None if info.delta is None else ParentOut(**info.delta.parent.to_json())
+        return cls(bytes=info.stored_size, full_bytes=info.size, depends_on=parent)
 
 
 class StyleLinks(BaseModel):
@@ -250,6 +282,11 @@ class StyleOut(BaseModel):
         "without a version. Styles blend (`POST /stylize` `style=a:0.7,b:0.3`) when their "
         "starts meet (docs/BLENDING.md)",
     )
+    storage: StorageOut | None = Field(
+        None,
+        description="How the serving version is stored: its bytes, and the style version "
+        "it is stored over (which base it depends on); null without a version",
+    )
     owner: str | None = Field(
         None,
         description="Id of the API key that created the style (16 hex digits of a digest, "
@@ -261,6 +298,7 @@ class StyleOut(BaseModel):
     def from_record(cls, rec: StyleRecord) -> StyleOut:
         """Build the document of a store record."""
         base = f"/styles/{rec.id}"
+        serving = rec.version_info()
         progress = None
         if rec.progress is not None:
             p = rec.progress
@@ -285,6 +323,7 @@ class StyleOut(BaseModel):
             error=rec.error,
             owner=rec.owner,
             start=StartOut.of(rec),
+            storage=None if serving is None else StorageOut.of(serving),
             loss_history=list(rec.loss_history),
             metrics=dict(rec.metrics),
             params=dict(rec.params),
@@ -293,6 +332,7 @@ class StyleOut(BaseModel):
                     version=v.version,
                     sha256=v.sha256,
                     size=v.size,
+                    stored_bytes=v.stored_size,
                     created_at=v.created_at,
                     metrics=dict(v.metrics),
                 )

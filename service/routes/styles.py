@@ -24,6 +24,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from model_store import (
     RESTARTABLE,
+    HasDependents,
     InvalidTransition,
     ModelStore,
     ModelStoreError,
@@ -408,6 +409,11 @@ def cancel_training(
 def _delete(store: ModelStore, training: TrainingQueue, style_id: str, caller: Caller) -> None:
     rec = store.get(style_id)
     check_manager(caller, rec.owner, rec.id, "delete")
+    # Before its run is stopped: a refused delete changes nothing. ``store.delete`` checks
+    # again, atomically with the delete (a child may be published meanwhile).
+    dependents = store.dependents(rec.id)
+    if dependents:
+        raise HasDependents(rec.id, dependents)
     outcome = _stop_run(store, training, rec)
     log.info("style %s deleted; training job: %s", style_id, outcome)
     store.delete(style_id)
@@ -419,12 +425,24 @@ def _delete(store: ModelStore, training: TrainingQueue, style_id: str, caller: C
     response_class=Response,
     dependencies=[RequireKey],
     summary="Delete a style (cancels its training)",
-    responses=_errors(401, 403, 404, owned=True),
+    responses={
+        **_errors(401, 403, 404, owned=True),
+        409: {
+            "model": ErrorOut,
+            "description": "has_dependents: other styles store only what differs from "
+            "this style's weights (`dependents` lists them); delete them first, or retrain "
+            "them until no version they keep is stored over it",
+        },
+    },
 )
 async def delete_style(
     style_id: str, store: StoreDep, training: TrainingDep, runtime: RuntimeDep, caller: CallerDep
 ) -> Response:
-    """Cancel the style's training if running, then delete it with all its versions."""
+    """Cancel the style's training if running, then delete it with all its versions.
+
+    Refused (409 ``has_dependents``, nothing changed) while other styles' versions are
+    stored as deltas over this style's weights (`storage.depends_on` of theirs).
+    """
     await anyio.to_thread.run_sync(_delete, store, training, style_id, caller)
     runtime.forget_style(style_id)
     return Response(status_code=204)
