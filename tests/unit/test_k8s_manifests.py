@@ -27,6 +27,7 @@ OVERLAYS = ("cpu", "gpu")
 KUBERNETES_VERSIONS = ("1.30.0", "1.34.0")
 SECRETS = {
     "stylize-api-keys": {"api_keys"},
+    "stylize-admin-keys": {"admin_keys"},
     "stylize-s3": {"credentials", "root_user", "root_password"},
 }
 # Variables that are not stylize settings, each read by a program the pods run.
@@ -211,6 +212,29 @@ def test_secrets_are_mounted_files_not_variables(overlay: tuple[str, list[Doc]])
     assert (
         api["STYLIZE_API_KEYS_FILE"]
         == compose["services"]["api"]["environment"]["STYLIZE_API_KEYS_FILE"]
+    )
+
+
+def test_admin_keys_come_from_their_secret_as_in_compose(overlay: tuple[str, list[Doc]]) -> None:
+    docs = overlay[1]
+    api = _container(docs, "Deployment", "api")
+    path = _environment(docs, api)["STYLIZE_ADMIN_KEYS_FILE"]
+    admin = yaml.safe_load((ROOT / "docker-compose.admin.yml").read_text())
+    assert path == admin["services"]["api"]["environment"]["STYLIZE_ADMIN_KEYS_FILE"]
+    # The file is the admin_keys key of stylize-admin-keys, where the API mounts its secrets.
+    pod = _get(docs, "Deployment", "api")["spec"]["template"]["spec"]
+    mount = next(m for m in api["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    sources = [s["secret"] for s in volume["projected"]["sources"] if "secret" in s]
+    items = {
+        (s["name"], i["key"]): f"{mount['mountPath']}/{i['path']}"
+        for s in sources
+        for i in s["items"]
+    }
+    assert items[("stylize-admin-keys", "admin_keys")] == path
+    # The worker has no use for them.
+    assert "STYLIZE_ADMIN_KEYS_FILE" not in _environment(
+        docs, _container(docs, "Deployment", "worker")
     )
 
 
