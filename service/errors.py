@@ -20,7 +20,8 @@ extra fields where the client can act on them (``style_id``, ``status``, ``field
     ├── QuotaExceeded         429   ``training_quota``: the key's trainings or budget
     ├── RateLimited           429   ``rate_limited``: the key's stylize token bucket is empty
     ├── TooManyStreams        429   ``too_many_streams``: the key's or address's event streams
-    ├── Unavailable           503   Redis / store down, ``streams_full`` (carries retry_after)
+    ├── Unavailable           503   Redis / store down, ``streams_full``, ``would_time_out``
+    │                               (carries retry_after)
     └── RequestTimeout        504   no answer within request_timeout_s of arrival
     PayloadTooLarge           413   body over the byte limit (an HTTPException: it is raised
                                     inside ``receive`` and must pass FastAPI's body parser)
