@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import itertools
 import json
 import os
@@ -107,6 +108,29 @@ def test_keys_come_from_a_secret_file_not_a_variable(compose: dict[str, Any]) ->
         assert service["environment"]["STYLIZE_REDIS_URL"] == "redis://redis:6379/0"
         assert service["environment"]["STYLIZE_MODEL_STORE"].startswith("${STYLIZE_MODEL_STORE")
     assert set(compose["volumes"]) == {"models", "redis-data"}
+
+
+def test_proxy_headers_are_trusted_from_the_compose_network_only(
+    compose: dict[str, Any],
+) -> None:
+    trusted = compose["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"]
+    (subnet,) = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    # One variable sets both, so the pinned network is what the API trusts.
+    assert trusted == subnet == "${STYLIZE_COMPOSE_SUBNET:-10.213.77.0/24}"
+    default = re.fullmatch(r"\$\{STYLIZE_COMPOSE_SUBNET:-(.+)\}", trusted)
+    assert default is not None
+    # A network uvicorn parses as one (a malformed one would be a literal nobody matches),
+    # private, and outside Docker's own pools (172.17.0.0/12 and 192.168.0.0/16).
+    network = ipaddress.ip_network(default[1])
+    assert network.is_private and network.prefixlen >= 16
+    for pool in ("172.16.0.0/12", "192.168.0.0/16"):
+        assert not network.overlaps(ipaddress.ip_network(pool))
+    example = (ROOT / ".env.example").read_text()
+    assert f"STYLIZE_COMPOSE_SUBNET={default[1]}\n" in example
+    # No service trusts proxy headers from anywhere.
+    for name in ("docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.admin.yml"):
+        for service in _compose(name)["services"].values():
+            assert service.get("environment", {}).get("FORWARDED_ALLOW_IPS") != "*", name
 
 
 def test_env_example_names_every_compose_variable() -> None:
