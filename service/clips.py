@@ -30,10 +30,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from service.errors import InvalidOption, Overloaded
+from service.errors import Overloaded
 from service.runtime import BlendOptions, InferenceRuntime
 from service.runtime.generators import LoadedGenerator
 from service.settings import ServiceSettings
+from service.uploads import capped_max_side
 from stylenet.temporal import ClipStatistics, WithStatistics, clip_statistics
 from stylenet.video import (
     OUTPUT_FORMATS,
@@ -145,13 +146,9 @@ async def stylize_clip_request(
 ) -> Response:
     """Answer ``POST /stylize`` for a clip (see the module docstring)."""
     options = ClipOptions.model_validate(fields)  # ValidationError -> 422
-    max_side = options.max_side or settings.clip_max_side
-    if max_side > settings.clip_max_side:
-        raise InvalidOption(
-            f"max_side: at most {settings.clip_max_side} for a clip",
-            field="max_side",
-            limit=settings.clip_max_side,
-        )
+    max_side = capped_max_side(
+        options.max_side, settings.clip_max_side, settings.clip_max_side, " for a clip"
+    )
     if _busy.locked():
         runtime.metrics.rejected.labels(reason="clip_busy").inc()
         raise Overloaded("a clip is being stylized; retry later", code="clip_busy", retry_after=30)

@@ -17,7 +17,6 @@ from typing import Any, BinaryIO
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
 from service.auth import KeyFirstRoute, client_id
@@ -25,10 +24,8 @@ from service.clips import CLIP_MEDIA_TYPES, is_clip, stylize_clip_request
 from service.deps import LimitsDep, RequireStylizeKey, RuntimeDep, SettingsDep, StylizeCallerDep
 from service.errors import (
     Conflict,
-    InvalidOption,
     RateLimited,
     RequestTimeout,
-    UnsupportedMediaType,
 )
 from service.imaging import MEDIA_TYPES
 from service.middleware import ARRIVAL
@@ -38,6 +35,7 @@ from service.runtime.blends import BlendTarget
 from service.runtime.progress import Canceled, StylizeProgress
 from service.schemas import ErrorOut, StylizeOptions
 from service.settings import ServiceSettings
+from service.uploads import capped_max_side, read_upload
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["stylize"], route_class=KeyFirstRoute)
@@ -194,27 +192,13 @@ class Limit:
 
 async def _read_input(request: Request) -> tuple[bytes, dict[str, Any]]:
     """Return the image bytes and the option fields (query string, then form fields)."""
-    fields: dict[str, Any] = dict(request.query_params)
-    content_type = request.headers.get("content-type", "application/octet-stream")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=32) as form:
-            upload = form.get(IMAGE_FIELD)
-            if not isinstance(upload, UploadFile):
-                raise InvalidOption(
-                    f"multipart requests need a file field {IMAGE_FIELD!r}",
-                    code="missing_image",
-                    field=IMAGE_FIELD,
-                )
-            data = await upload.read()
-            fields.update({k: v for k, v in form.multi_items() if isinstance(v, str)})
-        return data, fields
-    if media_type not in RAW_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with an "
-            f"{IMAGE_FIELD!r} file, or the image itself as image/jpeg, image/png or image/webp"
-        )
-    return await request.body(), fields
+    return await read_upload(
+        request,
+        file_fields=(IMAGE_FIELD,),
+        raw_types=RAW_TYPES,
+        missing_code="missing_image",
+        raw_description="the image itself as image/jpeg, image/png or image/webp",
+    )
 
 
 async def _process(
@@ -228,13 +212,7 @@ async def _process(
     client: str,
 ) -> Response:
     options = StylizeOptions.model_validate(fields)  # ValidationError -> 422
-    max_side = options.max_side or settings.max_side_default
-    if max_side > settings.max_side_limit:
-        raise InvalidOption(
-            f"max_side: at most {settings.max_side_limit}",
-            field="max_side",
-            limit=settings.max_side_limit,
-        )
+    max_side = capped_max_side(options.max_side, settings.max_side_default, settings.max_side_limit)
     # Admission by cost: the decoded size, from the header, priced with the generator's
     # memory per pixel (loaded first, on a miss) and reserved until the answer.
     width, height = runtime.probe(data, max_side)

@@ -22,7 +22,6 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from starlette.datastructures import UploadFile
 
 from service.auth import KeyFirstRoute, client_id, identify
 from service.clips import CLIP_MEDIA_TYPES, ClipOptions, is_clip
@@ -36,7 +35,6 @@ from service.deps import (
 )
 from service.errors import (
     Forbidden,
-    InvalidOption,
     NotFound,
     RateLimited,
     UnsupportedMediaType,
@@ -44,6 +42,7 @@ from service.errors import (
 from service.routes.events import KEEPALIVE_S, SlottedStream
 from service.schemas import ErrorOut
 from service.settings import ServiceSettings
+from service.uploads import capped_max_side, read_upload
 from service.videos import TERMINAL, VideoJobs, probe
 from stylenet.video import OUTPUT_FORMATS
 from stylenet.video_job import ClipJobSpec
@@ -69,39 +68,21 @@ def _error(text: str) -> dict[str, Any]:
 
 async def _read_clip(request: Request) -> tuple[bytes, dict[str, Any]]:
     """Return the clip's bytes and the options (query string, then form fields)."""
-    fields: dict[str, Any] = dict(request.query_params)
-    media_type = request.headers.get("content-type", "application/octet-stream")
-    media_type = media_type.split(";", 1)[0].strip().lower()
-    if media_type == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=32) as form:
-            upload = next(
-                (form.get(n) for n in CLIP_FIELDS if isinstance(form.get(n), UploadFile)), None
-            )
-            if not isinstance(upload, UploadFile):
-                raise InvalidOption(
-                    "multipart requests need a file field 'clip'", code="missing_clip", field="clip"
-                )
-            data = await upload.read()
-            fields.update({k: v for k, v in form.multi_items() if isinstance(v, str)})
-        return data, fields
-    if media_type not in RAW_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with a "
-            "'clip' file, or the clip itself (video/mp4, video/webm, image/gif, image/webp)"
-        )
-    return await request.body(), fields
+    return await read_upload(
+        request,
+        file_fields=CLIP_FIELDS,
+        raw_types=RAW_TYPES,
+        missing_code="missing_clip",
+        raw_description="the clip itself (video/mp4, video/webm, image/gif, image/webp)",
+    )
 
 
 def _spec(
     settings: ServiceSettings, options: ClipOptions, style_id: str, version: int
 ) -> ClipJobSpec:
-    max_side = options.max_side or settings.clip_max_side
-    if max_side > settings.clip_max_side:
-        raise InvalidOption(
-            f"max_side: at most {settings.clip_max_side} for a clip",
-            field="max_side",
-            limit=settings.clip_max_side,
-        )
+    max_side = capped_max_side(
+        options.max_side, settings.clip_max_side, settings.clip_max_side, " for a clip"
+    )
     return ClipJobSpec(
         style_id=style_id,
         version=version,
