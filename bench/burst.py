@@ -8,12 +8,16 @@ and sends ``--n`` concurrent uploads of one 4000×3000 JPEG photo, once per budg
 * ``off``: neither budget (``STYLIZE_INFLIGHT_PIXELS`` 10¹², ``STYLIZE_INFLIGHT_BYTES`` 0);
 * ``pixels``: the pixel budget alone (its default; no memory budget);
 * ``default``: both budgets at their defaults;
+* ``no-deadline``: both budgets at their defaults, time-aware admission off
+  (``STYLIZE_DEADLINE_ADMISSION=false``: requests wait and may get 504);
 * a number: ``STYLIZE_INFLIGHT_BYTES`` of that many MiB, the pixel budget's default.
 
-Reports 200/429/504 counts, p50/p99 latency of the 200s and the 429s, the service
+Time-aware admission (``service/runtime/pace.py``) is on in every run but ``no-deadline``:
+a request the work ahead would keep past its deadline gets 503 ``would_time_out`` at once.
+Reports 200/429/503/504 counts, p50/p99 latency of the 200s, 429s and 503s, the service
 process's RSS when ready (idle), at its peak (psutil, sampled every 50 ms) and 5 s after
-the burst, and the bound the memory budget promises: idle + ``inflight_bytes`` (plus the
-large lane's one tiled image, which is not charged to it). Prints a Markdown table and
+the burst, and the bound the memory budget promises: idle + ``inflight_bytes`` (the large
+lane's tiled image is charged to it too). Prints a Markdown table and
 writes JSON (``bench/results/burst.json``). Not a test: the load generator shares the
 machine.
 
@@ -121,7 +125,7 @@ def summarize(
 ) -> dict[str, Any]:
     codes = Counter(code for code, _ in results)
     row: dict[str, Any] = {"budget": name, "codes": dict(sorted(codes.items()))}
-    for code in (200, 429, 504):
+    for code in (200, 429, 503, 504):
         times = [t for c, t in results if c == code]
         row[f"p50_{code}_s"] = percentile(times, 50) if times else None
         row[f"p99_{code}_s"] = percentile(times, 99) if times else None
@@ -141,6 +145,8 @@ def budget_env(name: str) -> tuple[dict[str, str], int | None]:
         return {"STYLIZE_INFLIGHT_BYTES": "0"}, None
     if name == "default":
         return {}, DEFAULT_BYTES
+    if name == "no-deadline":
+        return {"STYLIZE_DEADLINE_ADMISSION": "false"}, DEFAULT_BYTES
     return {"STYLIZE_INFLIGHT_BYTES": str(int(name) * MiB)}, int(name) * MiB
 
 
@@ -149,17 +155,19 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "–" if v is None else f"{v:.2f}"
 
     lines = [
-        "| budget | 200 | 429 | 504 | other | 200 p50/p99 s | 429 p50/p99 s "
-        "| RSS idle → peak → after MB | bound MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| budget | 200 | 429 | 503 | 504 | other | 200 p50/p99 s | 429 p50/p99 s "
+        "| 503 p50/p99 s | RSS idle → peak → after MB | bound MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["codes"]
-        other = sum(v for k, v in c.items() if k not in (200, 429, 504))
+        other = sum(v for k, v in c.items() if k not in (200, 429, 503, 504))
         lines.append(
-            f"| {r['budget']} | {c.get(200, 0)} | {c.get(429, 0)} | {c.get(504, 0)} | {other} "
+            f"| {r['budget']} | {c.get(200, 0)} | {c.get(429, 0)} | {c.get(503, 0)} "
+            f"| {c.get(504, 0)} | {other} "
             f"| {fmt(r['p50_200_s'])}/{fmt(r['p99_200_s'])} "
             f"| {fmt(r['p50_429_s'])}/{fmt(r['p99_429_s'])} "
+            f"| {fmt(r['p50_503_s'])}/{fmt(r['p99_503_s'])} "
             f"| {r['rss_baseline_mb']:.0f} → {r['rss_peak_mb']:.0f} → {r['rss_after_mb']:.0f} "
             f"| {'–' if r['bound_mb'] is None else round(r['bound_mb'])} |"
         )
