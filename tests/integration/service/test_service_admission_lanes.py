@@ -131,6 +131,29 @@ def test_the_large_lane_is_charged_to_the_memory_budget(
         assert runtime.large.pace.rate.measured == 1  # the tiled forward was timed
 
 
+def test_the_large_lane_admits_by_time_too(make_client: MakeClient, photo_128: bytes) -> None:
+    with make_client(tile_pixels=64 * 64, tile_side=32, large_request_timeout_s=600) as client:
+        runtime = _runtime(client)
+        assert _stylize(client, photo_128, max_side=64).status_code == 200  # loaded
+        (generator,) = runtime.cache._entries.values()
+        pace = runtime.large.pace
+        with large_lane_held(runtime) as release, ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_stylize, client, photo_128, max_side=128)
+            _until(lambda: pace.holders == 1)
+            # As if a tiled 128×96 took 400 s: 400 ahead + 400 is past the 600 s it has.
+            pace.rate.seconds_per_flop = 400.0 / (generator.flops_per_pixel * 128 * 96)
+            refused = _stylize(client, photo_128, max_side=128)
+            error = assert_error(refused, 503, "would_time_out")
+            assert error["lane"] == "large-image"
+            assert error["wait_seconds"] == pytest.approx(400.0, abs=0.2)
+            # A fresh request fits once 400 - t + 400 <= 600: in 200 s.
+            assert int(refused.headers["retry-after"]) in (200, 201)  # ceil of float seconds
+            assert runtime.large.slots == 1 and runtime.budget.holders == 1
+            release.set()
+            assert first.result(timeout=120).status_code == 200
+        assert pace.holders == 0 and runtime.large.slots == 0
+
+
 @pytest.mark.skipif(not trim.available(), reason="malloc_trim needs Linux with glibc")
 def test_the_heap_is_trimmed_when_a_big_burst_ends(
     make_client: MakeClient, photo_128: bytes
