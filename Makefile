@@ -36,7 +36,7 @@ WEBVENDOR := service/static/vendor/onnxruntime-web/.installed-$(shell sed -n 's/
 
 setup: $(STAMP) $(LOSSNET) $(CORPUS) $(WEBVENDOR)
 
-# The browser tests (tests/e2e/test_web_ui.py) drive Debian's chromium; installed when root.
+# The browser tests (tests/e2e/test_web_*.py) drive Debian's chromium; installed when root.
 chromium:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

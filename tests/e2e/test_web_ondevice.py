@@ -14,27 +14,19 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+from browser_testing import REPO, axe_script, skip_without_browser
 from PIL import Image
 from service_testing import running_service
 
 from service import webvendor
 from stylenet import samples
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-
-if not CHROMIUM.exists() and not os.environ.get("CI"):
-    pytest.skip(f"no {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+skip_without_browser()  # the session's Chromium: the ``browser`` fixture of conftest.py
 if not webvendor.installed() and not os.environ.get("CI"):
     pytest.skip("onnxruntime-web is not installed (make setup)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.timeout(300)
-#: axe-core as tests/e2e/test_web_ui.py installs it (the audit below runs when it is there).
-AXE = (
-    Path(os.environ.get("STYLIZE_CACHE_DIR") or Path.home() / ".cache/stylize")
-    / "npm/axe-core-4.10.3/node_modules/axe-core/axe.min.js"
-)
+#: axe-core as the ``axe_js`` fixture installs it (the audit below runs when it is there).
+AXE = axe_script()
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +40,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     with running_service(root, env) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

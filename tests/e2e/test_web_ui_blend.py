@@ -1,28 +1,38 @@
-"""The page blends two styles of one base (issue 27) in a real browser (fixtures of
-test_web_ui.py): the second style offers only styles that share a base, the slider sets
-the weights, and the result is the service's blend. Screenshots in test-artifacts/web-ui/."""
+"""The page blends two styles of one base (issue 27) in a real browser (the session's
+Chromium, tests/e2e/conftest.py, on a stack of this module's own): the second style offers
+only styles that share a base, the slider sets the weights, and the result is the
+service's blend. Screenshots in test-artifacts/web-ui/."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import test_web_ui as ui
 from blend_testing import build_family_store
+from browser_testing import ARTIFACTS, REPO, skip_without_browser
 from PIL import Image
-from test_web_ui import ARTIFACTS
+from stack_testing import running_stack
 
-# The page's fixtures, shared with test_web_ui.py (this module gets its own stack).
-browser, page, stack = ui.browser, ui.page, ui.stack
-
+skip_without_browser()
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A stack of this module's own, not the session's: the family written straight into
+    its store would be warm starts (``init: auto``) of the other modules' trainings."""
+    root = tmp_path_factory.mktemp("blend-stack")
+    with running_stack(root) as (url, _process):
+        yield url, root
 
 
 def test_blend_two_styles_with_a_slider(page, stack, tiny_generator_bytes: bytes) -> None:
     url, root = stack
-    painting = (ui.REPO / "demo_styles/scream/style.jpg").read_bytes()
+    painting = (REPO / "demo_styles/scream/style.jpg").read_bytes()
     build_family_store(root / "data", tiny_generator_bytes, painting)  # the stack's store
     photo = root / "data/content/chelsea.png"
     page.goto(url + "/")

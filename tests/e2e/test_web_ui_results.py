@@ -1,9 +1,10 @@
-"""Results on the page (issue 26 item e) in a real browser, with the fixtures of
-test_web_ui.py: a history of results kept in the browser (IndexedDB) that survives a
-reload, opens again in the result viewer, downloads and deletes; one photo in two styles
-side by side; a batch of photos (chosen or dropped together) downloaded as one zip that
-the page writes itself (service/static/zip.js), failed photos listed with their error.
-Screenshots of the page at both sizes go to /tmp/shots/results-*.png."""
+"""Results on the page (issue 26 item e) in a real browser (the session's stack and
+Chromium, tests/e2e/conftest.py): a history of results kept in the browser (IndexedDB)
+that survives a reload, opens again in the result viewer, downloads and deletes; one
+photo in two styles side by side; a batch of photos (chosen or dropped together)
+downloaded as one zip that the page writes itself (service/static/zip.js), failed photos
+listed with their error. Screenshots of the page at both sizes go to
+/tmp/shots/results-*.png."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import test_web_ui as ui
+from browser_testing import (
+    ARTIFACTS,
+    LAPTOP,
+    PHONE,
+    axe_violations,
+    offline_page,
+    shown_at,
+    skip_without_browser,
+)
 from PIL import Image
-from test_web_ui import LAPTOP, PHONE, _axe_violations, _offline_page, _shown_at
 
 from stylenet import samples
 
-# The page's fixtures, shared with test_web_ui.py (this module gets its own stack).
-browser, page, stack, axe_js = ui.browser, ui.page, ui.stack, ui.axe_js
-
+skip_without_browser()
 pytestmark = pytest.mark.timeout(300)
 SHOTS = Path("/tmp/shots")
 ITEMS = "#history-list li"
@@ -103,9 +109,9 @@ def test_results_are_kept_across_a_reload_and_open_again(page, stack, photos) ->
     page.wait_for_selector("#result:not([hidden])")
     assert page.text_content("#result-caption").startswith("chelsea.jpg: The Scream")
     assert page.evaluate("() => [result.naturalWidth, result.naturalHeight]") == [128, 96]
-    assert _shown_at(page, 0.5) == ["result"]
+    assert shown_at(page, 0.5) == ["result"]
     page.locator("#split").fill("100")
-    assert _shown_at(page, 0.5) == ["original"]
+    assert shown_at(page, 0.5) == ["original"]
     with page.expect_download() as download:
         page.click("#download")
     assert download.value.suggested_filename == "chelsea-scream.jpg"
@@ -242,7 +248,7 @@ def test_a_batch_lists_failed_photos_and_zips_the_rest(page, stack, photos) -> N
     assert states[0].startswith("done") and states[2].startswith("done"), states
     assert states[1].startswith("failed: ") and "image" in states[1], states
     assert page.text_content("#batch-status") == "2 of 3 done, 1 failed."
-    page.screenshot(path=ui.ARTIFACTS / "results-batch-failed.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / "results-batch-failed.png", full_page=True)
     with page.expect_download() as download:
         page.click("#batch-zip")
     archive = _zip_of(download.value)
@@ -285,7 +291,7 @@ def test_results_are_accessible_and_fit_the_screen(
     url, _ = stack
     name = "phone" if viewport is PHONE else "laptop"
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context, page = _offline_page(browser, url, viewport)
+    context, page = offline_page(browser, url, viewport)
     try:
         _open(page, url)
         _stylize(page, photos["chelsea"], "scream")
@@ -299,7 +305,7 @@ def test_results_are_accessible_and_fit_the_screen(
         page.click("#batch-go")
         page.wait_for_selector("#batch-zip:not([hidden])")
         _kept(page, 4)
-        violations = _axe_violations(page, axe_js)
+        violations = axe_violations(page, axe_js)
         overflow = page.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
         page.screenshot(path=SHOTS / f"results-{name}.png", full_page=True)
         page.locator("#history").scroll_into_view_if_needed()

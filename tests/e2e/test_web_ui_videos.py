@@ -1,19 +1,18 @@
-"""A clip on the web page (issue 29) in a real browser (fixtures of test_web_ui.py): picked
-on the photo card, stylized by a job on the stack's worker (POST /videos), its progress
-followed, and the result playing beside the original. Screenshots: test-artifacts/web-ui/."""
+"""A clip on the web page (issue 29) in a real browser (the session's stack and
+Chromium, tests/e2e/conftest.py): picked on the photo card, stylized by a job on the
+stack's worker (POST /videos), its progress followed, and the result playing beside the
+original. Screenshots: test-artifacts/web-ui/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import test_web_ui as ui
-from test_web_ui import ARTIFACTS
+from browser_testing import ARTIFACTS, skip_without_browser
 
 from tests.clip_testing import make_clip
 
-browser, page, stack = ui.browser, ui.page, ui.stack
-
+skip_without_browser()
 pytestmark = pytest.mark.timeout(300)
 
 

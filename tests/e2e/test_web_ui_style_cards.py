@@ -1,23 +1,18 @@
-"""The web page's answers to issue 26 in a real browser (fixtures of test_web_ui.py):
-a queued style's place in line, train again with other parameters, style details in
-the user's words with the painting enlarged, and progress with a cancel for a long
-stylize. Screenshots go to test-artifacts/web-ui/."""
+"""A style's card on the web page in a real browser (the session's stack and Chromium,
+tests/e2e/conftest.py; issue 26): a queued style's place in line, train again with other
+parameters, the style's details in the user's words with the painting enlarged, and the
+quality score in words. Screenshots go to test-artifacts/web-ui/."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import test_web_ui as ui
-from PIL import Image
-from test_web_ui import ARTIFACTS, REPO, _card
+from browser_testing import ARTIFACTS, REPO, skip_without_browser, style_card
 
-# The page's fixtures, shared with test_web_ui.py (this module gets its own stack).
-browser, page, stack = ui.browser, ui.page, ui.stack
-
+skip_without_browser()
 pytestmark = pytest.mark.timeout(300)
 TINY = {"image_size": 32, "style_size": 32, "batch_size": 1, "width": 0.25, "holdout": 1}
 
@@ -50,7 +45,7 @@ def test_a_queued_style_shows_its_place_in_line(page, stack) -> None:
     try:
         _wait_status(url, first["id"], {"training"})
         page.goto(url + "/")
-        card = _card(page, "Waiting behind")
+        card = style_card(page, "Waiting behind")
         card.wait_for()
         text = card.locator(".ptext")
         page.wait_for_function("e => e.textContent.includes('in line')", arg=text.element_handle())
@@ -68,7 +63,7 @@ def test_train_again_with_other_parameters(page, stack) -> None:
     _wait_status(url, style["id"], {"ready"})
     page.on("dialog", lambda dialog: dialog.accept())  # "it will take about …; start it?"
     page.goto(url + "/")
-    card = _card(page, "Retrained")
+    card = style_card(page, "Retrained")
     card.wait_for()
     card.locator(".again").click()
     page.wait_for_selector("#retrain[open]")
@@ -92,7 +87,7 @@ def test_train_again_with_other_parameters(page, stack) -> None:
 def test_style_details_speak_user_and_the_painting_enlarges(page, stack) -> None:
     url, _ = stack
     page.goto(url + "/")
-    card = _card(page, "The Scream")
+    card = style_card(page, "The Scream")
     card.wait_for()
     card.locator(".more summary").click()
     detail = card.locator(".detail").text_content()
@@ -111,7 +106,7 @@ def test_style_details_speak_user_and_the_painting_enlarges(page, stack) -> None
 def test_the_quality_score_reads_in_words(page, stack) -> None:
     url, _ = stack
     page.goto(url + "/")
-    _card(page, "The Scream").wait_for()
+    style_card(page, "The Scream").wait_for()
     # fillCard draws any document; these are the API's score states.
     texts = page.evaluate(
         """async () => {
@@ -130,25 +125,3 @@ def test_the_quality_score_reads_in_words(page, stack) -> None:
     )
     assert "Quality score: scoring…" in texts[0]
     assert "Quality score at most 0.83" in texts[1]
-
-
-def test_a_long_stylize_shows_progress_and_can_be_canceled(page, stack, tmp_path: Path) -> None:
-    url, root = stack
-    # A print-size photo (over the 2048² tile threshold): the tiled lane, minutes on a CPU.
-    big = tmp_path / "big.jpg"
-    Image.open(root / "data/content/chelsea.png").convert("RGB").resize((2600, 1700)).save(big)
-    page.goto(url + "/")
-    page.wait_for_selector("#gallery input[value=scream]", state="attached")
-    page.set_input_files("#photo", str(big))
-    page.check("#print-size")
-    page.click("#stylize-btn")
-    page.wait_for_selector("#stylize-progress:not([hidden])")
-    page.wait_for_function("() => document.querySelector('#stylize-bar').value > 0")
-    assert "Stylizing in tiles" in page.text_content("#stylize-status")
-    page.screenshot(path=ARTIFACTS / "26-stylize-progress.png")
-    page.click("#stylize-cancel")
-    page.wait_for_function(
-        "() => document.querySelector('#stylize-status').textContent === 'Canceled.'"
-    )
-    assert page.is_hidden("#stylize-progress") and page.is_hidden("#stylize-error")
-    assert page.is_hidden("#result-box")
