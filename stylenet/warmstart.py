@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,14 @@ def signature_distance(
 
 
 class SignatureCache:
-    """Style signatures on disk (fp16 safetensors), so each painting is measured once."""
+    """Style signatures on disk (bf16 safetensors), so each painting is measured once.
+
+    bf16, not fp16: a photo's deeper Grams exceed fp16's 65,504 and became ``inf``, whose
+    distance to anything is ``inf`` (or NaN), so no nearest style was ever found for it.
+    """
+
+    #: In the cache key: signatures written as fp16 (format 1) are measured again.
+    FORMAT = 2
 
     def __init__(self, folder: Path) -> None:
         """Keep signatures under ``folder`` (created on the first write)."""
@@ -164,7 +172,8 @@ class SignatureCache:
     ) -> dict[str, torch.Tensor]:
         """Return the signature of ``image`` under ``settings``, computing it once."""
         digest = hashlib.sha256(image)
-        digest.update(json.dumps(dict(settings), sort_keys=True, default=str).encode())
+        keyed = {**settings, "signature_format": self.FORMAT}
+        digest.update(json.dumps(keyed, sort_keys=True, default=str).encode())
         path = self.folder / f"{digest.hexdigest()[:32]}.safetensors"
         try:
             return {k: v.float() for k, v in load_file(path).items()}
@@ -172,7 +181,7 @@ class SignatureCache:
             pass
         # Rounded as stored, so a painting compared with itself is at distance 0 whether
         # or not its signature came from the cache.
-        signature = {k: v.half().contiguous() for k, v in compute().items()}
+        signature = {k: v.bfloat16().contiguous() for k, v in compute().items()}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, save(signature))
@@ -194,6 +203,11 @@ def nearest_style(
         if signature is None:
             continue
         distance = signature_distance(signature, target, weights)
+        if not math.isfinite(distance):
+            # A painting whose Grams overflow or are empty (too small for the deepest
+            # layer) has no distance; a NaN taken first would win every comparison.
+            log.warning("no style distance to %s: %s", candidate.style_id, distance)
+            continue
         if best is None or distance < best[1]:
             best = (candidate, distance)
     return best

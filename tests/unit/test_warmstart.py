@@ -195,3 +195,24 @@ def cache(tmp_path: Path) -> Path:
     root.mkdir()
     (root / "lossnet").symlink_to(default_cache_dir() / "lossnet")
     return root
+
+
+def test_nearest_style_skips_a_candidate_without_a_finite_distance() -> None:
+    """A NaN distance (a signature of empty or overflowed Grams) must never win."""
+    from stylenet.warmstart import nearest_style
+
+    nan_first = _start("style", QUARTER, 1, style_id="broken", version=1)
+    fine = _start("style", QUARTER, 2, style_id="fine", version=1)
+    target = {"relu1_1": torch.zeros(4, 4)}
+    signatures = {
+        "broken": {"relu1_1": torch.full((4, 4), float("nan"))},
+        "fine": {"relu1_1": torch.ones(4, 4)},
+    }
+    found = nearest_style(
+        [nan_first, fine], lambda c: signatures[c.style_id], target, {"relu1_1": 1.0}
+    )
+    assert found is not None and found[0].style_id == "fine" and found[1] == 1.0
+    assert (
+        nearest_style([nan_first], lambda c: signatures[c.style_id], target, {"relu1_1": 1.0})
+        is None
+    )
