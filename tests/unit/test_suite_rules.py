@@ -81,3 +81,15 @@ assert len(items) < 3
 """
     assert _upper_bounds_on_time(ast.parse(caught)) == [2, 3, 4, 5]
     assert _upper_bounds_on_time(ast.parse(allowed)) == []
+
+
+def test_test_files_have_unique_names() -> None:
+    """Test folders have no ``__init__.py``: pytest imports each file by its bare name, so
+    two ``test_x.py`` in different folders collide ("import file mismatch") in one run."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(TESTS)} and {path.relative_to(TESTS)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, clashes

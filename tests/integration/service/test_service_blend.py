@@ -154,6 +154,8 @@ def test_a_style_says_where_it_started(client, family):  # noqa: F811
 
 
 def test_deleting_a_style_drops_its_blends(client, small_png: bytes):
+    # Both blends here: under xdist the module's other tests may run in another process.
+    assert _post(client, small_png, style="a:0.7,b:0.3").status_code == 200
     assert _post(client, small_png, style="b:0.2,c:0.8").status_code == 200
     runtime = _runtime(client)
     runtime.forget_style("c")
