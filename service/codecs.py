@@ -48,7 +48,18 @@ log = logging.getLogger(__name__)
 # torchvision 0.29 deprecates its codecs in favour of TorchCodec (not a dependency here)
 # and warns on every call: once per request is noise, so silence that one warning.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io\.image")
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # noqa: E402
+
+
+def _tvio():
+    """Return ``torchvision.io``, imported on first use.
+
+    Importing torchvision loads torch._dynamo: 1.5 s of CPU at every API process start,
+    for the device codecs only.
+    """
+    import torchvision.io
+
+    return torchvision.io
+
 
 #: SOF markers both libjpeg (PIL) and nvJPEG decode: baseline, extended and progressive
 #: Huffman. Lossless, hierarchical and arithmetic-coded frames go to PIL.
@@ -275,7 +286,8 @@ class ImageCodecs:
         """Decode ``(jpeg, orientation)`` pairs into upright ``H×W×3`` device tensors."""
         assert self.device is not None
         inputs = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob, _ in items]
-        images = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=self.device)
+        tvio = _tvio()
+        images = tvio.decode_jpeg(inputs, mode=tvio.ImageReadMode.RGB, device=self.device)
         upright = []
         for chw, (_, orientation) in zip(images, items, strict=True):
             hwc = chw.permute(1, 2, 0)  # a view: the consumer makes NCHW again
@@ -308,7 +320,7 @@ class ImageCodecs:
         # encode_jpeg takes one quality per call: one batched call per quality.
         for quality in {q for _, q in items}:
             which = [i for i, (_, q) in enumerate(items) if q == quality]
-            encoded = encode_jpeg([items[i][0] for i in which], quality=quality)
+            encoded = _tvio().encode_jpeg([items[i][0] for i in which], quality=quality)
             for i, blob in zip(which, encoded, strict=True):
                 out[i] = blob.cpu().numpy().tobytes()
         self.device_encodes += len(items)
