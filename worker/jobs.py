@@ -58,7 +58,7 @@ from .errors import (
     describe_failure,
     readable,
 )
-from .lock import StyleLock, lock_token
+from .lock import StyleLock, holder, lock_token
 from .progress import PREVIEW_MAX_SIDE, ProgressReporter, guard_store_write
 from .recovery import JOB_FUNCTION, clear_scratch
 from .scoring import enqueue_score, score_published, score_version
@@ -418,9 +418,22 @@ class TrainingRun:
             token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         lock = StyleLock(connection, self.style_id, token, self.settings.lock_ttl_s)
         # Wait out a dead holder's lease; a live orphan gives it up at its next report.
-        if not lock.acquire(wait_s=self.settings.lock_ttl_s + 5):
+        acquired = lock.acquire(wait_s=self.settings.lock_ttl_s + 5)
+        # Another run of this very job (RQ took its worker for dead and requeued it) holds a
+        # live lease: wait for it as long as it lives. Giving up would spend this job's
+        # retries and fail the style under a healthy run; once it ends, this run finds the
+        # version published (and ends), or takes over from its checkpoint.
+        while not acquired and self.job is not None and self._held_by_this_job(connection):
+            log.info("style %s: another run of this job is training; waiting", self.style_id)
+            acquired = lock.acquire(wait_s=self.settings.lock_ttl_s + 5)
+        if not acquired:
             raise StyleBusy(f"another job is already training style {self.style_id}")
         self._lock = lock
+
+    def _held_by_this_job(self, connection: Redis) -> bool:
+        """Whether the style's lease is held by a run of this job on another worker."""
+        token = holder(connection, self.style_id)
+        return self.job is not None and token is not None and token.endswith(f":{self.job.id}")
 
     def _check_alive(self) -> None:
         if self._lock is not None and self._lock.lost.is_set():

@@ -180,10 +180,12 @@ def test_warm_shutdown_requeues_without_using_a_retry(
 def test_a_job_run_twice_never_trains_twice_at_once(
     worker_env: WorkerEnv, style_image: Image.Image
 ) -> None:
-    # The first run must outlast a second worker's start (4.5 s on a loaded CI machine,
-    # where 24 iterations had ended 4.3 s after they began): about 15 s of training.
-    params = {**LONG, "iterations": 100}
-    style_id, job, first = _start_training(worker_env, style_image, params=params)
+    # The first run must outlast a second worker's start and the duplicate's own wait for
+    # the lease (lock TTL + 5 s = 10 s; with one retry, spent by the requeue, the duplicate
+    # used to fail the style under the healthy first run then, as it did on a loaded
+    # machine): about 30 s of training on a quiet 2-core machine.
+    params = {**LONG, "iterations": 200}
+    style_id, job, first = _start_training(worker_env, style_image, retries=1, params=params)
     worker_env.wait_horse(style_id, min_iteration=2)
     second = worker_env.start_worker()
     wait_for(lambda: worker_env.rq_worker_state(second) == "idle", 30, "the second worker")
@@ -197,7 +199,8 @@ def test_a_job_run_twice_never_trains_twice_at_once(
     wait_for(lambda: worker_env.rq_worker_state(second) == "busy", 10, "the duplicate run")
     assert lock.holder(worker_env.redis, style_id) == lock.lock_token(first.name, job.id)
 
-    rec = worker_env.wait_status(style_id, "ready")
+    rec = worker_env.wait_status(style_id, "ready", "failed")
+    assert rec.status == "ready", rec.error
     wait_for(lambda: worker_env.rq_worker_state(second) == "idle", 30, "the duplicate to end")
     rec = worker_env.record(style_id)
     assert [v.version for v in rec.versions] == [1]  # trained and published once
