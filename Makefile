@@ -83,7 +83,7 @@ run: setup
 test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup   # processes: tests/parallel.py
 
 # The deployment test (tests/deploy): builds the image and drives the compose stack, as the
 # README's Deployment section tells a user, under a real Docker engine (as root, installed

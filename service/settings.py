@@ -143,8 +143,8 @@ class ServiceSettings(FileVariablesSettings):
             ``auto`` (bfloat16 when the CPU has bf16 instructions, AVX512-BF16 or AMX:
             1.5× faster at 512² on such a CPU, mean change 0.4–0.6 of 255). CUDA always
             runs bf16 autocast.
-        torch_threads: intra-op threads of the device executor (0: one per CPU, shared
-            out among ``workers``).
+        torch_threads: intra-op threads of the device executor (0: ``OMP_NUM_THREADS``
+            where set, else one per CPU, shared out among ``workers``).
         backend: what runs the generators on a CPU device: ``torch`` (``cpu_dtype``),
             ``onnxruntime`` (the style's ONNX export on ONNX Runtime, float32) or
             ``auto`` (both timed at start at 256² on a generator of the default
@@ -394,6 +394,11 @@ class ServiceSettings(FileVariablesSettings):
         """Return the intra-op thread count the device executor uses (its share of the CPUs)."""
         if self.torch_threads:
             return self.torch_threads
+        # The standard knob of every OpenMP program, set by container platforms and by a
+        # host that runs other work beside the service (the test suite's processes too).
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if omp.isdigit() and int(omp) > 0:
+            return int(omp)
         return max(1, cpu_count() // max(1, self.workers))
 
 

@@ -25,6 +25,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: The shared stack's tiled-inference threshold (STYLIZE_TILE_PIXELS; 2048² by default).
+TILE_PIXELS = 1024 * 1024
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 AXE_VERSION = "4.10.3"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from parallel import cores, share_the_cores
 from PIL import Image
 
 from stylenet import TrainParams, image_to_tensor, samples
@@ -13,14 +14,49 @@ from stylenet.data import ContentImages, center_crop, find_images, split_holdout
 from stylenet.generators import build_generator
 from stylenet.train import build_loss, evaluate
 
+share_the_cores()  # before any test starts torch work or a process
 
+#: Files whose tests each start their own processes (function-scoped stacks, workers, Redis):
+#: spread one by one over the xdist processes. Any other file's tests stay together, so its
+#: module-scoped fixtures (a stack, a service, a trained generator) start once.
+_SPREAD = ("chaos/", "integration/training_worker/")
+#: The longest units first, so that none of them starts last and holds up the end.
+_FIRST = ("e2e/test_web_", "e2e/", "chaos/", "integration/training_worker/", "integration/")
+
+
+def _unit_of_work(item: pytest.Item) -> str | None:
+    """The xdist group of ``item`` (``--dist loadgroup``): tests that share a start-up."""
+    path = item.nodeid.split("::")[0].removeprefix("tests/")
+    if path.startswith("e2e/test_web_"):
+        return "browser"  # one stack and one Chromium for every page test (e2e/conftest.py)
+    if path.startswith(_SPREAD):
+        return None
+    return path
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid.removeprefix("tests/")
+    return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: the collection order within each rank
+    for item in items:
+        group = _unit_of_work(item)
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one process more than the cores (half the tests wait on processes)."""
+    return min(8, cores() + 1)
 
 
 @pytest.fixture(scope="session")

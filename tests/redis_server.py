@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,14 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from parallel import free_port
 
 from service.launcher import redis_server_binary  # the one lookup `stylize up` uses
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisProcess:

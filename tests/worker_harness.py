@@ -46,6 +46,11 @@ TINY = {
 }
 
 
+#: The default hang guard of the waits below: generous, since ``make test`` runs several
+#: test processes on the cores at once; a quiet machine needs a fraction of it.
+HANG_S = 240.0
+
+
 def wait_for(check: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -160,7 +165,7 @@ class WorkerEnv:
     def record(self, style_id: str) -> StyleRecord:
         return self.store.get(style_id)
 
-    def wait_status(self, style_id: str, *statuses: str, timeout: float = 90) -> StyleRecord:
+    def wait_status(self, style_id: str, *statuses: str, timeout: float = HANG_S) -> StyleRecord:
         def done() -> StyleRecord | None:
             rec = self.record(style_id)
             return rec if rec.status in statuses else None
@@ -171,7 +176,7 @@ class WorkerEnv:
             print(self.logs())
             raise
 
-    def wait_horse(self, style_id: str, min_iteration: int = 0, timeout: float = 60) -> int:
+    def wait_horse(self, style_id: str, min_iteration: int = 0, timeout: float = HANG_S) -> int:
         """Wait until a horse trains ``style_id`` past ``min_iteration``; return its pid."""
 
         def running() -> int | None:
@@ -190,7 +195,7 @@ class WorkerEnv:
             print(self.logs())
             raise
 
-    def wait_resumed(self, worker: WorkerProcess, timeout: float = 60) -> int:
+    def wait_resumed(self, worker: WorkerProcess, timeout: float = HANG_S) -> int:
         """Wait until ``worker`` resumes a training from a checkpoint; return its iteration."""
 
         def resumed() -> int | None:

@@ -94,7 +94,7 @@ def test_item4_worker_killed_the_retry_waits_seconds(tmp_path: Path) -> None:
         style_id = _create(url, LONG)
         wait_for(
             lambda: (_style(url, style_id)["progress"] or {}).get("iteration", 0) >= 4,
-            90,
+            CONVERGE_S,
             "training past iteration 4",
             poll=0.2,
         )

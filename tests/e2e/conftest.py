@@ -1,5 +1,5 @@
 """Fixtures of the browser tests (``test_web_*.py``): one ``stylize up`` stack (Redis,
-worker, API) and one Chromium for the whole session, a fresh offline page per test, and
+worker, API) and one Chromium for all of them, a fresh offline page per test, and
 axe-core installed once. Helpers and constants: ``tests/browser_testing.py``.
 
 The tests share the stack's store and its one worker: each gives the styles it creates
@@ -26,6 +26,7 @@ from browser_testing import (
     CHROMIUM,
     CHROMIUM_ARGS,
     LAPTOP,
+    TILE_PIXELS,
     axe_folder,
     axe_script,
     offline_page,
@@ -64,21 +65,59 @@ def axe_js() -> Path:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """``stylize up`` on a free port, shared by the browser tests: its URL and its root."""
     root = tmp_path_factory.mktemp("web-stack")
-    with running_stack(root) as (url, _process):
+    # Tiled inference from 1024² px instead of 2048²: the print-size tests exercise the
+    # large-image lane with a 1.2-megapixel photo, not minutes of CPU at 4.3 megapixels.
+    with running_stack(root, STYLIZE_TILE_PIXELS=str(TILE_PIXELS)) as (url, _process):
         yield url, root
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    """One headless Chromium for the session; each test opens its own context in it."""
-    from playwright import sync_api
+class _Chromium:
+    """One headless Chromium, started by the first page test and closed after the last.
 
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    Not a session fixture: Playwright's sync API keeps an asyncio loop running on the
+    main thread while it is open, and every later test in the process that calls
+    ``asyncio.run`` would fail ("cannot be called from a running event loop"). The page
+    tests run together (the "browser" xdist group, tests/conftest.py), so it closes as soon
+    as the next test is not one of them.
+    """
+
+    def __init__(self) -> None:
+        self._playwright = None
+        self.browser = None
+
+    def get(self) -> object:
+        if self.browser is None:
+            from playwright import sync_api
+
+            assert CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)"
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            self._playwright = sync_api.sync_playwright().start()
+            self.browser = self._playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+            )
+        return self.browser
+
+    def close(self) -> None:
+        if self.browser is not None:
+            self.browser.close()
+            self._playwright.stop()
+        self._playwright = self.browser = None
+
+
+_CHROMIUM = _Chromium()
+
+
+@pytest.fixture
+def browser() -> object:
+    """The headless Chromium of the page tests; each test opens its own context in it."""
+    return _CHROMIUM.get()
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures (its page) are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Close Chromium after the last test that uses it (see :class:`_Chromium`)."""
+    if nextitem is None or "browser" not in getattr(nextitem, "fixturenames", ()):
+        _CHROMIUM.close()
 
 
 @pytest.fixture

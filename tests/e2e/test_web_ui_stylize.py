@@ -13,6 +13,7 @@ import pytest
 from browser_testing import (
     ARTIFACTS,
     PHONE,
+    TILE_PIXELS,
     assert_in_view,
     offline_page,
     shown_at,
@@ -82,10 +83,11 @@ def test_stylize_a_photo_shows_the_result_at_the_right_size(page, stack) -> None
 
 
 def test_print_size_keeps_a_large_photo_large(page, stack, tmp_path: Path) -> None:
-    """Over 2048² px the service stylizes by exact tiled inference (its large-image lane)."""
+    """Over ``TILE_PIXELS`` the service stylizes by exact tiled inference (its large lane)."""
     url, root = stack
     big = tmp_path / "big.jpg"
-    Image.open(root / "data/content/chelsea.png").convert("RGB").resize((2400, 1800)).save(big)
+    Image.open(root / "data/content/chelsea.png").convert("RGB").resize((1280, 960)).save(big)
+    assert TILE_PIXELS < 1280 * 960
     page.goto(url + "/")
     page.wait_for_selector("#gallery input[value=scream]", state="attached")
     page.set_input_files("#photo", str(big))
@@ -97,7 +99,7 @@ def test_print_size_keeps_a_large_photo_large(page, stack, tmp_path: Path) -> No
     assert answer.value.status == 200
     page.wait_for_selector("#result:not([hidden])")
     size = page.evaluate("() => [result.naturalWidth, result.naturalHeight]")
-    assert tuple(size) == (2400, 1800)
+    assert tuple(size) == (1280, 960)
 
 
 def test_a_bad_upload_shows_the_api_error_text(page, stack, tmp_path: Path) -> None:
@@ -198,7 +200,8 @@ def test_on_a_phone_the_result_comes_into_view(browser, stack) -> None:
 
 def test_a_long_stylize_shows_progress_and_can_be_canceled(page, stack, tmp_path: Path) -> None:
     url, root = stack
-    # A print-size photo (over the 2048² tile threshold): the tiled lane, minutes on a CPU.
+    # A print-size photo (over 2048², the default tile threshold): the tiled lane, minutes on
+    # a CPU, canceled.
     big = tmp_path / "big.jpg"
     Image.open(root / "data/content/chelsea.png").convert("RGB").resize((2600, 1700)).save(big)
     page.goto(url + "/")

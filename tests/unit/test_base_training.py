@@ -91,16 +91,23 @@ def _assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def straight(paintings: list[Path], photos: Path) -> BaseResult:
-    """An uninterrupted tiny run, with its progress reports in ``metrics['reports']``."""
+def straight_run(paintings: list[Path], photos: Path) -> tuple[BaseResult, list[BaseProgress]]:
+    """An uninterrupted tiny run and its progress reports."""
     reports: list[BaseProgress] = []
     result = train_base(paintings, photos, BaseParams(**TINY), on_progress=reports.append)
-    result.metrics["reports"] = reports
-    return result
+    return result, reports
 
 
-def test_a_run_reports_and_measures(straight: BaseResult, paintings: list[Path]) -> None:
-    reports = straight.metrics.pop("reports")
+@pytest.fixture
+def straight(straight_run: tuple[BaseResult, list[BaseProgress]]) -> BaseResult:
+    """The uninterrupted tiny run (the same for every test of this file)."""
+    return straight_run[0]
+
+
+def test_a_run_reports_and_measures(
+    straight_run: tuple[BaseResult, list[BaseProgress]], paintings: list[Path]
+) -> None:
+    straight, reports = straight_run
     assert [r.outer_step for r in reports] == [1, 2, 3, 4]
     assert all(r.total == 4 and np.isfinite(r.inner_loss) and r.inner_loss > 0 for r in reports)
     params = BaseParams(**TINY)

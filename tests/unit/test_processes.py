@@ -65,6 +65,14 @@ def test_workers_and_threads_defaults() -> None:
     assert ServiceSettings(workers=2, torch_threads=5).effective_torch_threads() == 5
 
 
+def test_torch_threads_follow_omp_num_threads_unless_set(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert ServiceSettings(torch_threads=0, workers=1).effective_torch_threads() == 3
+    assert ServiceSettings(torch_threads=2, workers=1).effective_torch_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert ServiceSettings(torch_threads=0, workers=64).effective_torch_threads() == 1
+
+
 @pytest.mark.skipif(not BALANCES, reason="SO_REUSEPORT balances connections on Linux only")
 def test_each_process_gets_a_listening_socket_of_its_own_and_a_share() -> None:
     """What uvicorn's process manager sends to each new process (pickled) becomes a new
