@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bench_service import make_generator  # noqa: E402
 from redis_server import RedisProcess  # noqa: E402
-from service_load import percentile  # noqa: E402
+from service_load import percentile, read_response  # noqa: E402
 from service_process import running_service  # noqa: E402
 
 from model_store import open_store  # noqa: E402
@@ -86,14 +86,7 @@ async def _flood_connection(
         try:
             while time.monotonic() < until and not stop.is_set():
                 writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {}
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                await reader.readexactly(int(headers.get("content-length", "0")))
-                status = int(lines[0].split()[1])
+                status, headers = await read_response(reader)
                 codes[status] += 1
                 if "close" in headers.get("connection", "").lower():
                     break

@@ -53,6 +53,20 @@ def sequential(base: str, jpeg: bytes, n: int) -> dict[str, Any]:
     }
 
 
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """Read one HTTP/1.1 response off a keep-alive connection: its status and headers
+    (lower-case names); the body is read and dropped."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(lines[0].split()[1]), headers
+
+
 async def _lean_client(
     host: str, port: int, request: bytes, count: int, start: asyncio.Event
 ) -> list[tuple[int, float, dict[str, str]]]:
@@ -69,15 +83,8 @@ async def _lean_client(
         for _ in range(count):
             started = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name:
-                    headers[name.strip().lower()] = value.strip()
-            await reader.readexactly(int(headers.get("content-length", "0")))
-            results.append((int(lines[0].split()[1]), time.perf_counter() - started, headers))
+            status, headers = await read_response(reader)
+            results.append((status, time.perf_counter() - started, headers))
     finally:
         writer.close()
     return results

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import socket
 
+from service.settings import cpu_count as cores  # the CPUs this process may run on
+
 #: Ports below Linux's ephemeral range (32768+), so no outgoing connection takes them.
 _PORT_BASE, _PORT_SPAN = 20_000, 1_500
 
@@ -26,14 +28,6 @@ def worker_index() -> int | None:
 def worker_count() -> int:
     """How many xdist processes share the machine (1 when the suite runs alone)."""
     return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-
-
-def cores() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def share_the_cores() -> None:

@@ -423,7 +423,7 @@ class TrainingRun:
         # live lease: wait for it as long as it lives. Giving up would spend this job's
         # retries and fail the style under a healthy run; once it ends, this run finds the
         # version published (and ends), or takes over from its checkpoint.
-        while not acquired and self.job is not None and self._held_by_this_job(connection):
+        while not acquired and self._held_by_this_job(connection):
             log.info("style %s: another run of this job is training; waiting", self.style_id)
             acquired = lock.acquire(wait_s=self.settings.lock_ttl_s + 5)
         if not acquired:
