@@ -124,12 +124,15 @@ class _BatcherStylizer:
     async def _submit(
         self, loaded: LoadedGenerator, frames: Sequence[np.ndarray]
     ) -> list[np.ndarray]:
-        results = await asyncio.gather(
-            *(
-                self.runtime.stylize(loaded, frame, self.options, self.deadline, self.client)
-                for frame in frames
+        # Work ahead of the still images that time-aware admission prices (pace.hold).
+        flops = loaded.flops_per_pixel * sum(f.shape[0] * f.shape[1] for f in frames)
+        with self.runtime.pace.hold(flops):
+            results = await asyncio.gather(
+                *(
+                    self.runtime.stylize(loaded, frame, self.options, self.deadline, self.client)
+                    for frame in frames
+                )
             )
-        )
         return [np.asarray(r.value) for r in results]
 
 

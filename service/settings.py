@@ -106,8 +106,12 @@ class ServiceSettings(FileVariablesSettings):
         deadline_admission: refuse at once (503 ``would_time_out`` with ``Retry-After``) a
             request that the work already admitted to its lane would keep past its
             deadline, priced from the lane's measured seconds per FLOP
-            (:mod:`service.runtime.pace`); a lane with nothing in flight admits anything.
-            False: measure only (requests wait and may get 504).
+            (:mod:`service.runtime.pace`); a request whose forward alone would take
+            longer is refused too. False: measure only (requests wait and may get 504).
+        pace_calibration_side: the warm-up times one forward of a reference generator at
+            this side² on the device (:mod:`service.runtime.calibration`), so time-aware
+            admission prices the first requests after a start too. 0: none (nothing is
+            refused before a request of the size has run or ``warm_styles`` warmed).
         trim_after_bytes: once the memory budget's last request ends after a burst that
             held at least this many bytes, freed heap memory is returned to the OS
             (glibc ``malloc_trim``, Linux only), so RSS comes down. 0: never.
@@ -230,6 +234,7 @@ class ServiceSettings(FileVariablesSettings):
     inflight_bytes: int = Field(2048 * MiB, ge=0)
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     deadline_admission: bool = True
+    pace_calibration_side: int = Field(512, ge=0, le=4096)
     trim_after_bytes: int = Field(256 * MiB, ge=0)
     cache_max_models: int = Field(8, ge=1)
     cache_max_bytes: int = Field(2048 * MiB, ge=1)

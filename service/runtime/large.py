@@ -28,7 +28,7 @@ from service.metrics import ServiceMetrics
 from service.runtime.batcher import Batched
 from service.runtime.budget import Cost, PixelBudget
 from service.runtime.generators import BlendOptions, LoadedGenerator, stylize_large
-from service.runtime.pace import Pace
+from service.runtime.pace import Pace, ServiceRate
 from service.runtime.progress import StylizeProgress
 from service.settings import ServiceSettings
 from stylenet.footprint import TiledFootprint, tiled_footprint
@@ -41,13 +41,22 @@ class LargeLane:
     """The large-image lane of one runtime (see the module doc)."""
 
     def __init__(
-        self, settings: ServiceSettings, metrics: ServiceMetrics, budget: PixelBudget
+        self,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        budget: PixelBudget,
+        prior: ServiceRate | None = None,
     ) -> None:
-        """Make a stopped lane charging ``budget``; :meth:`start` it in the event loop."""
+        """Make a stopped lane charging ``budget``; :meth:`start` it in the event loop.
+
+        ``prior``: the rate that prices its images until it has timed a tiled forward of
+        their size (the normal lane's: a tiled forward costs at least as much per FLOP).
+        """
         self.settings = settings
         self.metrics = metrics
         self.budget = budget
-        self.pace = Pace("large-image", metrics, enabled=settings.deadline_admission)
+        rate = ServiceRate(prior=prior)
+        self.pace = Pace("large-image", metrics, rate=rate, enabled=settings.deadline_admission)
         self.pool: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         #: Images waiting or running (admitted, or submitted by a caller without admission).
@@ -72,13 +81,16 @@ class LargeLane:
         return Cost(0, held_bytes, working, large=True)
 
     @contextmanager
-    def admission(self, cost: Cost, flops: float, arrival: float) -> Iterator[None]:
-        """Hold a place, the memory and the time of one image for the block, or refuse at once."""
+    def admission(self, cost: Cost, flops: float, arrival: float, side: int = 0) -> Iterator[None]:
+        """Hold a place, the memory and the time of one image for the block, or refuse at once.
+
+        ``side``: the image's longer side (a refusal says which ``max_side`` would fit).
+        """
         self.check_capacity()
         timeout = self.settings.large_request_timeout_s
         with ExitStack() as stack:
             stack.enter_context(self.budget.reserve(cost))
-            stack.enter_context(self.pace.reserve(flops, arrival + timeout, timeout))
+            stack.enter_context(self.pace.reserve(flops, arrival + timeout, timeout, side))
             self.slots += 1
             admitted = _ADMITTED.set(True)
             try:

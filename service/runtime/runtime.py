@@ -33,6 +33,7 @@ from service.runtime.backend_choice import settle_backend
 from service.runtime.batcher import Batched, Batcher
 from service.runtime.budget import Cost, PixelBudget
 from service.runtime.cache import GeneratorCache
+from service.runtime.calibration import reference_forward
 from service.runtime.executor import DeviceExecutor, resolve_device
 from service.runtime.generators import (
     BlendOptions,
@@ -117,7 +118,9 @@ class InferenceRuntime:
         self.pace = Pace("stylize", metrics, enabled=settings.deadline_admission)
         # Large images (over ``tile_pixels``) have a lane of their own: one at a time, by
         # exact tiled inference, on their own thread, so they never hold up the batcher.
-        self.large = LargeLane(settings, metrics, self.budget)
+        # Its tiled forwards cost at least the normal lane's per FLOP: priced by it until
+        # the lane has measured its own.
+        self.large = LargeLane(settings, metrics, self.budget, prior=self.pace.rate)
         #: Named requests' progress (``GET /stylize/progress/{id}``).
         self.progress = ProgressBoard()
         #: Times the heap was given back after a burst (:mod:`service.runtime.trim`).
@@ -199,6 +202,7 @@ class InferenceRuntime:
         """
         await self._device().run(lambda: None)  # the device thread is up and answering
         await self._calibrate_backend()
+        await self._calibrate_pace()
         for style_id in self.settings.warm_styles:
             try:
                 loaded = await self.cache.get((await self.styles.resolve(style_id)).key)
@@ -211,6 +215,21 @@ class InferenceRuntime:
                 log.error("warm-up of style %s failed: %s", style_id, exc)
                 self.warm_errors[style_id] = str(exc)
         self.warmed = True
+
+    async def _calibrate_pace(self) -> None:
+        """Seed the normal lane's rate with a reference forward (``pace_calibration_side``)."""
+        side = self.settings.pace_calibration_side
+        if not side or not self.settings.deadline_admission:
+            return
+        try:
+            flops, seconds = await self._device().run(
+                reference_forward, self.device, side, self.dtype
+            )
+        except Exception as exc:  # a failed measurement must not keep the service down
+            log.warning("pace calibration failed; admission by time waits for a forward: %s", exc)
+            return
+        self.pace.rate.observe(flops, seconds, seed=True)
+        log.info("pace calibration: a reference %d² forward took %.2f s", side, seconds)
 
     async def close(self) -> None:
         """Stop the batcher and the threads (queued requests fail)."""
@@ -278,7 +297,7 @@ class InferenceRuntime:
                 held = self.cost(generator, data, width, height).held_bytes
                 cost = self.large.cost(footprint, held, width, height)
                 when = time.monotonic() if arrival is None else arrival
-                stack.enter_context(self.large.admission(cost, flops, when))
+                stack.enter_context(self.large.admission(cost, flops, when, max(width, height)))
             else:
                 cost = (
                     Cost(width * height)
@@ -288,7 +307,10 @@ class InferenceRuntime:
                 stack.enter_context(self.budget.reserve(cost))
                 if arrival is not None:
                     timeout = self.settings.request_timeout_s
-                    stack.enter_context(self.pace.reserve(flops, arrival + timeout, timeout))
+                    reservation = self.pace.reserve(
+                        flops, arrival + timeout, timeout, side=max(width, height)
+                    )
+                    stack.enter_context(reservation)
             yield
 
     async def decode(self, data: bytes, max_side: int) -> imaging.DecodedImage:

@@ -44,12 +44,52 @@ def test_the_rate_is_a_moving_average_and_a_warm_up_only_stands_in() -> None:
     assert rate.seconds(GFLOP) == 3.0 and rate.measured == 2
 
 
-def test_a_lone_request_is_never_refused_on_an_estimate() -> None:
+def test_a_lone_request_that_alone_would_be_late_is_refused_with_a_smaller_side() -> None:
     pace, _ = _pace(seconds_per_gflop=10.0)
-    # 100 s of work with 30 s to go: nothing is ahead, so it has its try.
-    with pace.reserve(10 * GFLOP, deadline=1030.0, timeout_s=30.0):
+    # 100 s of work with 30 s to go and nothing ahead: it could never be answered in time.
+    with pytest.raises(Unavailable) as refused:
+        pace.check(10 * GFLOP, deadline=1030.0, timeout_s=30.0, side=2048)
+    error = refused.value
+    assert error.status == 503 and error.code == "would_time_out"
+    assert error.fields["wait_seconds"] == 0.0 and error.fields["service_seconds"] == 100.0
+    # Retrying the same image would not help: no Retry-After, but the side that fits
+    # 80 % of the 30 s it has: 2048 × sqrt(24 / 100), rounded down.
+    assert error.retry_after is None
+    assert error.fields["max_side"] == 1003
+    assert "max_side=1003" in error.message
+    assert pace.holders == 0
+    # One that fits its 30 s alone is admitted.
+    with pace.reserve(2.5 * GFLOP, deadline=1030.0, timeout_s=30.0):
         assert pace.holders == 1
     assert pace.holders == 0 and pace.work_in_flight == 0
+
+
+def test_each_size_is_priced_by_its_own_class_or_the_nearest_smaller_one() -> None:
+    rate = ServiceRate(weight=0.5)
+    rate.observe(GFLOP / 64, 1.0)  # a thumbnail: mostly fixed costs, 64 s per GFLOP
+    rate.observe(16 * GFLOP, 32.0)  # a photo: 2 s per GFLOP
+    assert rate.seconds(GFLOP / 64) == 1.0
+    assert rate.seconds(16 * GFLOP) == 32.0
+    # Four times the photo's work: its class has no forward yet, priced by the photo's.
+    assert rate.seconds(64 * GFLOP) == 128.0
+    # Between the two: the nearest smaller class (the thumbnail's), not the photo's.
+    assert rate.seconds(GFLOP) == 64.0
+    # Smaller than anything measured: the nearest larger class.
+    assert rate.seconds(GFLOP / 1024) == 1 / 16
+    # A rate with nothing measured goes by its prior (the large lane by the normal one's).
+    assert ServiceRate(prior=rate).seconds(16 * GFLOP) == 32.0
+    assert ServiceRate().seconds(GFLOP) is None
+
+
+def test_work_held_without_admission_counts_as_work_ahead() -> None:
+    pace, _ = _pace(seconds_per_gflop=1.0)
+    with pace.hold(20 * GFLOP):  # a clip's frames in flight
+        assert pace.ahead_seconds() == 20.0
+        # 20 s ahead + 15 s: past the 30 s it has, though alone it would fit.
+        with pytest.raises(Unavailable) as refused:
+            pace.check(15 * GFLOP, deadline=1030.0, timeout_s=30.0)
+        assert refused.value.retry_after == 5
+    assert pace.holders == 0 and pace.ahead_seconds() == 0.0
 
 
 def test_a_request_the_work_ahead_would_make_late_gets_503_with_when_to_retry() -> None:
@@ -72,15 +112,16 @@ def test_a_request_the_work_ahead_would_make_late_gets_503_with_when_to_retry() 
     assert pace.holders == 0
 
 
-def test_retry_after_is_when_the_lane_is_empty_for_an_image_over_the_timeout() -> None:
+def test_an_image_over_the_timeout_gets_no_retry_after() -> None:
     pace, _ = _pace(seconds_per_gflop=1.0)
     with (
         pace.reserve(12 * GFLOP, deadline=1030.0, timeout_s=30.0),
         pytest.raises(Unavailable) as refused,
     ):
         pace.check(40 * GFLOP, deadline=1030.0, timeout_s=30.0)
-    # It can never fit behind anything; alone, it is admitted: once the 12 s ahead ran.
-    assert refused.value.retry_after == 12
+    # It could not fit even alone: no time to retry at (a smaller image would fit).
+    assert refused.value.retry_after is None
+    assert "more than the 30 s a request may take" in refused.value.message
 
 
 def test_the_forward_under_way_counts_for_what_is_left_of_it() -> None:

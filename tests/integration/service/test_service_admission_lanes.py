@@ -1,14 +1,16 @@
 """Admission by time (#24) and the large-image lane's memory, through the HTTP API.
 
-Time-aware admission is checked by mechanism: the lane's rate is injected (seconds per
-FLOP, as if measured), the device is held so nothing finishes, and the assertions are on
-what is refused at once and with which figures; nothing is timed. The large-image lane
+Time-aware admission is checked by mechanism: the lane's rate is the start-up
+calibration's (a real forward) or injected (seconds per FLOP, as if measured), the
+device is held so nothing finishes, and the assertions are on what is refused at once
+and with which figures; nothing is timed. The large-image lane
 is charged to the memory budget: its thread is held, so the first image waits in the
 lane holding its bytes while a second is refused.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +18,12 @@ from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
-from service_testing import assert_error, metric
+from PIL import Image
+from service_testing import assert_error, image_bytes, metric
 from test_service_runtime import _runtime, _stylize, _until, device_held
 
 from service.runtime import InferenceRuntime, trim
+from tests.clip_testing import make_clip
 
 MakeClient = Callable[..., AbstractContextManager[TestClient]]
 
@@ -27,7 +31,7 @@ MakeClient = Callable[..., AbstractContextManager[TestClient]]
 def _price(runtime: InferenceRuntime, seconds: float, width: int, height: int) -> None:
     """Set the normal lane's rate so a ``width × height`` forward takes ``seconds``."""
     (generator,) = runtime.cache._entries.values()  # the one style these tests load
-    runtime.pace.rate.seconds_per_flop = seconds / (generator.flops_per_pixel * width * height)
+    runtime.pace.rate.assume(seconds / (generator.flops_per_pixel * width * height))
 
 
 @contextmanager
@@ -79,6 +83,75 @@ def test_a_request_the_work_ahead_would_make_late_gets_503_at_once(
         assert runtime.pace.holders == 0 and runtime.pace.work_in_flight == 0
         text = client.get("/metrics").text
         assert metric(text, "stylize_rejected_total", reason="would_time_out") == 1
+
+
+def test_a_request_too_slow_even_alone_gets_503_at_once_without_running(
+    make_client: MakeClient, photo: Image.Image, photo_128: bytes
+) -> None:
+    # The start-up calibration (a real reference forward at 64², kept for the process, so
+    # every app below starts with the same figure) prices requests before any has run.
+    with make_client(pace_calibration_side=64) as client:
+        runtime = _runtime(client)
+        seconds_per_flop = runtime.pace.rate.seconds_per_flop(1.0)
+        assert seconds_per_flop is not None and runtime.pace.rate.measured == 0
+        assert _stylize(client, photo_128, max_side=64).status_code == 200  # loaded
+        (generator,) = runtime.cache._entries.values()
+    per_pixel = seconds_per_flop * generator.flops_per_pixel
+    # A 4:3 photo priced at about 8 s (at most 2048×1536), and a deadline of a quarter of
+    # that: the first request after the start could only be answered late.
+    pixels = min(2048 * 1536, max(64 * 48, 8.0 / per_pixel))
+    width = min(2048, math.ceil(math.sqrt(pixels * 4 / 3)))
+    height = width * 3 // 4
+    predicted = per_pixel * width * height
+    big = image_bytes(photo.resize((width, height)), "JPEG")
+    with make_client(pace_calibration_side=64, request_timeout_s=predicted / 4) as client:
+        runtime = _runtime(client)
+        refused = _stylize(client, big, max_side=width)
+        error = assert_error(refused, 503, "would_time_out")
+        assert error["lane"] == "stylize" and error["wait_seconds"] == 0
+        assert error["service_seconds"] == pytest.approx(predicted, abs=0.1)
+        # Retrying would not help, a smaller image would: no Retry-After, a max_side.
+        assert "retry-after" not in refused.headers
+        assert (
+            16 <= error["max_side"] < width
+            and f"max_side={error['max_side']}" in (error["message"])
+        )
+        # Refused before anything ran: no forward measured, nothing dispatched, no hold.
+        assert runtime.pace.rate.measured == 0 and runtime.batcher.dispatched == 0
+        assert runtime.pace.holders == 0 and runtime.budget.holders == 0
+        text = client.get("/metrics").text
+        assert metric(text, "stylize_rejected_total", reason="would_time_out") == 1
+        assert metric(text, "stylize_rejected_total", reason="timeout") == 0
+
+
+def test_a_clips_frames_in_flight_are_work_ahead_of_a_still_image(
+    make_client: MakeClient, photo_128: bytes
+) -> None:
+    with make_client(request_timeout_s=300, clip_batch_frames=4) as client:
+        runtime = _runtime(client)
+        assert _stylize(client, photo_128, max_side=64).status_code == 200  # loaded
+        _price(runtime, 100.0, 64, 48)  # as if each 64×48 image or frame took 100 s
+        clip = make_clip("mp4", frames=6, width=64, height=48)
+        with device_held(client) as release, ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                client.post,
+                "/stylize",
+                params={"style": "alpha"},
+                content=clip,
+                headers={"content-type": "video/mp4"},
+            )
+            _until(lambda: runtime.pace.holders == 1)  # the clip's first 4 frames
+            assert runtime.pace.ahead_seconds() == pytest.approx(400.0)
+            # Alone it would fit its 300 s; behind the clip's 400 s it would not.
+            refused = _stylize(client, photo_128, max_side=64)
+            error = assert_error(refused, 503, "would_time_out")
+            assert error["wait_seconds"] == pytest.approx(400.0, abs=0.2)
+            assert error["service_seconds"] == pytest.approx(100.0, abs=0.2)
+            # A fresh request fits once 400 - t + 100 <= 300: in 200 s.
+            assert int(refused.headers["retry-after"]) in (200, 201)
+            release.set()
+            assert answer.result(timeout=120).status_code == 200
+        assert runtime.pace.holders == 0 and runtime.pace.work_in_flight == 0
 
 
 def test_without_deadline_admission_the_same_request_waits(
@@ -141,7 +214,7 @@ def test_the_large_lane_admits_by_time_too(make_client: MakeClient, photo_128: b
             first = pool.submit(_stylize, client, photo_128, max_side=128)
             _until(lambda: pace.holders == 1)
             # As if a tiled 128×96 took 400 s: 400 ahead + 400 is past the 600 s it has.
-            pace.rate.seconds_per_flop = 400.0 / (generator.flops_per_pixel * 128 * 96)
+            pace.rate.assume(400.0 / (generator.flops_per_pixel * 128 * 96))
             refused = _stylize(client, photo_128, max_side=128)
             error = assert_error(refused, 503, "would_time_out")
             assert error["lane"] == "large-image"
