@@ -296,6 +296,65 @@ def test_api_autoscales_on_a_metric_it_exports(overlay: tuple[str, list[Doc]]) -
     assert selector.items() <= labels.items()
 
 
+def _pod_labels(docs: list[Doc]) -> dict[str, dict[str, str]]:
+    """The pod labels of every workload, by its name."""
+    return {
+        doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"]
+        for doc in docs
+        if "template" in doc.get("spec", {})
+    }
+
+
+def test_only_the_proxy_reaches_the_api_that_trusts_any_forwarded_for(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    """FORWARDED_ALLOW_IPS="*" is safe only while nothing but the edge reaches the API."""
+    docs = overlay[1]
+    api = _container(docs, "Deployment", "api")
+    assert _environment(docs, api)["FORWARDED_ALLOW_IPS"] == "*"
+    assert "http" in {port["name"] for port in api["ports"]}  # the policy's named port
+    pods = _pod_labels(docs)
+    policies = [
+        doc
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy"
+        and doc["spec"]["podSelector"].get("matchLabels", {}).items() <= pods["api"].items()
+    ]
+    assert policies, "no NetworkPolicy selects the API pods"
+    for policy in policies:
+        spec = policy["spec"]
+        assert "matchExpressions" not in spec["podSelector"]
+        assert "Ingress" in spec["policyTypes"]
+        for rule in spec["ingress"]:
+            assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+            for peer in rule["from"]:
+                # Pods of this namespace only: no ipBlock, no namespaceSelector.
+                assert list(peer) == ["podSelector"], peer
+                selector = peer["podSelector"]
+                assert list(selector) == ["matchLabels"], selector
+                chosen = {
+                    name
+                    for name, labels in pods.items()
+                    if selector["matchLabels"].items() <= labels.items()
+                }
+                assert chosen == {"proxy"}, chosen
+    # The edge writes the header itself: a client's own X-Forwarded-For never gets through.
+    conf = _get(
+        docs, "ConfigMap", next(n for _, n in map(doc_id, docs) if n.startswith("proxy-conf"))
+    )
+    directives = _nginx_directives(conf["data"]["nginx.conf"])
+    passes = {block for block, directive in directives if directive.startswith("proxy_pass ")}
+    forwarded = {
+        block: directive
+        for block, directive in directives
+        if directive.startswith("proxy_set_header X-Forwarded-For ")
+    }
+    assert set(forwarded) == passes
+    assert set(forwarded.values()) == {"proxy_set_header X-Forwarded-For $remote_addr"}
+    # And it sees the client's address, not a node's (no SNAT on the way in).
+    assert _get(docs, "Service", "proxy")["spec"]["externalTrafficPolicy"] == "Local"
+
+
 def _nginx_directives(text: str) -> list[tuple[str, ...]]:
     """``(enclosing blocks, directive with arguments)`` of an nginx configuration."""
     tokens = re.findall(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|#[^\n]*|[{};]|[^\s{};]+", text)
