@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import forkserver
 import pytest
 from PIL import Image
 from redis import Redis
@@ -76,7 +76,7 @@ def pid_alive(pid: int) -> bool:
 class WorkerProcess:
     """A ``python -m worker`` subprocess (its own session, so its group can be killed)."""
 
-    process: subprocess.Popen[bytes]
+    process: forkserver.ForkedProcess | subprocess.Popen[bytes]
     log_path: Path
     name: str
 
@@ -113,15 +113,9 @@ class WorkerEnv:
         """Start ``python -m worker`` with this test's settings (plus ``env`` overrides)."""
         log_path = self.tmp / f"worker-{len(self.workers)}.log"
         name = f"test-{uuid.uuid4().hex[:8]}"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "--name", name, *args],
-                cwd=REPO,
-                env={**self.env, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = forkserver.start_module(
+            "worker", ["--name", name, *args], {**self.env, **env}, REPO, log_path
+        )
         worker = WorkerProcess(process, log_path, name)
         self.workers.append(worker)
         return worker
