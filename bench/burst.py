@@ -14,15 +14,19 @@ and sends ``--n`` concurrent uploads of one 4000×3000 JPEG photo, once per budg
 
 Time-aware admission (``service/runtime/pace.py``) is on in every run but ``no-deadline``:
 a request the work ahead would keep past its deadline gets 503 ``would_time_out`` at once.
-Reports 200/429/503/504 counts, p50/p99 latency of the 200s, 429s and 503s, the service
+Each run first sends one request alone (``--lone``: its status and seconds; a forward
+that fits the deadline is answered, one that does not is refused at once), then the
+burst. Reports 200/429/503/504 counts, p50/p99 latency of the 200s, 429s and 503s, the service
 process's RSS when ready (idle), at its peak (psutil, sampled every 50 ms) and 5 s after
 the burst, and the bound the memory budget promises: idle + ``inflight_bytes`` (the large
-lane's tiled image is charged to it too). Prints a Markdown table and
+lane's tiled image is charged to it too), and the machine's load average before and
+after (other work on the machine slows every forward). Prints a Markdown table and
 writes JSON (``bench/results/burst.json``). Not a test: the load generator shares the
 machine.
 
     python bench/burst.py
     python bench/burst.py --n 10 --budgets pixels,default
+    python bench/burst.py --budgets default --max-side 1024
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -49,6 +52,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 from bench_service import make_generator  # noqa: E402
+from machine import machine as bench_machine  # noqa: E402
 from service_load import percentile  # noqa: E402
 from service_process import running_service  # noqa: E402
 
@@ -102,6 +106,11 @@ class PeakRss:
         self._thread.join()
 
 
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, as ``uptime`` prints them."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 async def burst(base: str, jpeg: bytes, n: int, max_side: int) -> list[tuple[int, float]]:
     limits = httpx.Limits(max_connections=n + 4)
     # Past the large lane's own limit (STYLIZE_LARGE_REQUEST_TIMEOUT_S, 900 s).
@@ -121,10 +130,17 @@ async def burst(base: str, jpeg: bytes, n: int, max_side: int) -> list[tuple[int
 
 
 def summarize(
-    name: str, results: list[tuple[int, float]], rss: PeakRss, budget: int | None, after: int
+    name: str,
+    results: list[tuple[int, float]],
+    rss: PeakRss,
+    budget: int | None,
+    after: int,
+    lone: tuple[int, float] | None = None,
 ) -> dict[str, Any]:
     codes = Counter(code for code, _ in results)
     row: dict[str, Any] = {"budget": name, "codes": dict(sorted(codes.items()))}
+    if lone is not None:
+        row["lone"] = {"code": lone[0], "seconds": lone[1]}
     for code in (200, 429, 503, 504):
         times = [t for c, t in results if c == code]
         row[f"p50_{code}_s"] = percentile(times, 50) if times else None
@@ -184,6 +200,9 @@ def main() -> None:
         "--budgets", default="pixels,default", help="off, pixels, default, or MiB of memory"
     )
     parser.add_argument("--width", type=float, default=1.0, help="width of the generator")
+    parser.add_argument(
+        "--lone", action=argparse.BooleanOptionalAction, default=True, help="one request first"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/burst.json")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
@@ -195,12 +214,11 @@ def main() -> None:
     samples.sample(samples.TEXTURE).save(png, "PNG")
     store.create(png.getvalue(), name="bench", style_id="bench")
     store.publish("bench", make_generator(None, args.width))
-    machine = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": len(os.sched_getaffinity(0)),
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "device": args.device,
-    }
+    machine = bench_machine(
+        cpus=len(os.sched_getaffinity(0)),
+        memory_gb=round(psutil.virtual_memory().total / 1e9, 1),
+        device=args.device,
+    )
     print(
         f"# {machine}; {args.n} × {args.size} JPEG ({len(jpeg) / 1e6:.1f} MB) at "
         f"max_side={args.max_side}; log {work / 'service.log'}",
@@ -212,11 +230,15 @@ def main() -> None:
         env = {"STYLIZE_WORKERS": "1", "STYLIZE_WARM_STYLES": "bench", **extra}
         log = work / "service.log"
         with running_service(store_url, args.device, env, log) as (base, pid):
+            load_before = load_average()
             with PeakRss(pid) as rss:
+                lone = asyncio.run(burst(base, jpeg, 1, args.max_side))[0] if args.lone else None
                 results = asyncio.run(burst(base, jpeg, args.n, args.max_side))
             time.sleep(5)  # what the process keeps once the burst is over
             after = rss._rss()
-        rows.append(summarize(name, results, rss, budget, after))
+        rows.append(summarize(name, results, rss, budget, after, lone))
+        rows[-1]["load_average"] = {"before": load_before, "after": load_average()}
+        print(f"# lone request: {lone}; load average {rows[-1]['load_average']}", flush=True)
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
