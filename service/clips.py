@@ -6,8 +6,9 @@ The route hands a body whose first bytes are a clip's (:func:`is_clip`) to
 copied); its frames reach the device through the runtime's batcher like any image,
 ``clip_batch_frames`` at a time, under a key of their own (frames of one clip batch
 together, never with other requests' images). With ``temporal=shared`` the statistics
-pass runs on the device thread first. The result is spooled to a temporary file and
-streamed out with its length.
+pass runs on the device thread first; with ``temporal=flow`` each frame is blended with
+the previous output, warped by the motion, on the clip's thread. The result is spooled
+to a temporary file and streamed out with its length.
 
 Limits (413 ``clip_too_large``, with ``field``, ``limit`` and ``actual``) are checked on
 the header before any frame is decoded and counted while decoding; with ``shared`` the
@@ -64,7 +65,35 @@ class ClipOptions(BaseModel):
     strength: float = Field(1.0, ge=0.0, le=1.0)
     preserve_color: bool = False
     format: Literal["mp4", "webm", "gif", "webp"] | None = None
-    temporal: Literal["per_frame", "shared"] | None = None
+    temporal: Literal["per_frame", "shared", "flow"] | None = Field(
+        None,
+        description="How frames are kept alike: per_frame (each frame's own instance-norm "
+        "statistics), shared (statistics over a sample of the clip's frames) or flow (each "
+        "output blended with the previous one warped by the motion); default: setting "
+        "clip_temporal; docs/VIDEO.md",
+    )
+
+
+def clip_openapi(file_field: str) -> dict[str, Any]:
+    """OpenAPI for a clip upload: the options in the query, or a multipart form with them."""
+    props = ClipOptions.model_json_schema()["properties"]
+    binary = {"type": "string", "format": "binary"}
+    form = {"type": "object", "required": [file_field, "style"]}
+    return {
+        "parameters": [
+            {"name": name, "in": "query", "required": name == "style", "schema": prop}
+            for name, prop in props.items()
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": form | {"properties": {file_field: binary, **props}}
+                },
+                **{t: {"schema": binary} for t in sorted(CLIP_MEDIA_TYPES)},
+            },
+        },
+    }
 
 
 def is_clip(data: bytes) -> bool:
@@ -181,6 +210,7 @@ async def stylize_clip_request(
                     max_side=max_side,
                     temporal=options.temporal or settings.clip_temporal,
                     stats_frames=settings.clip_stats_frames,
+                    flow_weight=settings.clip_flow_weight,
                     batch_size=settings.clip_batch_frames,
                     limits=limits,
                     stop=stop,
@@ -206,4 +236,11 @@ async def stylize_clip_request(
     return SpooledResponse(out, size, media_type=result.format.media_type, headers=headers)
 
 
-__all__ = ["CLIP_MEDIA_TYPES", "OUTPUT_FORMATS", "ClipOptions", "is_clip", "stylize_clip_request"]
+__all__ = [
+    "CLIP_MEDIA_TYPES",
+    "OUTPUT_FORMATS",
+    "ClipOptions",
+    "clip_openapi",
+    "is_clip",
+    "stylize_clip_request",
+]

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from model_store import is_valid_style_id
+from stylenet.flow_blend import DEFAULT_FLOW_WEIGHT
 from stylenet.generators import MIN_SIDE
 from stylenet.settings_files import FileVariablesSettings
 
@@ -189,9 +190,11 @@ class ServiceSettings(FileVariablesSettings):
             (``max_side`` may ask for less, never for more).
         clip_request_timeout_s: ``request_timeout_s`` for a clip.
         clip_batch_frames: frames a clip hands the batcher at once.
-        clip_temporal: default temporal mode (``per_frame`` or ``shared``; per_frame by
-            the flicker table of docs/VIDEO.md).
+        clip_temporal: default temporal mode (``per_frame``, ``shared`` or ``flow``;
+            per_frame by the flicker table of docs/VIDEO.md).
         clip_stats_frames: frames the shared statistics are taken over.
+        clip_flow_weight: ``flow``'s blend weight: how much of the previous output,
+            warped by the motion, a well-matched pixel keeps (0 is per_frame).
         videos_queue: RQ queue of the clip jobs of ``POST /videos`` (the training worker
             serves it before its training queue; ``STYLIZE_VIDEOS_QUEUE``, as the worker's).
         video_max_seconds, video_max_frames, video_max_total_pixels: what a clip job may
@@ -273,8 +276,9 @@ class ServiceSettings(FileVariablesSettings):
     clip_max_side: int = Field(1280, ge=MIN_SIDE, le=8192)
     clip_request_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
     clip_batch_frames: int = Field(4, ge=1, le=64)
-    clip_temporal: Literal["per_frame", "shared"] = "per_frame"
+    clip_temporal: Literal["per_frame", "shared", "flow"] = "per_frame"
     clip_stats_frames: int = Field(8, ge=1, le=64)
+    clip_flow_weight: float = Field(DEFAULT_FLOW_WEIGHT, ge=0.0, lt=1.0)
     videos_queue: str = Field("videos", min_length=1, max_length=100)
     video_max_seconds: float = Field(300.0, gt=0, le=24 * 3600)
     video_max_frames: int = Field(9000, ge=1, le=10_000_000)

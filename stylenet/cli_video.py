@@ -3,7 +3,7 @@
 ::
 
     stylize apply --style scream clip.mp4 out.mp4
-    stylize apply --style scream clip.mp4 out.gif --max-side 480 --temporal per_frame
+    stylize apply --style scream clip.mp4 out.gif --max-side 480 --temporal flow
 
 The output's suffix picks the container (the input's audio is copied where it fits).
 Frames stream through the generator in batches (:func:`stylenet.video.stylize_clip`).
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .cli_args import CliError, check_output, resolve_device
 from .errors import InvalidParams
+from .flow_blend import DEFAULT_FLOW_WEIGHT
 from .inference import inference_dtype
 from .model_file import load_generator
 from .temporal import DEFAULT_STATS_FRAMES, DEFAULT_TEMPORAL, TEMPORAL_MODES
@@ -69,6 +70,7 @@ def apply_clip(args: argparse.Namespace, source: Path, output: Path) -> int:
             max_side=args.max_side,
             temporal=args.temporal,
             stats_frames=args.stats_frames,
+            flow_weight=args.flow_weight,
             limits=VideoLimits(max_seconds=3600, max_frames=360_000, max_total_pixels=1 << 62),
             progress=progress,
         )
@@ -90,8 +92,9 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
         "--temporal",
         choices=TEMPORAL_MODES,
         default=DEFAULT_TEMPORAL,
-        help="clips: per_frame (each frame its own instance-norm statistics: flickers) or "
-        f"shared (statistics over up to --stats-frames frames of the clip; default: "
+        help="clips: per_frame (each frame its own instance-norm statistics: flickers), "
+        "shared (statistics over up to --stats-frames frames of the clip) or flow (each "
+        "output blended with the previous one warped by the motion; default: "
         f"{DEFAULT_TEMPORAL}; docs/VIDEO.md)",
     )
     parser.add_argument(
@@ -100,4 +103,11 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_STATS_FRAMES,
         help="clips, shared: frames the statistics are taken over "
         f"(default: {DEFAULT_STATS_FRAMES})",
+    )
+    parser.add_argument(
+        "--flow-weight",
+        type=float,
+        default=DEFAULT_FLOW_WEIGHT,
+        help="clips, flow: how much of the warped previous output a well-matched pixel "
+        f"keeps, in [0, 1) (default: {DEFAULT_FLOW_WEIGHT})",
     )

@@ -16,6 +16,10 @@ the bands of one large image (:func:`stylenet.tiled.shared_statistics`):
 For a clip no longer than the sample this is exactly the forward of the whole clip with
 each norm's statistics over all its frames (tests/unit/test_temporal.py); for a longer
 clip the statistics are those of the evenly spread sample.
+
+``flow`` stylizes each frame as ``per_frame`` does, then blends it with the previous
+output warped by the motion (decoder motion vectors or block matching), where the
+warped previous input matches the current one (:mod:`stylenet.flow_blend`).
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from .errors import InvalidParams
 from .norm_stats import norm_affine
 from .tiled import Storage, shared_statistics
 
-TemporalMode = Literal["per_frame", "shared"]
-TEMPORAL_MODES: tuple[str, ...] = ("per_frame", "shared")
+TemporalMode = Literal["per_frame", "shared", "flow"]
+TEMPORAL_MODES: tuple[str, ...] = ("per_frame", "shared", "flow")
 #: The default mode, by bench/flicker.py's table (docs/VIDEO.md): ``shared`` flickered
 #: less on every clip measured, but by under one level of 255, and scored worse on both
 #: pans (the style washed out on the sampled frames); per-frame stays the default.

@@ -9,7 +9,9 @@ output container can hold its codec, dropped otherwise (GIF and WebP hold none).
 With ``temporal="shared"`` (:mod:`stylenet.temporal`) there are two passes over the
 input: the first decodes every frame, checking the limits, and keeps an evenly spread
 sample for the shared statistics; the second stylizes. So a clip over a limit is refused
-before any frame is stylized, whatever its header claimed. Limits
+before any frame is stylized, whatever its header claimed. With ``temporal="flow"``
+each stylized frame is blended with the previous output warped by the motion
+(:mod:`stylenet.flow_blend`), in order, as it comes back. Limits
 (:class:`VideoLimits`) are checked from the container's header first (dimensions,
 declared duration and frame count) and then counted while decoding, since headers can
 lie: a GIF may declare a small screen and carry 100 000 frames.
@@ -23,13 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import InvalidParams
+from .flow import MotionVectors
+from .flow_blend import DEFAULT_FLOW_WEIGHT, FlowBlender
 from .generators import MIN_SIDE
 from .inference import stylize_tensor
 from .pixels import fit_within
@@ -48,49 +52,12 @@ from .video_read import (
     Source,
     UnsupportedVideo,
     VideoError,
-    VideoInfo,
     VideoLimits,
     VideoTooLarge,
     sniff_video,
 )
+from .video_write import OUTPUT_FORMATS, ClipWriter, OutputFormat
 
-
-@dataclass(frozen=True)
-class OutputFormat:
-    """How a clip is written: container, video codec and what they need."""
-
-    name: str
-    container: str
-    codec: str
-    pix_fmt: str
-    media_type: str
-    suffix: str
-    options: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def even(self) -> bool:
-        """Whether the pixel format subsamples chroma 2×2 (width and height must be even)."""
-        return self.pix_fmt.startswith("yuv420")
-
-
-OUTPUT_FORMATS: dict[str, OutputFormat] = {
-    f.name: f
-    for f in (
-        OutputFormat(
-            "mp4", "mp4", "libx264", "yuv420p", "video/mp4", ".mp4",
-            (("crf", "20"), ("preset", "veryfast")),
-        ),
-        OutputFormat(
-            "webm", "webm", "libvpx-vp9", "yuv420p", "video/webm", ".webm",
-            (("crf", "32"), ("b", "0"), ("deadline", "realtime"), ("cpu-used", "8")),
-        ),
-        OutputFormat("gif", "gif", "gif", "rgb8", "image/gif", ".gif"),
-        OutputFormat(
-            "webp", "webp", "libwebp_anim", "yuv420p", "image/webp", ".webp",
-            (("quality", "85"), ("loop", "0")),
-        ),
-    )
-}  # fmt: skip
 VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mp4", ".webm": "webm", ".mkv": "webm"}
 VIDEO_SUFFIXES |= {".gif": "gif", ".webp": "webp"}
 
@@ -173,65 +140,6 @@ class LocalStylizer:
         return tensor_to_frames(out)
 
 
-class _Writer:
-    """The output container: video encoded from frames, audio packets copied."""
-
-    def __init__(
-        self, target: BinaryIO | str, fmt: OutputFormat, size: tuple[int, int], reader: ClipReader
-    ) -> None:
-        import av
-
-        # faststart (the index first, so a browser plays it while it downloads) rewrites
-        # the file by its name: only for a path, not a file object.
-        faststart = fmt.container == "mp4" and isinstance(target, str)
-        options = {"movflags": "+faststart"} if faststart else {}
-        self.out = av.open(target, "w", format=fmt.container, options=options)
-        self.video = self.out.add_stream(
-            fmt.codec, rate=_rate(reader.info), options=dict(fmt.options)
-        )
-        self.video.width, self.video.height = size
-        self.video.pix_fmt = fmt.pix_fmt
-        # Milliseconds: every input's frame times survive (GIF's are centiseconds).
-        self.video.time_base = Fraction(1, 1000)
-        self.audio: Any = None
-        self.audio_state = "none"
-        source = reader._av
-        if source is not None and source.streams.audio:
-            template = source.streams.audio[0]
-            if template.codec_context.name in self.out.supported_codecs:
-                self.audio = self.out.add_stream_from_template(template)
-                self.audio_state = "copied"
-            else:
-                self.audio_state = "dropped"
-        self._last_pts = -1
-
-    def write_audio(self, packet: Any) -> None:
-        if self.audio is not None:
-            packet.stream = self.audio
-            self.out.mux(packet)
-
-    def write(self, frame: np.ndarray, time: Fraction) -> None:
-        import av
-
-        video = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        # Strictly increasing, as encoders demand, whatever the input's rounding.
-        self._last_pts = max(int(time * 1000), self._last_pts + 1)
-        video.pts, video.time_base = self._last_pts, self.video.time_base
-        self.out.mux(self.video.encode(video))
-
-    def close(self, flush: bool) -> None:
-        try:
-            if flush:
-                self.out.mux(self.video.encode(None))
-        finally:
-            self.out.close()
-
-
-def _rate(info: VideoInfo) -> Fraction:
-    fps = info.fps if info.fps and 0 < info.fps <= 240 else 25.0
-    return Fraction(fps).limit_denominator(1001)
-
-
 def stylize_clip(
     source: Source,
     target: BinaryIO | Path,
@@ -241,6 +149,7 @@ def stylize_clip(
     max_side: int | None = 1024,
     temporal: TemporalMode = DEFAULT_TEMPORAL,
     stats_frames: int = DEFAULT_STATS_FRAMES,
+    flow_weight: float = DEFAULT_FLOW_WEIGHT,
     batch_size: int = 4,
     limits: VideoLimits | None = None,
     progress: Callable[[int, int | None], None] | None = None,
@@ -254,8 +163,9 @@ def stylize_clip(
         stylizer: what stylizes frames (:class:`LocalStylizer`, or the service's).
         output: ``mp4``, ``webm``, ``gif`` or ``webp``; default: the input's family.
         max_side: the frames' longer side (downscaled to it; None keeps the size).
-        temporal: ``per_frame`` or ``shared`` (see :mod:`stylenet.temporal`).
+        temporal: ``per_frame``, ``shared`` or ``flow`` (see :mod:`stylenet.temporal`).
         stats_frames: frames the shared statistics are taken over.
+        flow_weight: ``flow``'s blend weight (:class:`stylenet.flow_blend.FlowBlender`).
         batch_size: frames per stylize call.
         limits: what the clip may cost (:class:`VideoLimits`).
         progress: called with (frames done, frames expected or None) after each batch.
@@ -269,6 +179,7 @@ def stylize_clip(
     if batch_size < 1:
         raise InvalidParams("batch_size", f"must be at least 1, got {batch_size}")
     limits = limits or VideoLimits()
+    blender = FlowBlender(flow_weight) if temporal == "flow" else None
     stats: ClipStatistics | None = None
     expected: int | None = None
     with ClipReader(source, limits) as reader:
@@ -287,16 +198,19 @@ def stylize_clip(
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         with ClipReader(source, limits) as reader:
-            writer = _Writer(str(partial) if partial else target, fmt, size, reader)  # type: ignore[arg-type]
+            writer = ClipWriter(str(partial) if partial else target, fmt, size, reader)  # type: ignore[arg-type]
             ok, done, batch = False, 0, []
+            frames = reader.frames_with_motion(
+                size, audio=writer.write_audio, motion=blender is not None
+            )
             try:
-                for frame, time in reader.frames(size, audio=writer.write_audio):
-                    batch.append((frame, time))
+                for decoded in frames:
+                    batch.append(decoded)
                     if len(batch) == batch_size:
-                        done += _flush(batch, stylizer, stats, writer, stop)
+                        done += _flush(batch, stylizer, stats, blender, writer, stop)
                         if progress is not None:
                             progress(done, expected or reader.info.frames)
-                done += _flush(batch, stylizer, stats, writer, stop)
+                done += _flush(batch, stylizer, stats, blender, writer, stop)
                 ok = True
             finally:
                 writer.close(flush=ok)
@@ -323,18 +237,21 @@ def _check_stop(stop: threading.Event | None) -> None:
 
 
 def _flush(
-    batch: list[tuple[np.ndarray, Fraction]],
+    batch: list[tuple[np.ndarray, Fraction, MotionVectors | None]],
     stylizer: FrameStylizer,
     stats: ClipStatistics | None,
-    writer: _Writer,
+    blender: FlowBlender | None,
+    writer: ClipWriter,
     stop: threading.Event | None,
 ) -> int:
     if not batch:
         return 0
     _check_stop(stop)
-    out = stylizer.stylize([frame for frame, _ in batch], stats)
-    for frame, (_, time) in zip(out, batch, strict=True):
-        writer.write(frame, time)
+    out = stylizer.stylize([frame for frame, _, _ in batch], stats)
+    for stylized, (frame, time, motion) in zip(out, batch, strict=True):
+        if blender is not None:
+            stylized = blender.blend(frame, stylized, motion)
+        writer.write(stylized, time)
     count = len(batch)
     batch.clear()
     return count

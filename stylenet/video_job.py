@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidParams
+from .flow_blend import DEFAULT_FLOW_WEIGHT
 from .video_read import VideoLimits
 
 
@@ -25,6 +26,7 @@ class ClipJobSpec(BaseModel):
         max_side: the frames' longer side after downscaling.
         strength, preserve_color: as ``POST /stylize``'s.
         temporal, stats_frames: :mod:`stylenet.temporal`'s mode and its sample.
+        flow_weight: the ``flow`` mode's blend weight (:mod:`stylenet.flow_blend`).
         batch_frames: frames per forward.
         max_seconds, max_frames, max_frame_pixels, max_total_pixels: the
             :class:`~stylenet.video_read.VideoLimits` the worker decodes under (the API
@@ -40,8 +42,9 @@ class ClipJobSpec(BaseModel):
     max_side: int = Field(ge=16, le=8192)
     strength: float = Field(1.0, ge=0.0, le=1.0)
     preserve_color: bool = False
-    temporal: Literal["per_frame", "shared"] = "per_frame"
+    temporal: Literal["per_frame", "shared", "flow"] = "per_frame"
     stats_frames: int = Field(8, ge=1, le=64)
+    flow_weight: float = Field(DEFAULT_FLOW_WEIGHT, ge=0.0, lt=1.0)
     batch_frames: int = Field(4, ge=1, le=64)
     max_seconds: float = Field(gt=0)
     max_frames: int = Field(ge=1)

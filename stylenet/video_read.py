@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, StylenetError
+from .flow import MotionVectors
 
 Source = bytes | Path | str
 
@@ -190,15 +191,34 @@ class ClipReader:
         self, size: tuple[int, int], audio: Callable[[Any], None] | None = None
     ) -> Iterator[tuple[np.ndarray, Fraction]]:
         """Yield ``(frame, time in seconds)`` scaled to ``size``; audio packets to ``audio``."""
+        for pixels, time, _ in self.frames_with_motion(size, audio, motion=False):
+            yield pixels, time
+
+    def frames_with_motion(
+        self,
+        size: tuple[int, int],
+        audio: Callable[[Any], None] | None = None,
+        *,
+        motion: bool = True,
+    ) -> Iterator[tuple[np.ndarray, Fraction, MotionVectors | None]]:
+        """As :meth:`frames`, with each frame's motion vectors into past frames (or None).
+
+        With ``motion`` the decoder exports them (FFmpeg's ``flags2=+export_mvs``: H.264,
+        HEVC, MPEG-4; VP8/VP9/AV1 and GIF export none, nor do intra frames); they are in
+        the coded frame's pixels (:class:`stylenet.flow.MotionVectors` keeps its size).
+        """
         counter = _Counter(self.limits, size)
         if self._pil is not None:
-            yield from self._pil_frames(size, counter)
+            for pixels, time in self._pil_frames(size, counter):
+                yield pixels, time, None
             return
         import av
 
         container = self._av
         video = container.streams.video[0]
         video.thread_type = "AUTO"
+        if motion:
+            video.codec_context.options = {"flags2": "+export_mvs"}
         streams = [video, *container.streams.audio[:1]] if audio is not None else [video]
         try:
             for packet in container.demux(*streams):
@@ -212,7 +232,7 @@ class ClipReader:
                     pixels = frame.to_ndarray(
                         format="rgb24", width=size[0], height=size[1], interpolation="AREA"
                     )
-                    yield pixels, time
+                    yield pixels, time, _motion(frame) if motion else None
         except av.error.FFmpegError as exc:
             raise VideoError(f"corrupt or truncated clip: {exc}") from exc
         if counter.frames == 0:
@@ -246,6 +266,14 @@ class ClipReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _motion(frame: Any) -> MotionVectors | None:
+    """Return the past-pointing motion vectors a decoded frame carries, if any."""
+    side = frame.side_data.get("MOTION_VECTORS")
+    if side is None:
+        return None
+    return MotionVectors.from_side_data(side.to_ndarray(), frame.width, frame.height)
 
 
 def _read_head(path: Path) -> bytes:

@@ -195,6 +195,7 @@ class ClipRun:
             max_side=spec.max_side,
             temporal=spec.temporal,
             stats_frames=spec.stats_frames,
+            flow_weight=spec.flow_weight,
             batch_size=spec.batch_frames,
             limits=spec.limits,
             progress=progress,

@@ -70,7 +70,9 @@ def _openapi() -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "description": "Multipart with an `image` file and the options as fields, or the "
-            "image itself as the body (options in the query string).",
+            "image itself as the body (options in the query string). A clip (MP4, WebM, GIF, "
+            "animated WebP) takes the options of POST /videos instead, `temporal` "
+            "(per_frame, shared, flow) among them; docs/VIDEO.md.",
             "content": {
                 "multipart/form-data": {
                     "schema": {

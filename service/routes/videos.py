@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from service.auth import KeyFirstRoute, client_id, identify
-from service.clips import CLIP_MEDIA_TYPES, ClipOptions, is_clip
+from service.clips import CLIP_MEDIA_TYPES, ClipOptions, clip_openapi, is_clip
 from service.deps import (
     LimitsDep,
     RequireStylizeKey,
@@ -92,6 +92,7 @@ def _spec(
         preserve_color=options.preserve_color,
         temporal=options.temporal or settings.clip_temporal,
         stats_frames=settings.clip_stats_frames,
+        flow_weight=settings.clip_flow_weight,
         batch_frames=settings.clip_batch_frames,
         max_seconds=settings.video_max_seconds,
         max_frames=settings.video_max_frames,
@@ -117,6 +118,7 @@ def _spec(
         429: _error("videos_full (video_max_waiting clips stored) or rate_limited"),
         503: _error("queue_unavailable: Redis is down"),
     },
+    openapi_extra=clip_openapi("clip"),
 )
 async def submit_video(
     request: Request,

@@ -26,7 +26,7 @@ def test_apply_writes_a_clip_with_the_audio(model_file: Path, tmp_path: Path) ->
     source.write_bytes(make_clip("mp4", frames=5, width=80, height=48, audio=True))
     out = tmp_path / "out.mp4"
     argv = ["apply", "--model", str(model_file), str(source), str(out), "--max-side", "64"]
-    assert main([*argv, "--temporal", "per_frame"]) == 0
+    assert main([*argv, "--temporal", "flow", "--flow-weight", "0.4"]) == 0
     made = clip_summary(out.read_bytes())
     assert made["frames"] == 5 and made["size"] == (64, 38) and made["audio"] == "aac"
 

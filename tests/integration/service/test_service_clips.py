@@ -47,7 +47,7 @@ def test_mp4_with_audio_comes_back_as_mp4_with_the_audio(client: TestClient) -> 
     assert made["audio_packets"] == given["audio_packets"]
 
 
-@pytest.mark.parametrize("temporal", ["per_frame", "shared"])
+@pytest.mark.parametrize("temporal", ["per_frame", "shared", "flow"])
 def test_gif_to_webm_multipart_in_each_mode(client: TestClient, temporal: str) -> None:
     form = {"style": "alpha", "format": "webm", "temporal": temporal, "max_side": "32"}
     files = {"image": ("clip.gif", make_clip("gif", frames=4), "image/gif")}
@@ -56,6 +56,16 @@ def test_gif_to_webm_multipart_in_each_mode(client: TestClient, temporal: str) -
     assert response.headers["content-type"] == "video/webm"
     made = clip_summary(response.content)
     assert made["frames"] == 4 and made["size"] == (32, 24)
+
+
+def test_flow_on_an_h264_clip_and_a_bad_mode(client: TestClient) -> None:
+    response = _post(client, make_clip("mp4", frames=5), temporal="flow", format="gif")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/gif"
+    assert clip_summary(response.content)["frames"] == 5
+    assert_error(
+        _post(client, make_clip("mp4", frames=2), temporal="optical"), 422, "invalid_request"
+    )
 
 
 def test_animated_webp(client: TestClient) -> None:

@@ -120,7 +120,7 @@ def test_a_clip_goes_through_the_job_and_comes_back_with_its_frames(
 
 def test_another_output_format_and_a_gif_in(client: TestClient, worker: WorkerEnv) -> None:
     gif = make_clip("gif", frames=3, width=64, height=48)
-    response = _submit(client, gif, "clip.gif", format="webm")
+    response = _submit(client, gif, "clip.gif", format="webm", temporal="flow")
     assert response.status_code == 202, response.text
     events = _follow(client, response.json()["id"], worker)
     final = events[-2][1]
