@@ -1,4 +1,4 @@
-"""Flicker of stylized clips, per-frame vs shared instance-norm statistics (issue 29).
+"""Flicker of stylized clips: per-frame, shared statistics, flow blending (issue 29).
 
 Two measurements, each printed as a table and written to ``bench/results/``:
 
@@ -8,8 +8,9 @@ Two measurements, each printed as a table and written to ``bench/results/``:
   frames minus that of the input frames (0–255 levels; the motion itself moves pixels,
   so only the excess is the style's). Beside it, on a sample of frames, the generator's
   own style and content losses and the yardstick's r against a short optimization
-  (``--steps``; the same runs score both modes), so stability is not bought by
-  washing the style out.
+  (``--steps``; the same runs score every mode), so stability is not bought by
+  washing the style out. ``flow`` is scored on its blended output frames (the clips
+  are frames in memory, no decoder: its flow is block matching only).
 * ``--fps``: a synthetic 720p clip (the pan, at 1280×720) through
   :func:`stylenet.video.stylize_clip` end to end (decode, stylize, encode H.264) in a
   child process per mode: frames per second and the child's peak RSS.
@@ -44,6 +45,7 @@ from machine import machine  # noqa: E402
 
 from stylenet import TrainParams  # noqa: E402
 from stylenet.corpus import EVALUATION_PHOTOS  # noqa: E402
+from stylenet.flow_blend import DEFAULT_FLOW_WEIGHT, FlowBlender  # noqa: E402
 from stylenet.inference import inference_dtype  # noqa: E402
 from stylenet.model_file import load_generator  # noqa: E402
 from stylenet.temporal import (  # noqa: E402
@@ -56,7 +58,25 @@ from stylenet.video import LocalStylizer, VideoLimits, stylize_clip  # noqa: E40
 from stylenet.yardstick import optimization_trajectory, yardstick  # noqa: E402
 
 STYLES = ("scream", "starry-night")
-MODES = ("per_frame", "shared")
+MODES = ("per_frame", "shared", "flow")
+
+
+class Outputs(torch.nn.Module):
+    """Scores given output frames: maps each scored input frame to its output (``flow``)."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        super().__init__()
+        self.pairs = [(_tensor(a), _tensor(b)) for a, b in pairs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for given, made in self.pairs:
+            if given.shape == x.shape and torch.equal(given, x.cpu()):
+                return made.to(x.device)
+        raise KeyError("an input frame that was not stylized")
+
+
+def _tensor(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None].float()
 
 
 def camera(photo: Image.Image, kind: str, frames: int, size: tuple[int, int]) -> list[np.ndarray]:
@@ -107,10 +127,10 @@ def flicker(args: argparse.Namespace) -> dict[str, Any]:
         loss.set_style(style_tensor(model.with_name("style.jpg"), params.style_size).to(device))
         stylizer = LocalStylizer(generator, dtype=torch.float32)
         for name, frames in clips.items():
-            sample = [frames[i] for i in np.linspace(0, len(frames) - 1, args.sample).astype(int)]
-            images = [torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in sample]
+            picked = np.linspace(0, len(frames) - 1, args.sample).astype(int)
+            images = [_tensor(frames[i]) for i in picked]
             runs = [optimization_trajectory(loss, im, args.steps, device=device) for im in images]
-            for mode in MODES:
+            for mode in args.modes.split(","):
                 started = time.perf_counter()
                 stats = None
                 if mode == "shared":  # the product's sample: FrameSample(stats_frames)
@@ -121,8 +141,15 @@ def flicker(args: argparse.Namespace) -> dict[str, Any]:
                 out: list[np.ndarray] = []
                 for lo in range(0, len(frames), 4):
                     out.extend(stylizer.stylize(frames[lo : lo + 4], stats))
+                if mode == "flow":
+                    blender = FlowBlender(args.flow_weight)
+                    out = [blender.blend(a, b) for a, b in zip(frames, out, strict=True)]
                 seconds = time.perf_counter() - started
-                scored = WithStatistics(generator, stats) if stats is not None else generator
+                scored: torch.nn.Module = generator
+                if stats is not None:
+                    scored = WithStatistics(generator, stats)
+                elif mode == "flow":
+                    scored = Outputs([(frames[i], out[i]) for i in picked])
                 report = yardstick(scored, loss, images, args.steps, device=device, runs=runs)
                 entry = {
                     "style": style,
@@ -146,6 +173,7 @@ def flicker(args: argparse.Namespace) -> dict[str, Any]:
         "size": size,
         "steps": args.steps,
         "sample": args.sample,
+        "flow_weight": args.flow_weight,
     }
 
 
@@ -189,7 +217,7 @@ def fps(args: argparse.Namespace) -> dict[str, Any]:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode(None))
         rows = []
-        for mode in MODES:
+        for mode in args.modes.split(","):
             command = [sys.executable, __file__, "--fps-child", "--clip", str(clip), "--mode", mode]
             command += ["--batch", str(args.batch)]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -205,6 +233,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=320, help="clip width (16:9)")
     parser.add_argument("--sample", type=int, default=3, help="frames scored per clip")
     parser.add_argument("--steps", type=int, default=60, help="yardstick optimization steps")
+    parser.add_argument("--flow-weight", type=float, default=DEFAULT_FLOW_WEIGHT)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--fps", action="store_true", help="720p frames/s and peak RSS")
     parser.add_argument("--seconds", type=float, default=2.0, help="--fps: clip length")
     parser.add_argument("--batch", type=int, default=2, help="--fps: frames per forward")

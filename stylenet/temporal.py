@@ -41,7 +41,9 @@ TemporalMode = Literal["per_frame", "shared", "flow"]
 TEMPORAL_MODES: tuple[str, ...] = ("per_frame", "shared", "flow")
 #: The default mode, by bench/flicker.py's table (docs/VIDEO.md): ``shared`` flickered
 #: less on every clip measured, but by under one level of 255, and scored worse on both
-#: pans (the style washed out on the sampled frames); per-frame stays the default.
+#: pans (the style washed out on the sampled frames); ``flow`` flickered least with the
+#: style kept, but in a small run on a loaded CPU, by a measure that rewards blending,
+#: and its CPU cost on a GPU host is unmeasured: per-frame stays the default.
 DEFAULT_TEMPORAL: TemporalMode = "per_frame"
 #: Frames the shared statistics are taken over by default (spread over a longer clip).
 DEFAULT_STATS_FRAMES = 8
