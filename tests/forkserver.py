@@ -1,12 +1,15 @@
-"""A fork server for the suite's ``python -m worker`` processes (``make test``'s CPU).
+"""A fork server for the suite's ``python -m worker`` and ``python -m service`` processes.
 
 Starting ``python -m worker`` costs about 2.3 CPU-seconds before it does anything: the
-import of torch, stylenet and the job code. The suite starts over a hundred workers, so
-on a 2-core machine that alone was minutes of the suite's time. Here one server per test
-process imports them once; each worker a test starts is a ``fork`` of it that then runs
-``python -m worker`` exactly as the interpreter would (``runpy``), in its own session,
-with the test's environment, working directory and log file. The worker's own code is
-unchanged and fully real: RQ, its work horses, its signals and exit statuses.
+import of torch, stylenet and the job code (``python -m service``: about 2.5). The suite
+starts about a hundred of them, so on a 2-core machine that alone was minutes of the
+suite's time. Here one server per program and test process imports the program's
+``__main__`` module once (its top level only: what it sets before torch loads, such as
+the service's ``OMP_WAIT_POLICY``, is set as in a fresh interpreter); each process a test
+starts is a ``fork`` of it that then runs ``python -m <program>`` exactly as the
+interpreter would (``runpy``), in its own session, with the test's environment, working
+directory and log file. The programs' own code is unchanged and fully real: RQ and its
+work horses, uvicorn and its process manager, signals and exit statuses.
 
 What a fork does not redo, and how it is made equal to a fresh interpreter:
 
@@ -17,8 +20,8 @@ What a fork does not redo, and how it is made equal to a fresh interpreter:
   :class:`ForkedProcess` offers the part of ``subprocess.Popen`` the tests use: ``pid``,
   ``poll``, ``wait``, ``returncode``, ``send_signal``, ``kill``, ``terminate``.
 
-``STYLIZE_TEST_FORKSERVER=0`` starts real interpreters instead (to rule the server out
-when a worker test behaves oddly).
+```STYLIZE_TEST_FORKSERVER=0`` starts real interpreters instead (to rule the server out
+when a test behaves oddly).
 """
 
 from __future__ import annotations
@@ -35,9 +38,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-
-#: What the server imports before forking: what ``python -m worker`` imports at start.
-PRELOAD = ("worker.__main__",)
 
 
 def enabled() -> bool:
@@ -85,7 +85,8 @@ class ForkedProcess:
 class ForkServer:
     """The client side: one server process, started on first use, asked over pipes."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str) -> None:
+        self.module = module
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
 
@@ -93,7 +94,7 @@ class ForkServer:
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._process = subprocess.Popen(
-                    [sys.executable, __file__],
+                    [sys.executable, __file__, self.module],
                     cwd=REPO,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -108,16 +109,13 @@ class ForkServer:
             raise RuntimeError("the test fork server ended (see the test output above)")
         return json.loads(line)
 
-    def start(
-        self, module: str, args: list[str], env: dict[str, str], cwd: Path, log: Path
-    ) -> ForkedProcess:
-        """Fork ``python -m module *args`` with this environment; output to ``log``."""
+    def start(self, args: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
+        """Fork ``python -m <module> *args`` with this environment; output to ``log``."""
         log.write_bytes(b"")  # there when this returns, as with Popen's redirection
         reply = self._request(
-            {"op": "fork", "module": module, "args": args, "env": env, "cwd": str(cwd),
-             "log": str(log)}
-        )  # fmt: skip
-        return ForkedProcess(self, reply["pid"], [sys.executable, "-m", module, *args])
+            {"op": "fork", "args": args, "env": env, "cwd": str(cwd), "log": str(log)}
+        )
+        return ForkedProcess(self, reply["pid"], [sys.executable, "-m", self.module, *args])
 
     def returncode(self, pid: int) -> int | None:
         return self._request({"op": "poll", "pid": pid})["returncode"]
@@ -132,7 +130,7 @@ class ForkServer:
             self._process = None
 
 
-_server = ForkServer()
+_servers: dict[str, ForkServer] = {}
 
 
 def start_module(
@@ -140,7 +138,7 @@ def start_module(
 ) -> ForkedProcess | subprocess.Popen[bytes]:
     """Start ``python -m module *args`` in its own session, output to ``log``."""
     if enabled():
-        return _server.start(module, args, env, cwd, log)
+        return _servers.setdefault(module, ForkServer(module)).start(args, env, cwd, log)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", module, *args],
@@ -153,8 +151,9 @@ def start_module(
 
 
 def shutdown() -> None:
-    """Stop this test process's fork server, if it started one."""
-    _server.close()
+    """Stop this test process's fork servers."""
+    for server in _servers.values():
+        server.close()
 
 
 # The server side -----------------------------------------------------------------------
@@ -173,12 +172,13 @@ def _reap(*_: object) -> None:
         _exited[pid] = os.waitstatus_to_exitcode(status)
 
 
-def _run_child(request: dict[str, Any]) -> None:
+def _run_child(module: str, request: dict[str, Any]) -> None:
     """In the forked child: become ``python -m module`` and never return."""
     code = 1
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -196,9 +196,9 @@ def _run_child(request: dict[str, Any]) -> None:
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         import runpy
 
-        sys.argv = [request["module"], *request["args"]]
+        sys.argv = [module, *request["args"]]
         try:
-            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as exc:
             if exc.code is None or isinstance(exc.code, int):
@@ -222,13 +222,12 @@ def _run_child(request: dict[str, Any]) -> None:
             os._exit(code)
 
 
-def serve() -> None:
-    """Import the worker once, then fork a child per request read from stdin."""
+def serve(module: str) -> None:
+    """Import ``module.__main__`` once, then fork a child per request read from stdin."""
     sys.path.insert(0, str(REPO))
     import importlib
 
-    for module in PRELOAD:
-        importlib.import_module(module)
+    importlib.import_module(f"{module}.__main__")
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the test's Ctrl-C is for pytest
     out = sys.stdout
@@ -238,7 +237,7 @@ def serve() -> None:
             out.flush()
             pid = os.fork()
             if pid == 0:
-                _run_child(request)
+                _run_child(module, request)
             reply: dict[str, Any] = {"pid": pid}
         else:
             _reap()
@@ -248,4 +247,4 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1])

@@ -15,7 +15,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import httpx
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -146,6 +146,7 @@ def running_service(root: Path, env_overrides: dict[str, str]) -> Iterator[str]:
     asserts a graceful stop (lifespan finished, no traceback in its log).
     """
     from redis_server import free_port
+    from stack_testing import TINY_SERVICE_START
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
@@ -154,15 +155,12 @@ def running_service(root: Path, env_overrides: dict[str, str]) -> Iterator[str]:
             "STYLIZE_HOST": "127.0.0.1",
             "STYLIZE_PORT": str(port),
             "STYLIZE_DEVICE": "cpu",
-            "STYLIZE_WARM_SIDES": "32",
+            **TINY_SERVICE_START,
             **env_overrides,
         }
     )
     log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
-        )
+    proc = forkserver.start_module("service", [], env, REPO, log_path)
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=5) as probe:

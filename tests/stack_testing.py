@@ -103,6 +103,12 @@ def create_style(url: str, params: dict, name: str = "tiny", style: str = "starr
     return created.json()["id"]
 
 
+#: The API's start-up work at test sizes: the warm-up and the pace calibration still run
+#: (their code paths are under test), on 32² and 64² images instead of 256² and 512²
+#: (seconds of CPU per start on a 2-core machine, and the suite starts dozens).
+TINY_SERVICE_START = {"STYLIZE_WARM_SIDES": "32", "STYLIZE_PACE_CALIBRATION_SIDE": "64"}
+
+
 def stack_env(**overrides: str) -> dict[str, str]:
     """The environment of a test stack: no STYLIZE_* of the caller, tiny trainings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
@@ -115,6 +121,7 @@ def stack_env(**overrides: str) -> dict[str, str]:
     env["STYLIZE_CALIBRATION_SHAPES"] = "32x1,32x4"
     # A score at the reference takes minutes on a CPU; tests/integration scores tiny runs.
     env["STYLIZE_SCORE"] = "false"
+    env.update(TINY_SERVICE_START)
     if "STYLIZE_CACHE_DIR" in os.environ:
         env["STYLIZE_CACHE_DIR"] = os.environ["STYLIZE_CACHE_DIR"]
     env.update(overrides)

@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import forkserver
 import httpx
 import pytest
 from PIL import Image
 from redis_server import free_port
 from service_testing import build_store, image_bytes, metric
-from stack_testing import children
+from stack_testing import TINY_SERVICE_START, children
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def _ready(client: httpx.Client, timeout: float) -> dict:
 @pytest.fixture
 def group(
     tmp_path: Path, tiny_generator_bytes: bytes, style_image: Image.Image, redis_url: str
-) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+) -> Iterator[tuple[forkserver.ForkedProcess | subprocess.Popen, str, Path]]:
     store_url = build_store(tmp_path, tiny_generator_bytes, image_bytes(style_image, "PNG"))
     port = free_port()
     scratch = tmp_path / "tmp"
@@ -60,14 +60,11 @@ def group(
         STYLIZE_DEVICE="cpu",
         STYLIZE_WORKERS="2",
         STYLIZE_WARM_STYLES="alpha",
-        STYLIZE_WARM_SIDES="32",
+        **TINY_SERVICE_START,
         TMPDIR=str(scratch),
     )
     log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
-        )
+    proc = forkserver.start_module("service", [], env, REPO, log_path)
     try:
         yield proc, f"http://127.0.0.1:{port}", scratch
     finally:
@@ -79,7 +76,7 @@ def group(
 
 
 def test_two_processes_serve_as_one(
-    group: tuple[subprocess.Popen, str, Path], photo: Image.Image
+    group: tuple[forkserver.ForkedProcess | subprocess.Popen, str, Path], photo: Image.Image
 ) -> None:
     proc, base, scratch = group
     jpeg = image_bytes(photo.resize((64, 64)))
