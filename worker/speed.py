@@ -4,11 +4,13 @@ The speed of a device is a :class:`stylenet.cost.DeviceSpeed` (effective GFLOP/s
 training steps, a per-step and a per-run overhead). It is stored in the Redis hash
 :data:`stylenet.cost.SPEED_KEY`, one field per ``<host>:<device>``, as JSON:
 
-* at start (``STYLIZE_CALIBRATE``, default on) ``python -m worker`` runs
-  ``python -m worker.speed`` in a child process — a few real steps at two small sizes,
-  seconds on a CPU — unless that field holds a measurement younger than
-  ``STYLIZE_CALIBRATION_MAX_AGE_S``. A child process, because the parent must never
-  initialize CUDA (its jobs fork from it);
+* at start (``STYLIZE_CALIBRATE``, default on) ``python -m worker`` measures it in a
+  forked child process — a few real steps at two small sizes, seconds on a CPU — unless
+  that field holds a measurement younger than ``STYLIZE_CALIBRATION_MAX_AGE_S``. A child
+  process, because the parent must never initialize CUDA (its jobs fork from it); forked
+  like the jobs, not a fresh interpreter, so it does not import torch again (~2 CPU-s
+  and ~1 GB of memory at every worker start). ``python -m worker.speed REDIS_URL DEVICE``
+  runs the same measurement by hand;
 * after every finished training, the job refines it with what the run took
   (:func:`refine`), so estimates follow the machine's real load.
 
@@ -19,11 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import socket
-import subprocess
 import sys
 import time
+from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
@@ -102,25 +105,36 @@ def calibrate_in_child(
         )
         return
     started = time.monotonic()
-    command = [sys.executable, "-m", "worker.speed", redis_url, device]
-    try:
-        done = subprocess.run(
-            command,
-            timeout=timeout_s,
-            capture_output=True,
-            text=True,
-            check=False,
-            # A worker stopped during its calibration must not leave it running (a
-            # killed launcher's chaos test found one 30 s later on a loaded machine).
-            preexec_fn=die_with(os.getpid()),
-        )
-    except subprocess.TimeoutExpired:
+    context = multiprocessing.get_context("fork")
+    received, sent = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_measure_in_child,
+        args=(redis_url, device, os.getpid(), sent),
+        name="stylize-calibration",
+    )
+    child.start()
+    sent.close()
+    child.join(timeout_s)
+    if child.is_alive():
+        child.kill()
+        child.join()
         log.warning("training speed calibration took over %d s; skipped", timeout_s)
         return
-    if done.returncode != 0:
-        log.warning("training speed calibration failed:\n%s", done.stderr[-2000:])
+    if child.exitcode != 0 or not received.poll():
+        # Its traceback went to this worker's stderr, above.
+        log.warning("training speed calibration failed (exit status %s)", child.exitcode)
         return
-    log.info("%s (%.1f s)", done.stdout.strip(), time.monotonic() - started)
+    log.info("%s (%.1f s)", received.recv(), time.monotonic() - started)
+
+
+def _measure_in_child(redis_url: str, device: str, parent_pid: int, report: Connection) -> None:
+    """Measure, publish, and send the summary line to the parent (the forked child)."""
+    # A worker stopped during its calibration must not leave it running (a killed
+    # launcher's chaos test found one 30 s later on a loaded machine).
+    stop_with_parent = die_with(parent_pid)
+    if stop_with_parent is not None:
+        stop_with_parent()
+    report.send(_measure_and_publish(redis_url, device))
 
 
 #: Seconds a job spends around its training (style image, lease, publish, final preview).
@@ -185,16 +199,21 @@ def measure(
     return DeviceSpeed(name, tuple(points), overhead, time.time())
 
 
-def _main(argv: list[str]) -> int:
-    redis_url, setting = argv
-    from .device import resolve_device  # initializes CUDA: this runs in a child process
+def _measure_and_publish(redis_url: str, setting: str) -> str:
+    """Measure ``setting``'s device, publish it; return a line that says what was found."""
+    from .device import resolve_device  # initializes CUDA: never in the worker's parent
 
     device = resolve_device(setting)
     settings = WorkerSettings()
     speed = measure(device, settings.shapes(), settings)
     publish(Redis.from_url(redis_url), setting, speed)
     curve = ", ".join(f"{g:.0f} GFLOP in {s:.2f} s" for g, s in speed.points)
-    print(f"training speed of {speed.device}: {curve}; {speed.run_overhead_s:.1f} s per run")
+    return f"training speed of {speed.device}: {curve}; {speed.run_overhead_s:.1f} s per run"
+
+
+def _main(argv: list[str]) -> int:
+    redis_url, setting = argv
+    print(_measure_and_publish(redis_url, setting))
     return 0
 
 
