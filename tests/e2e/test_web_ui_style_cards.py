@@ -68,7 +68,7 @@ def test_train_again_with_other_parameters(page, stack) -> None:
     card.locator(".again").click()
     page.wait_for_selector("#retrain[open]")
     page.screenshot(path=ARTIFACTS / "26-retrain-dialog.png")
-    page.select_option("#retrain-steps", "300")
+    page.select_option("#retrain-steps", "600")
     page.locator("#retrain-balance").fill("1")
     assert page.text_content("#retrain-balance-out") == "more of the painting"
     page.select_option("#retrain-size", "128")
@@ -79,7 +79,7 @@ def test_train_again_with_other_parameters(page, stack) -> None:
     doc = httpx.get(f"{url}/styles/{style['id']}", timeout=10).json()
     httpx.post(f"{url}/styles/{style['id']}/cancel", timeout=30)
     params = doc["params"]
-    assert (params["iterations"], params["image_size"]) == (300, 128)
+    assert (params["iterations"], params["image_size"]) == (600, 128)
     assert params["style_weight"] == pytest.approx(3e-4)
     assert params["width"] == TINY["width"]  # the rest as last time
 
