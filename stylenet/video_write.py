@@ -56,6 +56,10 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
 }  # fmt: skip
 
 
+#: The time base of the frames written (and of the encoder): milliseconds.
+FRAME_TIME_BASE = Fraction(1, 1000)
+
+
 class ClipWriter:
     """The output container: video encoded from frames, audio packets copied."""
 
@@ -75,8 +79,12 @@ class ClipWriter:
         )
         self.video.width, self.video.height = size
         self.video.pix_fmt = fmt.pix_fmt
-        # Milliseconds: every input's frame times survive (GIF's are centiseconds).
-        self.video.time_base = Fraction(1, 1000)
+        # Milliseconds: every input's frame times survive (GIF's are centiseconds). The
+        # encoder counts in them too, so a frame time is never rounded onto its
+        # neighbour's. The stream's own time base is the muxer's to change when it writes
+        # the header (MP4 takes 1/16000): frames never borrow it.
+        self.video.time_base = FRAME_TIME_BASE
+        self.video.codec_context.time_base = FRAME_TIME_BASE
         self.audio: Any = None
         self.audio_state = "none"
         source = reader._av
@@ -123,7 +131,7 @@ class ClipWriter:
             video = av.VideoFrame.from_ndarray(indexed, format="pal8")
         else:
             video = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        video.pts, video.time_base = pts, self.video.time_base
+        video.pts, video.time_base = pts, FRAME_TIME_BASE
         self.out.mux(self.video.encode(video))
 
     def close(self, flush: bool) -> None:

@@ -6,6 +6,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -83,6 +84,27 @@ def test_containers_and_a_requested_output(
     assert made["format"] == family
     assert made["frames"] == 4
     assert made["size"] == (64, 48)
+
+
+@pytest.mark.parametrize(("container", "to_path"), [("mp4", True), ("mp4", False), ("webm", True)])
+def test_a_clip_longer_than_the_encoder_delay_keeps_every_frame_and_its_time(
+    generator: nn.Module, container: str, to_path: bool, tmp_path: Path
+) -> None:
+    """Encoders hold frames back (x264 about a dozen): the first packets are muxed while
+    frames still come. A writer that took the muxer's time base (MP4 changes it to 1/16000
+    at the header) for its frames failed there, EINVAL, on every clip past ~12 frames."""
+    frames, fps = 36, 24
+    source = make_clip(container, frames=frames, fps=fps)
+    if to_path:
+        target = tmp_path / f"out.{container}"
+        stylize_clip(source, target, LocalStylizer(generator), batch_size=4)
+        data = target.read_bytes()
+    else:
+        data, _result = _run(source, generator, batch_size=4)
+    with av.open(io.BytesIO(data)) as clip:
+        times = [frame.time for frame in clip.decode(clip.streams.video[0])]
+    assert len(times) == frames
+    assert times == pytest.approx([index / fps for index in range(frames)], abs=0.002)
 
 
 def test_animated_webp_in_and_out(generator: nn.Module) -> None:
