@@ -10,7 +10,16 @@ Two measurements, each printed as a table and written to ``bench/results/``:
   own style and content losses and the yardstick's r against a short optimization
   (``--steps``; the same runs score every mode), so stability is not bought by
   washing the style out. ``flow`` is scored on its blended output frames (the clips
-  are frames in memory, no decoder: its flow is block matching only).
+  are frames in memory, no decoder: its flow is block matching only). That flicker
+  rewards any blending with the previous frame, ghosts included, so beside it: the
+  **warping error** (:mod:`warp_error`; Lai et al. 2018), the previous output warped by
+  the clip's true motion (known from the camera move) against the current output over
+  the pixels that motion keeps in the frame, the input's as a check (resampling only);
+  and the distance of each output frame to the ``per_frame`` output of the same frame
+  (how far the mode moved the picture from the single-frame stylization). A control
+  row, ``ghost`` (no product mode): each ``per_frame`` output blended with the previous
+  result unwarped, at the flow weight: the old flicker rewards it, the warping error
+  must not.
 * ``--fps``: a synthetic 720p clip (the pan, at 1280×720) through
   :func:`stylenet.video.stylize_clip` end to end (decode, stylize, encode H.264) in a
   child process per mode: frames per second and the child's peak RSS.
@@ -42,6 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import machine  # noqa: E402
+from warp_error import (  # noqa: E402
+    box_flow,
+    camera_boxes,
+    clip_warping_error,
+    ghosted,
+    mean_distance,
+)
 
 from stylenet import TrainParams  # noqa: E402
 from stylenet.corpus import EVALUATION_PHOTOS  # noqa: E402
@@ -58,7 +74,8 @@ from stylenet.video import LocalStylizer, VideoLimits, stylize_clip  # noqa: E40
 from stylenet.yardstick import optimization_trajectory, yardstick  # noqa: E402
 
 STYLES = ("scream", "starry-night")
-MODES = ("per_frame", "shared", "flow")
+#: ``ghost`` is a control, not a product mode: blended with the previous output unwarped.
+MODES = ("per_frame", "shared", "flow", "ghost")
 
 
 class Outputs(torch.nn.Module):
@@ -81,23 +98,19 @@ def _tensor(frame: np.ndarray) -> torch.Tensor:
 
 def camera(photo: Image.Image, kind: str, frames: int, size: tuple[int, int]) -> list[np.ndarray]:
     """A camera move over a still photo: ``pan`` left to right, or ``zoom`` in by 1.6×."""
-    width, height = photo.size
-    aspect = size[0] / size[1]
     out = []
-    for t in np.linspace(0.0, 1.0, frames):
-        if kind == "pan":
-            h = height * 0.8
-            w = min(width * 0.7, h * aspect)
-            h = w / aspect
-            left, top = (width - w) * t, (height - h) / 2
-        else:
-            scale = 1.0 / (1.0 + 0.6 * t)
-            h = min(height, width / aspect) * scale
-            w = h * aspect
-            left, top = (width - w) / 2, (height - h) / 2
-        crop = photo.resize(size, Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+    for box in camera_boxes(photo.size, kind, frames, size):
+        crop = photo.resize(size, Image.Resampling.BILINEAR, box=box)
         out.append(np.asarray(crop.convert("RGB"), dtype=np.uint8))
     return out
+
+
+def true_flows(
+    photo: Image.Image, kind: str, frames: int, size: tuple[int, int]
+) -> list[torch.Tensor]:
+    """The exact backward flow of each consecutive pair of :func:`camera`'s frames."""
+    boxes = camera_boxes(photo.size, kind, frames, size)
+    return [box_flow(a, b, size) for a, b in itertools.pairwise(boxes)]
 
 
 def mean_step(frames: list[np.ndarray]) -> float:
@@ -106,17 +119,39 @@ def mean_step(frames: list[np.ndarray]) -> float:
     return float(np.mean(steps))
 
 
+def run_mode(
+    stylizer: LocalStylizer, frames: list[np.ndarray], mode: str, flow_weight: float
+) -> tuple[list[np.ndarray], Any]:
+    """Stylize ``frames`` in temporal ``mode`` as the product does; the outputs and statistics."""
+    stats = None
+    if mode == "shared":  # the product's sample: FrameSample(stats_frames)
+        sample_frames = FrameSample(DEFAULT_STATS_FRAMES)
+        for index, frame in enumerate(frames):
+            sample_frames.offer(index, frame)
+        stats = stylizer.statistics(sample_frames.frames())
+    out: list[np.ndarray] = []
+    for lo in range(0, len(frames), 4):
+        out.extend(stylizer.stylize(frames[lo : lo + 4], stats))
+    if mode == "flow":
+        blender = FlowBlender(flow_weight)
+        out = [blender.blend(a, b) for a, b in zip(frames, out, strict=True)]
+    elif mode == "ghost":  # the control: the same blend weight, no warp, no confidence
+        out = ghosted(out, flow_weight)
+    return out, stats
+
+
 def flicker(args: argparse.Namespace) -> dict[str, Any]:
-    """Stylize each clip in each mode; flicker, losses and r per (style, clip, mode)."""
+    """Stylize each clip in each mode; flicker, warping error, losses and r per row."""
     content = Path(args.photos).expanduser()
     photos = [content / name for name in sorted(EVALUATION_PHOTOS) if (content / name).exists()]
     if len(photos) < 2:
         raise SystemExit(f"need 2 evaluation photos under {content} (stylize content install)")
     size = (args.width, args.width * 9 // 16)
-    clips = {
-        f"pan {photos[0].stem}": camera(Image.open(photos[0]), "pan", args.frames, size),
-        f"zoom {photos[1].stem}": camera(Image.open(photos[1]), "zoom", args.frames, size),
-    }
+    clips, flows = {}, {}
+    for kind, photo in (("pan", photos[0]), ("zoom", photos[1])):
+        image = Image.open(photo)
+        clips[f"{kind} {photo.stem}"] = camera(image, kind, args.frames, size)
+        flows[f"{kind} {photo.stem}"] = true_flows(image, kind, args.frames, size)
     device = torch.device("cpu")
     rows = []
     for style in STYLES:
@@ -130,25 +165,15 @@ def flicker(args: argparse.Namespace) -> dict[str, Any]:
             picked = np.linspace(0, len(frames) - 1, args.sample).astype(int)
             images = [_tensor(frames[i]) for i in picked]
             runs = [optimization_trajectory(loss, im, args.steps, device=device) for im in images]
+            reference, _ = run_mode(stylizer, frames, "per_frame", args.flow_weight)
             for mode in args.modes.split(","):
                 started = time.perf_counter()
-                stats = None
-                if mode == "shared":  # the product's sample: FrameSample(stats_frames)
-                    sample_frames = FrameSample(DEFAULT_STATS_FRAMES)
-                    for index, frame in enumerate(frames):
-                        sample_frames.offer(index, frame)
-                    stats = stylizer.statistics(sample_frames.frames())
-                out: list[np.ndarray] = []
-                for lo in range(0, len(frames), 4):
-                    out.extend(stylizer.stylize(frames[lo : lo + 4], stats))
-                if mode == "flow":
-                    blender = FlowBlender(args.flow_weight)
-                    out = [blender.blend(a, b) for a, b in zip(frames, out, strict=True)]
+                out, stats = run_mode(stylizer, frames, mode, args.flow_weight)
                 seconds = time.perf_counter() - started
                 scored: torch.nn.Module = generator
                 if stats is not None:
                     scored = WithStatistics(generator, stats)
-                elif mode == "flow":
+                elif mode in ("flow", "ghost"):
                     scored = Outputs([(frames[i], out[i]) for i in picked])
                 report = yardstick(scored, loss, images, args.steps, device=device, runs=runs)
                 entry = {
@@ -158,6 +183,9 @@ def flicker(args: argparse.Namespace) -> dict[str, Any]:
                     "input_step": round(mean_step(frames), 3),
                     "output_step": round(mean_step(out), 3),
                     "flicker": round(mean_step(out) - mean_step(frames), 3),
+                    "input_warp_error": round(clip_warping_error(frames, flows[name]), 3),
+                    "warp_error": round(clip_warping_error(out, flows[name]), 3),
+                    "from_per_frame": round(mean_distance(out, reference), 3),
                     "style_loss": round(float(np.mean([e["style"] for e in report["images"]])), 4),
                     "content_loss": round(
                         float(np.mean([e["content"] for e in report["images"]])), 4
@@ -239,6 +267,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="--fps: clip length")
     parser.add_argument("--batch", type=int, default=2, help="--fps: frames per forward")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", help="the JSON report (default: bench/results/flicker*.json)")
     parser.add_argument("--fps-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="shared", help=argparse.SUPPRESS)
@@ -249,6 +278,7 @@ def main() -> None:
     report = fps(args) if args.fps else flicker(args)
     report["machine"] = machine()
     out = ROOT / "bench" / "results" / ("flicker-fps.json" if args.fps else "flicker.json")
+    out = Path(args.out) if args.out else out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["machine"]))

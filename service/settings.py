@@ -191,7 +191,8 @@ class ServiceSettings(FileVariablesSettings):
         clip_request_timeout_s: ``request_timeout_s`` for a clip.
         clip_batch_frames: frames a clip hands the batcher at once.
         clip_temporal: default temporal mode (``per_frame``, ``shared`` or ``flow``;
-            per_frame by the flicker table of docs/VIDEO.md).
+            flow by the warping error of docs/VIDEO.md's flicker table; its flow runs
+            on the CPU, so a GPU host may want per_frame).
         clip_stats_frames: frames the shared statistics are taken over.
         clip_flow_weight: ``flow``'s blend weight: how much of the previous output,
             warped by the motion, a well-matched pixel keeps (0 is per_frame).
@@ -276,7 +277,7 @@ class ServiceSettings(FileVariablesSettings):
     clip_max_side: int = Field(1280, ge=MIN_SIDE, le=8192)
     clip_request_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
     clip_batch_frames: int = Field(4, ge=1, le=64)
-    clip_temporal: Literal["per_frame", "shared", "flow"] = "per_frame"
+    clip_temporal: Literal["per_frame", "shared", "flow"] = "flow"
     clip_stats_frames: int = Field(8, ge=1, le=64)
     clip_flow_weight: float = Field(DEFAULT_FLOW_WEIGHT, ge=0.0, lt=1.0)
     videos_queue: str = Field("videos", min_length=1, max_length=100)
