@@ -107,7 +107,10 @@ def test_large_lane_takes_device_decoded_pixels(make_client, small) -> None:
 
 def test_stylize_batch_takes_tensors_and_keeps_results_on_the_device(on, small) -> None:
     runtime = _runtime(on)
-    loaded = next(iter(runtime.cache._entries.values()))  # loaded by the tests above
+    # Load the style here: the tests above may run after this one (the suite orders a
+    # file's tests longest first) or in another process.
+    assert _stylize(on, image_bytes(small, "PNG")).status_code == 200
+    loaded = next(iter(runtime.cache._entries.values()))
     array = np.asarray(small)
     options = [BlendOptions(), BlendOptions(strength=0.5)]
     host = stylize_batch(loaded, [array, array], options, torch.float32)
