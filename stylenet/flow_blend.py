@@ -49,7 +49,9 @@ def check_flow_weight(weight: float) -> float:
 
 def _to_tensor(frame: np.ndarray) -> torch.Tensor:
     """Return an H×W×3 uint8 frame as a 3×H×W float32 tensor (0–255)."""
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()
+    # A decoder's frame may be read-only (torch warns on wrapping one): copied then only.
+    writable = np.require(frame, requirements=("C_CONTIGUOUS", "WRITEABLE"))
+    return torch.from_numpy(writable).permute(2, 0, 1).float()
 
 
 def _error(warped: torch.Tensor, current: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
