@@ -111,8 +111,11 @@ class ServiceSettings(FileVariablesSettings):
             longer is refused too. False: measure only (requests wait and may get 504).
         pace_calibration_side: the warm-up times one forward of a reference generator at
             this side² on the device (:mod:`service.runtime.calibration`), so time-aware
-            admission prices the first requests after a start too. 0: none (nothing is
-            refused before a request of the size has run or ``warm_styles`` warmed).
+            admission prices the first requests after a start too; on a CPU (side ≥ 256)
+            it also measures the forward's host memory, which prices every forward for
+            the memory budget (``inflight_bytes``) when over the default slack. 0: none
+            (nothing is refused before a request of the size has run or ``warm_styles``
+            warmed; memory priced by the traced estimate alone).
         trim_after_bytes: once the memory budget's last request ends after a burst that
             held at least this many bytes, freed heap memory is returned to the OS
             (glibc ``malloc_trim``, Linux only), so RSS comes down. 0: never.

@@ -122,11 +122,14 @@ class BlendBuilder:
             raise
 
     async def load(
-        self, key: BlendKey, executor: DeviceExecutor, device: torch.device
+        self, key: BlendKey, executor: DeviceExecutor, device: torch.device, slack: float
     ) -> LoadedGenerator:
-        """Build the blend of ``key`` and load it on ``device`` (the device thread)."""
+        """Build the blend of ``key`` and load it on ``device`` (the device thread).
+
+        ``slack``: the host's RSS per traced byte of a CPU forward (its memory price).
+        """
         data = await self.build(key)
-        return await executor.run(load_on_device, key, data, device)
+        return await executor.run(load_on_device, key, data, device, slack=slack)
 
     def _build(self, key: BlendKey) -> bytes:
         files = [

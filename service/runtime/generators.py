@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 #: oneDNN's slack. Measured on a width-1 residual net: 960-970 B/px of RSS at 1024×768
 #: and 2048×1536 against 717-720 B/px of traced tensors (``stylenet.footprint``).
 HOST_SLACK = 1.35
+#: The runtime prices with the larger of it and the slack measured on its host at start
+#: (:mod:`service.runtime.calibration`): oneDNN's kernels and layouts differ between CPUs
+#: (an AVX512-BF16 AMD EPYC without AMX held 750 B/px of RSS in a bfloat16 forward
+#: against 378 B/px traced: 1.98).
 #: Host bytes per pixel of a batch besides the traced forward (which counts its float
 #: input and output): the stacked uint8 batch, the uint8 result and its copy (3 + 3 + 3).
 BATCH_BYTES_PER_PIXEL = 9
@@ -94,10 +98,12 @@ def load_on_device(
     *,
     compile_model: bool = False,
     dtype: torch.dtype = torch.float32,
+    slack: float = HOST_SLACK,
 ) -> LoadedGenerator:
     """Build a generator from verified file bytes onto ``device`` (device thread).
 
-    ``dtype``: the compute dtype it will serve in, which its forward's memory depends on.
+    ``dtype``: the compute dtype it will serve in, which its forward's memory depends on;
+    ``slack``: RSS per traced byte of a CPU forward on this host (:data:`HOST_SLACK`).
 
     Raises:
         stylenet.ModelFileError: the file cannot be served by this code.
@@ -110,7 +116,7 @@ def load_on_device(
     per_pixel = 0.0
     if device.type == "cpu":
         traced = forward_bytes_per_pixel(info.config, dtype)
-        per_pixel = traced * HOST_SLACK + BATCH_BYTES_PER_PIXEL
+        per_pixel = traced * slack + BATCH_BYTES_PER_PIXEL
     return LoadedGenerator(
         key,
         model,

@@ -33,9 +33,10 @@ from service.runtime.backend_choice import settle_backend
 from service.runtime.batcher import Batched, Batcher
 from service.runtime.budget import Cost, PixelBudget
 from service.runtime.cache import GeneratorCache
-from service.runtime.calibration import reference_forward
+from service.runtime.calibration import Reference, reference_forward
 from service.runtime.executor import DeviceExecutor, resolve_device
 from service.runtime.generators import (
+    HOST_SLACK,
     BlendOptions,
     LoadedGenerator,
     load_on_device,
@@ -126,6 +127,10 @@ class InferenceRuntime:
         #: Times the heap was given back after a burst (:mod:`service.runtime.trim`).
         self.trims = 0
         self.warmed = False
+        # RSS per traced byte of a CPU forward here: the default until the start-up
+        # calibration measures more (:meth:`_calibrate_pace`).
+        self.host_slack = HOST_SLACK
+        self.pace_reference: Reference | None = None  # what that calibration measured
         self.warm_errors: dict[str, str] = {}
         #: What runs the batcher's forwards (``torch`` or ``onnxruntime``), and why.
         self.backend = "torch"
@@ -217,19 +222,34 @@ class InferenceRuntime:
         self.warmed = True
 
     async def _calibrate_pace(self) -> None:
-        """Seed the normal lane's rate with a reference forward (``pace_calibration_side``)."""
+        """Measure a reference forward at ``pace_calibration_side``².
+
+        It seeds the normal lane's rate and, on a CPU, this host's memory slack, which
+        prices forwards for the memory budget (:mod:`service.runtime.calibration`).
+        """
         side = self.settings.pace_calibration_side
-        if not side or not self.settings.deadline_admission:
+        memory = self.device.type == "cpu" and self.budget.limit_bytes is not None
+        if not side or not (self.settings.deadline_admission or memory):
             return
         try:
-            flops, seconds = await self._device().run(
-                reference_forward, self.device, side, self.dtype
-            )
+            reference = await self._device().run(reference_forward, self.device, side, self.dtype)
         except Exception as exc:  # a failed measurement must not keep the service down
             log.warning("pace calibration failed; admission by time waits for a forward: %s", exc)
             return
-        self.pace.rate.observe(flops, seconds, seed=True)
-        log.info("pace calibration: a reference %d² forward took %.2f s", side, seconds)
+        self.pace_reference = reference
+        if self.settings.deadline_admission:
+            self.pace.rate.observe(reference.flops, reference.seconds, seed=True)
+        if reference.slack is not None:
+            self.host_slack = max(HOST_SLACK, reference.slack)
+        log.info(
+            "pace calibration: a reference %d² forward took %.2f s%s",
+            side,
+            reference.seconds,
+            ""
+            if reference.slack is None
+            else f", host memory {reference.slack:.2f}× traced "
+            f"(forwards priced at {self.host_slack:.2f}×)",
+        )
 
     async def close(self) -> None:
         """Stop the batcher and the threads (queued requests fail)."""
@@ -422,7 +442,7 @@ class InferenceRuntime:
 
     async def _load(self, key: Hashable) -> LoadedGenerator:
         if isinstance(key, blends.BlendKey):  # built from its styles' weights; served on torch
-            return await self.blends.load(key, self._device(), self.device)
+            return await self.blends.load(key, self._device(), self.device, self.host_slack)
         assert isinstance(key, ModelKey)
         # The store verifies the sha256 against the manifest (ChecksumMismatch otherwise).
         data = await anyio.to_thread.run_sync(self.store.open_weights, key.style_id, key.version)
@@ -433,6 +453,7 @@ class InferenceRuntime:
             self.device,
             compile_model=self.settings.torch_compile,
             dtype=self.dtype,
+            slack=self.host_slack,
         )
         await self._backend_decided.wait()
         if self.backend == "onnxruntime":

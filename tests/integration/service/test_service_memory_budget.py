@@ -19,8 +19,10 @@ from fastapi.testclient import TestClient
 from service_testing import assert_error, metric
 from test_service_runtime import _runtime, _stylize, _until, device_held
 
-from service.runtime import InferenceRuntime
+from service.runtime import InferenceRuntime, calibration
 from service.runtime.budget import Cost
+from service.runtime.generators import BATCH_BYTES_PER_PIXEL, HOST_SLACK
+from stylenet.footprint import forward_bytes_per_pixel
 
 MakeClient = Callable[..., AbstractContextManager[TestClient]]
 
@@ -91,3 +93,22 @@ def test_an_image_whose_forward_is_over_the_budget_is_tiled(
             assert whole.headers["x-image-size"] == "128x96"
             assert runtime.batcher.dispatched == 1
         assert runtime.budget.holders == 0
+
+
+def test_the_start_up_calibration_prices_cpu_forwards_by_this_hosts_memory(
+    make_client: MakeClient, photo_128: bytes
+):
+    with make_client(pace_calibration_side=calibration.MIN_MEMORY_SIDE) as client:
+        runtime = _runtime(client)
+        reference = runtime.pace_reference
+        assert reference is not None and reference.flops > 0
+        assert runtime.host_slack == max(HOST_SLACK, reference.slack or 0.0)
+        assert _stylize(client, photo_128, max_side=64).status_code == 200  # loaded
+        (generator,) = runtime.cache._entries.values()
+    traced = forward_bytes_per_pixel(generator.info.config, runtime.dtype)
+    assert generator.host_bytes_per_pixel == pytest.approx(
+        traced * runtime.host_slack + BATCH_BYTES_PER_PIXEL
+    )
+    # A calibration too small to measure memory keeps the default slack.
+    with make_client(pace_calibration_side=64) as client:
+        assert _runtime(client).host_slack == HOST_SLACK
