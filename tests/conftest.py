@@ -24,9 +24,9 @@ _SPREAD = ("chaos/", "integration/training_worker/")
 _FIRST = ("e2e/test_web_", "e2e/", "chaos/", "integration/training_worker/", "integration/")
 
 
-def _unit_of_work(item: pytest.Item) -> str | None:
-    """The xdist group of ``item`` (``--dist loadgroup``): tests that share a start-up."""
-    path = item.nodeid.split("::")[0].removeprefix("tests/")
+def _unit_of_work(nodeid: str) -> str | None:
+    """The unit of work of a test (one xdist process runs a unit); None: the test alone."""
+    path = nodeid.split("::")[0].removeprefix("tests/")
     if path.startswith("e2e/test_web_"):
         return "browser"  # one stack and one Chromium for every page test (e2e/conftest.py)
     if path.startswith(_SPREAD):
@@ -39,19 +39,33 @@ def _rank(item: pytest.Item) -> int:
     return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_rank)  # stable: the collection order within each rank
-    for item in items:
-        group = _unit_of_work(item)
-        if group and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(group))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` (``make test``): whole units of work to each process.
+
+    Its own scheduler, not ``xdist_group`` marks: under pytest 9 xdist 3.8 never sees the
+    marks (it renames ``item._nodeid``, which no longer changes ``item.nodeid``), so every
+    test went anywhere: each process started the page tests' stack and Chromium and each
+    file's module-scoped services, up to three times over.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitsOfWork(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit_of_work(nodeid) or nodeid
+
+    return UnitsOfWork(config, log)  # type: ignore[arg-type]
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
