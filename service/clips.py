@@ -36,7 +36,7 @@ from service.runtime import BlendOptions, InferenceRuntime
 from service.runtime.generators import LoadedGenerator
 from service.settings import ServiceSettings
 from service.uploads import capped_max_side
-from stylenet.temporal import ClipStatistics, WithStatistics, clip_statistics
+from stylenet.temporal import ClipStatistics, TemporalMode, WithStatistics, clip_statistics
 from stylenet.video import (
     OUTPUT_FORMATS,
     ClipResult,
@@ -65,7 +65,7 @@ class ClipOptions(BaseModel):
     strength: float = Field(1.0, ge=0.0, le=1.0)
     preserve_color: bool = False
     format: Literal["mp4", "webm", "gif", "webp"] | None = None
-    temporal: Literal["per_frame", "shared", "flow"] | None = Field(
+    temporal: TemporalMode | None = Field(
         None,
         description="How frames are kept alike: per_frame (each frame's own instance-norm "
         "statistics), shared (statistics over a sample of the clip's frames) or flow (each "

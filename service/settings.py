@@ -23,6 +23,7 @@ from model_store import is_valid_style_id
 from stylenet.flow_blend import DEFAULT_FLOW_WEIGHT
 from stylenet.generators import MIN_SIDE
 from stylenet.settings_files import FileVariablesSettings
+from stylenet.temporal import DEFAULT_TEMPORAL, TemporalMode
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MiB = 1024 * 1024
@@ -280,7 +281,7 @@ class ServiceSettings(FileVariablesSettings):
     clip_max_side: int = Field(1280, ge=MIN_SIDE, le=8192)
     clip_request_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
     clip_batch_frames: int = Field(4, ge=1, le=64)
-    clip_temporal: Literal["per_frame", "shared", "flow"] = "flow"
+    clip_temporal: TemporalMode = DEFAULT_TEMPORAL
     clip_stats_frames: int = Field(8, ge=1, le=64)
     clip_flow_weight: float = Field(DEFAULT_FLOW_WEIGHT, ge=0.0, lt=1.0)
     videos_queue: str = Field("videos", min_length=1, max_length=100)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidParams
 from .flow_blend import DEFAULT_FLOW_WEIGHT
+from .temporal import TemporalMode
 from .video_read import VideoLimits
 
 
@@ -42,7 +43,7 @@ class ClipJobSpec(BaseModel):
     max_side: int = Field(ge=16, le=8192)
     strength: float = Field(1.0, ge=0.0, le=1.0)
     preserve_color: bool = False
-    temporal: Literal["per_frame", "shared", "flow"] = "per_frame"
+    temporal: TemporalMode = "per_frame"
     stats_frames: int = Field(8, ge=1, le=64)
     flow_weight: float = Field(DEFAULT_FLOW_WEIGHT, ge=0.0, lt=1.0)
     batch_frames: int = Field(4, ge=1, le=64)

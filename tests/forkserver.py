@@ -83,7 +83,11 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """The client side: one server process, started on first use, asked over pipes."""
+    """The client side: one server process, started on first use, asked over pipes.
+
+    The server ends with its stdin, that is with the test process; its children live on
+    (the tests stop those).
+    """
 
     def __init__(self, module: str) -> None:
         self.module = module
@@ -120,15 +124,6 @@ class ForkServer:
     def returncode(self, pid: int) -> int | None:
         return self._request({"op": "poll", "pid": pid})["returncode"]
 
-    def close(self) -> None:
-        """Stop the server (its children live on; the tests stop those)."""
-        with self._lock:
-            if self._process is not None and self._process.poll() is None:
-                assert self._process.stdin is not None
-                self._process.stdin.close()
-                self._process.wait(timeout=10)
-            self._process = None
-
 
 _servers: dict[str, ForkServer] = {}
 
@@ -148,12 +143,6 @@ def start_module(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-def shutdown() -> None:
-    """Stop this test process's fork servers."""
-    for server in _servers.values():
-        server.close()
 
 
 # The server side -----------------------------------------------------------------------

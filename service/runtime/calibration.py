@@ -14,8 +14,8 @@ have outgrown the caches as a photo does (a 256² forward costs less per FLOP th
 On a CPU the same forward also measures the host memory it takes (the peak RSS over the
 RSS before it, ``/proc/self/status``, the peak reset through ``/proc/self/clear_refs``)
 against the bytes :mod:`stylenet.footprint` traces for it: their ratio is this host's
-slack (:func:`service.runtime.generators.use_measured_slack`), which prices every CPU
-forward's memory for the memory budget. Below 256² fixed costs (weights, kernel scratch)
+slack (``InferenceRuntime.host_slack``), which prices every CPU forward's memory for the
+memory budget. Below 256² fixed costs (weights, kernel scratch)
 would inflate it, so smaller calibrations measure time only.
 
 The figures are kept for the process (one per device, dtype, thread count and side): an

@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 
 #: Process memory (RSS) per byte of live tensors in a CPU forward: the allocator's and
 #: oneDNN's slack. Measured on a width-1 residual net: 960-970 B/px of RSS at 1024×768
-#: and 2048×1536 against 717-720 B/px of traced tensors (``stylenet.footprint``).
-HOST_SLACK = 1.35
-#: The runtime prices with the larger of it and the slack measured on its host at start
+#: and 2048×1536 against 717-720 B/px of traced tensors (``stylenet.footprint``). The
+#: runtime prices with the larger of it and the slack measured on its host at start
 #: (:mod:`service.runtime.calibration`): oneDNN's kernels and layouts differ between CPUs
 #: (an AVX512-BF16 AMD EPYC without AMX held 750 B/px of RSS in a bfloat16 forward
 #: against 378 B/px traced: 1.98).
+HOST_SLACK = 1.35
 #: Host bytes per pixel of a batch besides the traced forward (which counts its float
 #: input and output): the stacked uint8 batch, the uint8 result and its copy (3 + 3 + 3).
 BATCH_BYTES_PER_PIXEL = 9

@@ -127,10 +127,8 @@ class InferenceRuntime:
         #: Times the heap was given back after a burst (:mod:`service.runtime.trim`).
         self.trims = 0
         self.warmed = False
-        # RSS per traced byte of a CPU forward here: the default until the start-up
-        # calibration measures more (:meth:`_calibrate_pace`).
-        self.host_slack = HOST_SLACK
-        self.pace_reference: Reference | None = None  # what that calibration measured
+        #: What the start-up calibration measured (:meth:`_calibrate_pace`).
+        self.pace_reference: Reference | None = None
         self.warm_errors: dict[str, str] = {}
         #: What runs the batcher's forwards (``torch`` or ``onnxruntime``), and why.
         self.backend = "torch"
@@ -239,8 +237,6 @@ class InferenceRuntime:
         self.pace_reference = reference
         if self.settings.deadline_admission:
             self.pace.rate.observe(reference.flops, reference.seconds, seed=True)
-        if reference.slack is not None:
-            self.host_slack = max(HOST_SLACK, reference.slack)
         log.info(
             "pace calibration: a reference %d² forward took %.2f s%s",
             side,
@@ -250,6 +246,12 @@ class InferenceRuntime:
             else f", host memory {reference.slack:.2f}× traced "
             f"(forwards priced at {self.host_slack:.2f}×)",
         )
+
+    @property
+    def host_slack(self) -> float:
+        """RSS per traced byte of a CPU forward here: the default, or more if measured."""
+        measured = self.pace_reference.slack if self.pace_reference is not None else None
+        return max(HOST_SLACK, measured or 0.0)
 
     async def close(self) -> None:
         """Stop the batcher and the threads (queued requests fail)."""
