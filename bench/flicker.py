@@ -208,8 +208,10 @@ def flicker(args: argparse.Namespace) -> dict[str, Any]:
 def fps_child(args: argparse.Namespace) -> dict[str, Any]:
     """One mode over the synthetic 720p clip, in this (child) process."""
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    generator, _ = load_generator(ROOT / "demo_styles" / "scream" / "generator.safetensors")
-    stylizer = LocalStylizer(generator, dtype=inference_dtype(torch.device("cpu"), "auto"))
+    device = torch.device(args.device)
+    model = ROOT / "demo_styles" / "scream" / "generator.safetensors"
+    generator, _ = load_generator(model, device=device)
+    stylizer = LocalStylizer(generator, dtype=inference_dtype(device, "auto"))
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "out.mp4"
         started = time.perf_counter()
@@ -221,6 +223,7 @@ def fps_child(args: argparse.Namespace) -> dict[str, Any]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     return {
         "mode": args.mode,
+        "device": args.device,
         "frames": result.frames,
         "size": [result.width, result.height],
         "seconds": round(seconds, 1),
@@ -247,7 +250,7 @@ def fps(args: argparse.Namespace) -> dict[str, Any]:
         rows = []
         for mode in args.modes.split(","):
             command = [sys.executable, __file__, "--fps-child", "--clip", str(clip), "--mode", mode]
-            command += ["--batch", str(args.batch)]
+            command += ["--batch", str(args.batch), "--device", args.device]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
@@ -267,6 +270,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="--fps: clip length")
     parser.add_argument("--batch", type=int, default=2, help="--fps: frames per forward")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="--fps: where the generator runs")
     parser.add_argument("--out", help="the JSON report (default: bench/results/flicker*.json)")
     parser.add_argument("--fps-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)

@@ -16,7 +16,7 @@
 #   STEPS="demo-styles service-processes" bash bench/gpu_session.sh   # only these steps
 #
 # Order (each step has its own time limit; the sum is more than one 15-minute lease, so
-# later steps are cut first): demo-styles, base, adapt, gpu-tests, service-processes, gpu-codecs,
+# later steps are cut first): demo-styles, base, adapt, gpu-tests, video, service-processes, gpu-codecs,
 # tiled, the training speed, stylenet, service, quality.
 #
 # On the lent machine (Python 3.12 with torch, no internet, 64 MiB for the working tree and
@@ -191,6 +191,13 @@ if [ "$DEVICE" = cuda ]; then
   step gpu-tests 120 pytest "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu \
     tests/unit/test_gpu.py tests/unit/test_codecs.py
 fi
+# Issue #29: a synthetic 720p pan (2 s, 60 frames) decoded, stylized on the GPU and encoded,
+# per temporal mode: frames/s and peak RSS; flow's motion estimate runs on the CPU, so this
+# shows whether it dominates a GPU host (then its default should be per_frame). Needs PyAV
+# (not in the device image: carry its wheel) and the content photos.
+step video 180 "torch,PIL,av" \
+  "$PYTHON" bench/flicker.py --fps --seconds 2 --modes per_frame,flow,shared --batch 4 \
+  --device "$DEVICE" --photos "$CONTENT" --out "$OUT/video.json"
 # Issue #16: end-to-end img/s with 64 clients, 1 and N HTTP processes (STYLIZE_WORKERS),
 # beside the bare batched forward, at 256² and 512².
 step service-processes 240 "fastapi,uvicorn,httpx,redis,rq" \
