@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_testing
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,13 +17,8 @@ from stylenet import cli
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stylenet.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+    """``python -m stylenet.cli ARGS`` (no model store), in this process."""
+    return cli_testing.run_main(cli.main, *args, env=env, clean=False)
 
 
 def test_train_then_apply(tmp_path: Path, content_dir: Path, style_image) -> None:

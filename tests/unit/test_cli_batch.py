@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_testing
 from PIL import Image
 
 from stylenet import cli
@@ -18,17 +17,8 @@ SCREAM = REPO / "demo_styles/scream/generator.safetensors"
 
 
 def _stylize(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``stylize ARGS`` as people do (the service's entry point, bundled styles)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("STYLIZE_")}
-    environ["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        env=environ,
-    )
+    """Run ``stylize ARGS`` (the service's entry point, bundled styles), in this process."""
+    return cli_testing.stylize(*args, cwd=REPO)
 
 
 def _photos(folder: Path, content_dir: Path) -> dict[str, Path]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_testing import stylize as in_process
 from PIL import Image
 
 from model_store import open_store
@@ -69,7 +70,7 @@ def test_help_and_version_load_neither_torch_nor_the_app(flag: str) -> None:
 
 
 def test_train_help_gives_each_option_a_meaning_and_default() -> None:
-    shown = _stylize("train", "--help")
+    shown = in_process("train", "--help")
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
     for name in TrainParams.__dataclass_fields__:
@@ -101,7 +102,7 @@ def test_mistakes_are_one_line_without_a_traceback(
     if "--style" not in options:
         options = ["--style", "scream", *options]
     photo = REPO / "demo_styles/starry-night/style.jpg"
-    result = _stylize("apply", *options, str(photo), output, cwd=tmp_path)
+    result = in_process("apply", *options, str(photo), output, cwd=tmp_path)
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
     assert says in result.stderr.strip().splitlines()[-1], result.stderr
@@ -110,7 +111,7 @@ def test_mistakes_are_one_line_without_a_traceback(
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_one_line(tmp_path: Path) -> None:
     photo = REPO / "demo_styles/starry-night/style.jpg"
-    result = _stylize(
+    result = in_process(
         "apply", "--style", "scream", "--device", "cuda", str(photo), str(tmp_path / "o.png")
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -166,7 +167,7 @@ def test_apply_style_takes_a_display_name(tmp_path: Path, monkeypatch: pytest.Mo
     assert find_style("the  scream") == find_style("scream") == bundled
     photo = REPO / "demo_styles/starry-night/style.jpg"
     out = tmp_path / "mosaic.png"
-    result = _stylize(
+    result = in_process(
         "apply", "--style", "Mosaic", str(photo), str(out), "--max-side", "48",
         env={"STYLIZE_MODEL_STORE": url},
     )  # fmt: skip
@@ -184,7 +185,7 @@ def test_a_name_two_styles_share_asks_for_an_id(
     with pytest.raises(CliError, match="no such style"):
         find_style("Mosaics")
     photo = REPO / "demo_styles/starry-night/style.jpg"
-    result = _stylize(
+    result = in_process(
         "apply", "--style", "Mosaic", str(photo), str(tmp_path / "out.png"),
         env={"STYLIZE_MODEL_STORE": url},
     )  # fmt: skip

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_testing import run_main
 
-from stylenet import InvalidParams
+from stylenet import InvalidParams, cli
 from stylenet.generators import build_generator
 from stylenet.tiled import forward_tiled
 
@@ -79,11 +80,13 @@ _CAPPED = textwrap.dedent(
     from stylenet.tiled import forward_tiled
     torch.manual_seed(0)
     net = build_generator(arch="residual", width=0.125).eval()
-    image = torch.rand(1, 3, 4096, 4096) * 255
+    image = torch.rand(1, 3, 2048, 2048) * 255
     vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
-    # 1 GiB above what is mapped now: the input (200 MB) and output fit, whole-image
-    # activations (4 channels at 4096² are 268 MB each) do not.
-    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, resource.RLIM_INFINITY))
+    # 256 MiB above what is mapped now: the input (50 MB) and output fit, whole-image
+    # activations (4 channels at 2048² are 67 MB each) do not: the whole forward failed
+    # with 400 MiB too, tiles passed with 160 (4096² under 1 GiB showed the same for 3×
+    # the CPU; 8K runs in bench/).
+    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**28, resource.RLIM_INFINITY))
     try:
         with torch.inference_mode():
             out = net(image) if sys.argv[1] == "whole" else forward_tiled(
@@ -97,7 +100,7 @@ _CAPPED = textwrap.dedent(
 
 
 @pytest.mark.timeout(600)
-def test_4096_square_runs_tiled_under_a_cap_the_whole_image_exceeds() -> None:
+def test_a_large_square_runs_tiled_under_a_cap_the_whole_image_exceeds() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1", "PYTHONPATH": str(ROOT)}
 
     def run(mode: str) -> subprocess.CompletedProcess[str]:
@@ -110,7 +113,7 @@ def test_4096_square_runs_tiled_under_a_cap_the_whole_image_exceeds() -> None:
     assert "MemoryError" in whole.stdout or "alloc" in whole.stdout  # the cap, nothing else
     tiled = run("tiled")
     assert tiled.returncode == 0, tiled.stdout + tiled.stderr[-2000:]
-    assert "done (1, 3, 4096, 4096)" in tiled.stdout
+    assert "done (1, 3, 2048, 2048)" in tiled.stdout
 
 
 def test_cli_apply_tiles_exactly(tmp_path: Path) -> None:
@@ -123,16 +126,15 @@ def test_cli_apply_tiles_exactly(tmp_path: Path) -> None:
     outputs = {}
     for tile in ("32", "none"):
         out = tmp_path / f"out-{tile}.png"
-        subprocess.run(
-            [sys.executable, "-m", "stylenet.cli", "apply", "--model", str(model),
-             "--tile", tile, "--cpu-dtype", "float32", str(photo), str(out)],
-            check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        done = run_main(
+            cli.main, "apply", "--model", str(model), "--tile", tile, "--cpu-dtype", "float32",
+            str(photo), str(out), clean=False,
         )  # fmt: skip
+        assert done.returncode == 0, done.stderr
         outputs[tile] = torch.from_numpy(np.asarray(Image.open(out), dtype=np.int16))
     assert int((outputs["32"] - outputs["none"]).abs().max()) <= 1
-    bad = subprocess.run(
-        [sys.executable, "-m", "stylenet.cli", "apply", "--model", str(model), "--tile", "4",
-         str(photo), str(tmp_path / "x.png")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    bad = run_main(
+        cli.main, "apply", "--model", str(model), "--tile", "4", str(photo),
+        str(tmp_path / "x.png"), clean=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "side ≥ 16 px" in bad.stderr
