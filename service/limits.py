@@ -49,6 +49,7 @@ from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 
 from model_store import ModelStore, ModelStoreError
+from service.async_redis import close_within
 from service.auth import Caller
 from service.errors import InvalidOption, QuotaExceeded, RateLimited, Unavailable
 from service.estimate import estimate_for_params, estimate_for_record
@@ -352,8 +353,8 @@ class StylizeRateLimiter:
             )
 
     async def close(self) -> None:
-        """Close the connection pool."""
-        await self._redis.aclose()
+        """Close the connection pool (bounded: :mod:`service.async_redis`)."""
+        await close_within(self._redis, "stylize rate limit")
 
 
 class Limits:

@@ -42,6 +42,7 @@ import anyio
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
+from service.async_redis import CLOSE_TIMEOUT_S, close_within
 from service.errors import TooManyStreams, Unavailable
 from service.metrics import ServiceMetrics
 
@@ -148,9 +149,12 @@ class StreamLimiter:
         """Stop renewing and close the Redis client (open leases then expire)."""
         if self._renewer is not None:
             self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+            # Bounded too: a renewal cancelled inside redis-py may not end at once.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await asyncio.gather(self._renewer, return_exceptions=True)
         if self._redis is not None:
-            await self._redis.aclose()
+            await close_within(self._redis, "event stream limits")
 
     @contextlib.asynccontextmanager
     async def slot(self, client: str) -> AsyncIterator[None]:

@@ -21,7 +21,17 @@ from redis.exceptions import RedisError
 log = logging.getLogger("worker")
 
 # Imported before jobs fork, so a job does not pay for them; none of them touches CUDA.
-PRELOAD = ("torch", "stylenet", "stylenet.train", "model_store", "worker.jobs", "worker.videos")
+# torch._dynamo: torch.optim imports it when the first optimizer is made (~1 CPU-s), so
+# every job (and the start-up speed calibration) paid for it again in its own fork.
+PRELOAD = (
+    "torch",
+    "torch._dynamo",
+    "stylenet",
+    "stylenet.train",
+    "model_store",
+    "worker.jobs",
+    "worker.videos",
+)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
