@@ -1,11 +1,13 @@
 """A fork server for the suite's ``python -m worker`` and ``python -m service`` processes.
 
-Starting ``python -m worker`` costs about 2.3 CPU-seconds before it does anything: the
+Starting ``python -m worker`` costs about 3 CPU-seconds before it does anything: the
 import of torch, stylenet and the job code (``python -m service``: about 2.5). The suite
 starts about a hundred of them, so on a 2-core machine that alone was minutes of the
 suite's time. Here one server per program and test process imports the program's
 ``__main__`` module once (its top level only: what it sets before torch loads, such as
-the service's ``OMP_WAIT_POLICY``, is set as in a fresh interpreter); each process a test
+the service's ``OMP_WAIT_POLICY``, is set as in a fresh interpreter), and for the worker
+what it imports itself before it forks jobs (``worker.__main__.PRELOAD``: torch and the
+job code, which read no environment when imported); each process a test
 starts is a ``fork`` of it that then runs ``python -m <program>`` exactly as the
 interpreter would (``runpy``), in its own session, with the test's environment, working
 directory and log file. The programs' own code is unchanged and fully real: RQ and its
@@ -216,7 +218,11 @@ def serve(module: str) -> None:
     sys.path.insert(0, str(REPO))
     import importlib
 
-    importlib.import_module(f"{module}.__main__")
+    main = importlib.import_module(f"{module}.__main__")
+    # What the worker imports before it forks its first job, here once: torch and the
+    # job code (~3 CPU-s); its main() finds them loaded, as its work horses do.
+    for name in getattr(main, "PRELOAD", ()):
+        importlib.import_module(name)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the test's Ctrl-C is for pytest
     out = sys.stdout

@@ -58,6 +58,28 @@ def children(pid: int, marker: str) -> list[int]:
     return sorted(found)
 
 
+@contextmanager
+def trainings_paused(launcher_pid: int) -> Iterator[int]:
+    """Freeze the trainings a stack's workers run now (SIGSTOP), for a block; their count.
+
+    For tests whose training is scenery (its bar on the page, a style to cancel): a
+    100,000-step run would otherwise take a share of the CPU for the whole test. Only
+    the work horses (the workers' children) stop: each worker keeps its heartbeat and
+    its Redis connection, so the API sees a worker busy training, as it is. They go on
+    (SIGCONT) at the end of the block, before the test deletes or cancels their style.
+    """
+    horses = {pid for worker in children(launcher_pid, "-m worker") for pid in descendants(worker)}
+    for pid in horses:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield len(horses)
+    finally:
+        for pid in horses:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def alive(pids: set[int]) -> set[int]:
     """Return those of ``pids`` still running (not zombies)."""
     return set(_parents()) & pids

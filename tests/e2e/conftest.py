@@ -4,10 +4,11 @@ axe-core installed once. Helpers and constants: ``tests/browser_testing.py``.
 
 The tests share the stack's store and its one worker: each gives the styles it creates
 names of their own and cancels or deletes the trainings it leaves running, so that the
-next test finds the worker free. A test module that wants a stack of its own defines its
-own ``stack`` fixture, which takes precedence: test_web_ui_blend.py does, since the
-styles it writes straight into the store would be warm starts (``init: auto``) of the
-other modules' trainings.
+next test finds the worker free; styles written straight into the store (the blend
+test's family) are deleted after their test, or they would be warm starts (``init:
+auto``) of later trainings. A test whose training is only scenery (a bar on the page, a
+style to cancel) freezes it with ``pause_trainings`` once it runs, so that a
+100,000-step run does not take a share of the CPU for the rest of the test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,7 +33,7 @@ from browser_testing import (
     axe_script,
     offline_page,
 )
-from stack_testing import running_stack
+from stack_testing import running_stack, trainings_paused
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +69,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     root = tmp_path_factory.mktemp("web-stack")
     # Tiled inference from 1024² px instead of 2048²: the print-size tests exercise the
     # large-image lane with a 1.2-megapixel photo, not minutes of CPU at 4.3 megapixels.
-    with running_stack(root, STYLIZE_TILE_PIXELS=str(TILE_PIXELS)) as (url, _process):
+    with running_stack(root, STYLIZE_TILE_PIXELS=str(TILE_PIXELS)) as (url, process):
+        _LAUNCHER.append(process.pid)
         yield url, root
+        _LAUNCHER.clear()
+
+
+_LAUNCHER: list[int] = []  # the shared stack's ``stylize up`` while it runs
+
+
+@pytest.fixture
+def pause_trainings(stack: tuple[str, Path]) -> Callable[[], AbstractContextManager[int]]:
+    """``with pause_trainings():`` freezes the shared stack's running trainings for the
+    block (:func:`stack_testing.trainings_paused`)."""
+    (launcher,) = _LAUNCHER
+    return lambda: trainings_paused(launcher)
 
 
 class _Chromium:

@@ -1,7 +1,7 @@
 """The page blends two styles of one base (issue 27) in a real browser (the session's
-Chromium, tests/e2e/conftest.py, on a stack of this module's own): the second style offers
-only styles that share a base, the slider sets the weights, and the result is the
-service's blend. Screenshots in test-artifacts/web-ui/."""
+Chromium and stack, tests/e2e/conftest.py, with the family in its store for the test
+only): the second style offers only styles that share a base, the slider sets the
+weights, and the result is the service's blend. Screenshots in test-artifacts/web-ui/."""
 
 from __future__ import annotations
 
@@ -12,28 +12,34 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from blend_testing import build_family_store
+from blend_testing import CHILD, build_family_store
 from browser_testing import ARTIFACTS, REPO, skip_without_browser
 from PIL import Image
-from stack_testing import running_stack
 
 skip_without_browser()
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A stack of this module's own, not the session's: the family written straight into
-    its store would be warm starts (``init: auto``) of the other modules' trainings."""
-    root = tmp_path_factory.mktemp("blend-stack")
-    with running_stack(root) as (url, _process):
-        yield url, root
+@pytest.fixture
+def family_in_store(stack: tuple[str, Path], tiny_generator_bytes: bytes) -> Iterator[None]:
+    """The family, written straight into the shared stack's store for this test only.
 
-
-def test_blend_two_styles_with_a_slider(page, stack, tiny_generator_bytes: bytes) -> None:
+    Deleted after it (through the API, as a user would): while they exist, the family's
+    styles would be warm starts (``init: auto``) of other tests' trainings.
+    """
     url, root = stack
     painting = (REPO / "demo_styles/scream/style.jpg").read_bytes()
-    build_family_store(root / "data", tiny_generator_bytes, painting)  # the stack's store
+    _, weights = build_family_store(root / "data", tiny_generator_bytes, painting)
+    try:
+        yield
+    finally:
+        for style_id in sorted(weights, key=lambda s: s != CHILD):  # stored over a: first
+            gone = httpx.delete(f"{url}/styles/{style_id}", timeout=30)
+            assert gone.status_code in (200, 204), gone.text
+
+
+def test_blend_two_styles_with_a_slider(page, stack, family_in_store: None) -> None:
+    url, root = stack
     photo = root / "data/content/chelsea.png"
     page.goto(url + "/")
     page.wait_for_selector("#gallery input[value=a]", state="attached")

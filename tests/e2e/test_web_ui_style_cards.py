@@ -37,21 +37,24 @@ def _wait_status(url: str, sid: str, wanted: set[str]) -> dict:
     return doc
 
 
-def test_a_queued_style_shows_its_place_in_line(page, stack) -> None:
+def test_a_queued_style_shows_its_place_in_line(page, stack, pause_trainings) -> None:
     url, _ = stack
     # The one worker takes the first; the second waits behind it.
     first = _create(url, "Long ahead", {**TINY, "iterations": 100000})
     second = _create(url, "Waiting behind", {**TINY, "iterations": 100000})
     try:
         _wait_status(url, first["id"], {"training"})
-        page.goto(url + "/")
-        card = style_card(page, "Waiting behind")
-        card.wait_for()
-        text = card.locator(".ptext")
-        page.wait_for_function("e => e.textContent.includes('in line')", arg=text.element_handle())
-        assert "waiting for a worker" not in text.text_content()
-        assert text.text_content().startswith("next in line")
-        page.screenshot(path=ARTIFACTS / "26-queued-place.png", full_page=True)
+        with pause_trainings():  # the worker stays busy with the first; its steps need not run
+            page.goto(url + "/")
+            card = style_card(page, "Waiting behind")
+            card.wait_for()
+            text = card.locator(".ptext")
+            page.wait_for_function(
+                "e => e.textContent.includes('in line')", arg=text.element_handle()
+            )
+            assert "waiting for a worker" not in text.text_content()
+            assert text.text_content().startswith("next in line")
+            page.screenshot(path=ARTIFACTS / "26-queued-place.png", full_page=True)
     finally:
         for sid in (second["id"], first["id"]):
             httpx.post(f"{url}/styles/{sid}/cancel", timeout=30)
