@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-#: Variables a caller's shell may set that these runs must not see (as in the subprocesses).
+#: The caller's STYLIZE_* variables a clean run keeps (as the subprocesses did).
 _KEEP = ("STYLIZE_CACHE_DIR",)
 
 
@@ -50,8 +50,11 @@ def run_main(
     would have printed, so the test fails on it.
     """
     out, err = io.StringIO(), io.StringIO()
-    redirected = contextlib.redirect_stdout(out), contextlib.redirect_stderr(err)
-    with _environment(cwd, env, clean), redirected[0], redirected[1]:
+    with (
+        _environment(cwd, env, clean),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         try:
             code = main(list(args))
         except SystemExit as exc:  # argparse's usage errors and --help

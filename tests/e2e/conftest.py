@@ -64,26 +64,29 @@ def axe_js() -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``stylize up`` on a free port, shared by the browser tests: its URL and its root."""
+def stack_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
+    """``stylize up`` on a free port, shared by the browser tests: URL, root, launcher pid."""
     root = tmp_path_factory.mktemp("web-stack")
     # Tiled inference from 1024² px instead of 2048²: the print-size tests exercise the
     # large-image lane with a 1.2-megapixel photo, not minutes of CPU at 4.3 megapixels.
     with running_stack(root, STYLIZE_TILE_PIXELS=str(TILE_PIXELS)) as (url, process):
-        _LAUNCHER.append(process.pid)
-        yield url, root
-        _LAUNCHER.clear()
+        yield url, root, process.pid
 
 
-_LAUNCHER: list[int] = []  # the shared stack's ``stylize up`` while it runs
+@pytest.fixture(scope="session")
+def stack(stack_process: tuple[str, Path, int]) -> tuple[str, Path]:
+    """The shared stack's URL and its root."""
+    url, root, _ = stack_process
+    return url, root
 
 
 @pytest.fixture
-def pause_trainings(stack: tuple[str, Path]) -> Callable[[], AbstractContextManager[int]]:
+def pause_trainings(
+    stack_process: tuple[str, Path, int],
+) -> Callable[[], AbstractContextManager[int]]:
     """``with pause_trainings():`` freezes the shared stack's running trainings for the
     block (:func:`stack_testing.trainings_paused`)."""
-    (launcher,) = _LAUNCHER
-    return lambda: trainings_paused(launcher)
+    return lambda: trainings_paused(stack_process[2])
 
 
 class _Chromium:
